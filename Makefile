@@ -1,0 +1,45 @@
+# oniray: the two commands of the README, plus the developer targets.
+#   make train   set up .venv if needed, then run configs/default.yaml
+#   make test    set up .venv (and test tools) if needed, then run the whole suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.oniray-installed
+CONFIG ?= configs/default.yaml
+ARGS ?=
+
+.PHONY: install train test lint bench prometheus clean
+
+install: $(STAMP)
+
+# torch goes first and pinned: the CPU wheel; a dependency asking for plain `torch`
+# would otherwise pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+train: install
+	$(VENV)/bin/oniray train $(CONFIG) $(ARGS)
+
+# Debian's Prometheus, for the tests that scrape a real run.
+prometheus:
+	@command -v prometheus >/dev/null || { \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+test: install prometheus
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q tests
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+bench: install
+	$(PY) bench/throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

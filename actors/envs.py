@@ -1,0 +1,110 @@
+"""Environments by id, and the observation encoding the policy and the fragments use.
+
+Consumes: an ``EnvConfig``. Emits: gymnasium environments restricted to the observation keys
+the model uses (``glyphs``, ``blstats``, ``message``), and :class:`EncodedObs` — the glyph crop
+around the agent, bottom-line stats as float32, message bytes and the decoded message — for a
+vector of such observations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+
+from actors import corridor
+from actors.fragment import MAX_GLYPH
+
+# NLE tasks oniray knows, by the id users may write (with or without "-v0").
+NLE_TASKS = (
+    "NetHackScore-v0",
+    "NetHackStaircase-v0",
+    "NetHackStaircasePet-v0",
+    "NetHackOracle-v0",
+    "NetHackGold-v0",
+    "NetHackEat-v0",
+    "NetHackScout-v0",
+    "NetHackChallenge-v0",
+)
+OWN_TASKS = ("oniray/Corridor-v0",)
+OBSERVATION_KEYS = ("glyphs", "blstats", "message")
+
+
+class UnknownEnvError(ValueError):
+    pass
+
+
+def canonical_env_id(env_id: str) -> str:
+    """The registered id for what a user wrote, or :class:`UnknownEnvError` listing the known."""
+    known = NLE_TASKS + OWN_TASKS
+    for candidate in (env_id, f"{env_id}-v0"):
+        if candidate in known:
+            return candidate
+    raise UnknownEnvError(
+        f"unknown environment id {env_id!r}; known: {', '.join(known)}"
+    )
+
+
+def make_env(env_id: str, *, max_episode_steps: int | None = None) -> gym.Env:
+    """One environment whose observations hold exactly :data:`OBSERVATION_KEYS`."""
+    env_id = canonical_env_id(env_id)
+    if env_id in OWN_TASKS:
+        corridor.register()
+        kwargs = {} if max_episode_steps is None else {"max_steps": max_episode_steps}
+        return gym.make(env_id, disable_env_checker=True, **kwargs).unwrapped
+    import nle  # noqa: F401 - registers the NetHack tasks with gymnasium
+
+    kwargs: dict = {"observation_keys": OBSERVATION_KEYS}
+    if max_episode_steps is not None:
+        kwargs["max_episode_steps"] = max_episode_steps
+    # unwrapped: gymnasium's wrappers (order enforcing, passive checker) cost ~10% per step and
+    # NLE enforces its own step limit.
+    return gym.make(env_id, disable_env_checker=True, **kwargs).unwrapped
+
+
+def decode_message(message: np.ndarray) -> str:
+    """NLE's NUL-padded message bytes as text (invalid UTF-8 replaced, never an error)."""
+    raw = message.tobytes().split(b"\0", 1)[0]
+    return raw.decode("utf-8", errors="replace").strip()
+
+
+@dataclass
+class EncodedObs:
+    """A vector of E observations in the form the policy and the fragment take."""
+
+    glyph_crop: np.ndarray  # int16 [E, C, C]
+    blstats: np.ndarray  # float32 [E, 27]
+    message_bytes: np.ndarray  # uint8 [E, 256]
+    messages: list[str]  # E decoded messages
+
+    def policy_inputs(self) -> dict[str, np.ndarray]:
+        return {
+            "glyph_crop": self.glyph_crop,
+            "blstats": self.blstats,
+            "message_bytes": self.message_bytes,
+        }
+
+
+class ObsEncoder:
+    """Crops glyph maps around the agent; the crop pads beyond the map with MAX_GLYPH."""
+
+    def __init__(self, crop_size: int) -> None:
+        self.crop_size = crop_size
+        self.radius = crop_size // 2
+
+    def encode(self, observations: list[dict[str, np.ndarray]]) -> EncodedObs:
+        n, r, c = len(observations), self.radius, self.crop_size
+        crops = np.empty((n, c, c), np.int16)
+        blstats = np.empty((n, observations[0]["blstats"].shape[0]), np.float32)
+        message_bytes = np.empty((n, observations[0]["message"].shape[0]), np.uint8)
+        messages = []
+        for i, obs in enumerate(observations):  # E is small (8-32): a loop over envs is fine
+            glyphs = obs["glyphs"]
+            x, y = int(obs["blstats"][0]), int(obs["blstats"][1])
+            padded = np.pad(glyphs, r, constant_values=MAX_GLYPH)
+            crops[i] = padded[y : y + c, x : x + c]  # (y, x) in padded coords = top-left
+            blstats[i] = obs["blstats"]
+            message_bytes[i] = obs["message"]
+            messages.append(decode_message(obs["message"]))
+        return EncodedObs(crops, blstats, message_bytes, messages)

@@ -1,0 +1,57 @@
+"""The Ray shell around :class:`actors.rollout_worker.RolloutWorker`.
+
+Consumes: the newest weights as an ObjectRef (nested in a list, so Ray hands over the ref and
+the actor fetches it only when the version changed). Emits: each fragment as its own object in
+the object store (the driver forwards the ref and never fetches it) and a small stats object.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ray
+import torch
+
+from actors.rollout_worker import EpisodeStats, RolloutWorker
+from cluster.config import OniConfig
+
+
+@ray.remote
+class RolloutActor:
+    def __init__(self, cfg: OniConfig, *, actor_id: int, seed: int) -> None:
+        # One intra-op thread: actors share the machine's cores with each other and the learner.
+        torch.set_num_threads(cfg.rollout.torch_threads)
+        self.worker = RolloutWorker(
+            env=cfg.env, rollout=cfg.rollout, model=cfg.model, actor_id=actor_id, seed=seed
+        )
+
+    def info(self) -> dict:
+        return {
+            "actor_id": self.worker.actor_id,
+            "num_actions": self.worker.num_actions,
+            "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+        }
+
+    @ray.method(num_returns=2)
+    def sample(self, weights: list, version: int):
+        """One fragment acted by policy ``version``; ``weights`` is ``[ObjectRef]``."""
+        if version != self.worker.policy_version:
+            self.worker.set_weights(ray.get(weights[0]), version)
+        return self.worker.sample()
+
+    def random_baseline(self, episodes: int) -> EpisodeStats:
+        """Play a uniformly random policy until ``episodes`` episodes end; then start afresh."""
+        total = EpisodeStats(actor_id=self.worker.actor_id, fragment_id=-1, policy_version=-1,
+                             env_steps=0)
+        while len(total.episode_returns) < episodes:
+            _, stats = self.worker.sample(random_policy=True)
+            total.env_steps += stats.env_steps
+            total.episode_returns += stats.episode_returns
+            total.episode_lengths += stats.episode_lengths
+            total.env_seconds += stats.env_seconds
+        self.worker.reset_all()
+        return total
+
+    def shutdown(self) -> None:
+        self.worker.close()

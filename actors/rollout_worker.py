@@ -1,0 +1,196 @@
+"""The rollout worker: steps E environments with the current policy, emits fragments.
+
+Consumes: policy weights (a numpy state dict and its version). Emits: one Arrow fragment of T
+steps x E environments per :meth:`RolloutWorker.sample` call (``actors.fragment``) and a small
+stats dict (finished episodes, timings). The recurrent core state, the current observations
+and the per-episode message counts carry over from one fragment to the next.
+
+No Ray here: ``actors.rollout_actor`` is the thin actor shell around this class.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from actors.envs import EncodedObs, ObsEncoder, make_env
+from actors.fragment import FragmentBuilder, FragmentMeta
+from cluster.config import EnvConfig, ModelConfig, RolloutConfig
+from learner.model import PolicyNet
+
+
+@dataclass
+class EpisodeStats:
+    """What a fragment's call reports besides the fragment itself (small: goes to the driver)."""
+
+    actor_id: int
+    fragment_id: int
+    policy_version: int
+    env_steps: int
+    episode_returns: list[float] = field(default_factory=list)
+    episode_lengths: list[int] = field(default_factory=list)
+    env_seconds: float = 0.0
+    inference_seconds: float = 0.0
+
+
+class RolloutWorker:
+    """E environments stepped in lockstep with batched CPU inference."""
+
+    def __init__(
+        self,
+        *,
+        env: EnvConfig,
+        rollout: RolloutConfig,
+        model: ModelConfig,
+        actor_id: int,
+        seed: int,
+    ) -> None:
+        self.actor_id = actor_id
+        self.length, self.num_envs = rollout.fragment_length, rollout.envs_per_actor
+        self.crop_size = env.crop_size
+        self.envs = [
+            make_env(env.id, max_episode_steps=env.max_episode_steps) for _ in range(self.num_envs)
+        ]
+        self.num_actions = int(self.envs[0].action_space.n)
+        self.encoder = ObsEncoder(env.crop_size)
+        self.policy = PolicyNet(model, crop_size=env.crop_size, num_actions=self.num_actions)
+        self.policy.eval()
+        self.policy_version = -1  # no weights yet: only random sampling is meaningful
+        self.generator = torch.Generator().manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        self.fragment_id = 0
+
+        self._episode_counter = 0
+        self.episode_id = np.zeros(self.num_envs, np.int64)
+        self.episode_step = np.zeros(self.num_envs, np.int32)
+        self.episode_return = np.zeros(self.num_envs, np.float64)
+        self.msg_count = np.zeros(self.num_envs, np.int32)
+        self._seen: list[dict[str, int]] = [{} for _ in range(self.num_envs)]
+        self.reset_all(seed=seed)
+
+    def reset_all(self, *, seed: int | None = None) -> None:
+        """Start a fresh episode in every env (after a random baseline, for instance)."""
+        raw = []
+        for e, environment in enumerate(self.envs):
+            obs, _ = environment.reset(seed=None if seed is None else seed * 1_000 + e)
+            raw.append(obs)
+            self._start_episode(e)
+        self.obs = self.encoder.encode(raw)
+        for e in range(self.num_envs):
+            self._count_message(e, self.obs.messages[e])
+        self.first = np.ones(self.num_envs, np.bool_)
+        self.core_state = self.policy.initial_state(self.num_envs)
+
+    # ---- episode bookkeeping ---------------------------------------------------------
+    def _start_episode(self, e: int) -> None:
+        self.episode_id[e] = (self.actor_id << 32) | self._episode_counter
+        self._episode_counter += 1
+        self.episode_step[e] = 0
+        self.episode_return[e] = 0.0
+        self._seen[e].clear()
+
+    def _count_message(self, e: int, message: str) -> None:
+        count = self._seen[e].get(message, 0) + 1
+        self._seen[e][message] = count
+        self.msg_count[e] = count
+
+    # ---- policy ------------------------------------------------------------------------
+    def set_weights(self, weights: dict[str, np.ndarray], version: int) -> None:
+        state = {name: torch.from_numpy(np.asarray(value)) for name, value in weights.items()}
+        self.policy.load_state_dict(state)
+        self.policy_version = version
+
+    def _act(self, obs: EncodedObs, random_policy: bool) -> tuple[np.ndarray, np.ndarray]:
+        if random_policy:
+            actions = self.rng.integers(self.num_actions, size=self.num_envs)
+            logp = np.full(self.num_envs, -math.log(self.num_actions), np.float32)
+            return actions.astype(np.int64), logp
+        with torch.no_grad():
+            actions, logp, self.core_state = self.policy.act(
+                obs.policy_inputs(), self.first, self.core_state, generator=self.generator
+            )
+        return np.asarray(actions, np.int64), np.asarray(logp, np.float32)
+
+    def _put_obs(self, builder: FragmentBuilder, t: int) -> None:
+        builder.put_obs(
+            t,
+            glyph_crop=self.obs.glyph_crop,
+            blstats=self.obs.blstats,
+            message_bytes=self.obs.message_bytes,
+            messages=self.obs.messages,
+            episode_id=self.episode_id,
+            step=self.episode_step,
+            msg_count=self.msg_count,
+        )
+
+    # ---- the rollout ---------------------------------------------------------------------
+    def sample(self, *, random_policy: bool = False) -> tuple[pa.RecordBatch, EpisodeStats]:
+        """Step every env T times; return the fragment and what finished meanwhile."""
+        if not random_policy and self.policy_version < 0:
+            raise RuntimeError("sample() before set_weights(): the policy is uninitialised")
+        builder = FragmentBuilder(
+            length=self.length, num_envs=self.num_envs, crop_size=self.crop_size
+        )
+        core_state = np.asarray(self.core_state, np.float32).copy()
+        stats = EpisodeStats(
+            actor_id=self.actor_id,
+            fragment_id=self.fragment_id,
+            policy_version=self.policy_version,
+            env_steps=self.length * self.num_envs,
+        )
+        for t in range(self.length):
+            self._put_obs(builder, t)
+            tick = time.perf_counter()
+            actions, logp = self._act(self.obs, random_policy)
+            tock = time.perf_counter()
+            rewards = np.zeros(self.num_envs, np.float32)
+            terminated = np.zeros(self.num_envs, np.bool_)
+            truncated = np.zeros(self.num_envs, np.bool_)
+            raw = []
+            for e, environment in enumerate(self.envs):
+                obs, reward, term, trunc, _ = environment.step(int(actions[e]))
+                rewards[e], terminated[e], truncated[e] = reward, term, trunc
+                self.episode_return[e] += reward
+                self.episode_step[e] += 1
+                if term or trunc:
+                    stats.episode_returns.append(float(self.episode_return[e]))
+                    stats.episode_lengths.append(int(self.episode_step[e]))
+                    obs, _ = environment.reset()
+                    self._start_episode(e)
+                raw.append(obs)
+            self.obs = self.encoder.encode(raw)
+            for e in range(self.num_envs):
+                self._count_message(e, self.obs.messages[e])
+            stats.inference_seconds += tock - tick
+            stats.env_seconds += time.perf_counter() - tock
+            builder.put_step(
+                t,
+                action=actions,
+                behaviour_logp=logp,
+                reward=rewards,
+                terminated=terminated,
+                truncated=truncated,
+            )
+            self.first = terminated | truncated
+        self._put_obs(builder, self.length)  # the bootstrap rows
+        fragment = builder.build(
+            FragmentMeta(
+                actor_id=self.actor_id,
+                fragment_id=self.fragment_id,
+                policy_version=self.policy_version,
+                length=self.length,
+                num_envs=self.num_envs,
+                initial_core_state=core_state,
+            )
+        )
+        self.fragment_id += 1
+        return fragment, stats
+
+    def close(self) -> None:
+        for environment in self.envs:
+            environment.close()

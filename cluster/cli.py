@@ -1,0 +1,93 @@
+"""The ``oniray`` command.
+
+    oniray train CONFIG [key=value ...]        start a run (runs/<name>/)
+    oniray train --resume RUN_DIR [key=value]  continue a run from its newest valid checkpoint
+    oniray report RUN_DIR                      plots and a markdown summary of a run
+    oniray config                              every config key, its type, default and meaning
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from cluster.config import ConfigError, describe, load_config
+
+
+def _train(args: argparse.Namespace) -> int:
+    from cluster.driver import run_training
+    from cluster.report import write_report
+    from cluster.run_dir import RunDir
+
+    resume_state = None
+    if args.resume:
+        run_dir = RunDir(Path(args.resume))
+        if not run_dir.config.exists():
+            print(f"oniray: {args.resume} is not a run folder (no config.yaml)", file=sys.stderr)
+            return 2
+        overrides = ([args.config] if args.config else []) + args.overrides
+        cfg = load_config(run_dir.config, overrides)
+        loaded = run_dir.load_latest_checkpoint()
+        if loaded is None:
+            print(f"oniray: {args.resume} has no valid checkpoint to resume from", file=sys.stderr)
+            return 2
+        resume_state, path = loaded
+        print(f"resuming {run_dir.root} from {path.name}", flush=True)
+    else:
+        if not args.config:
+            print("oniray train: give a CONFIG file or --resume RUN_DIR", file=sys.stderr)
+            return 2
+        cfg = load_config(args.config, args.overrides)
+        name = cfg.run.name or f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = RunDir.create(cfg.run.out_dir, name)
+    print(f"run folder: {run_dir.root}", flush=True)
+    run_training(cfg, run_dir, resume_state=resume_state)
+    report = write_report(run_dir.root)
+    print(f"report: {report}", flush=True)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from cluster.report import write_report
+
+    print(write_report(Path(args.run_dir)))
+    return 0
+
+
+def _config(_: argparse.Namespace) -> int:
+    print("\n".join(describe()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="oniray", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train an agent")
+    train.add_argument("config", nargs="?", help="YAML config (configs/default.yaml)")
+    train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. learner.lr=1e-4")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue this run")
+    train.set_defaults(func=_train)
+    report = sub.add_parser("report", help="plots and summary of a run folder")
+    report.add_argument("run_dir")
+    report.set_defaults(func=_report)
+    config = sub.add_parser("config", help="list every config key")
+    config.set_defaults(func=_config)
+
+    args = parser.parse_args(argv)
+    if args.command == "train" and args.config and "=" in args.config and not args.resume:
+        parser.error("the first argument of train is the CONFIG file, then key=value overrides")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"config error: {line}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Plots and summaries of a run folder (``oniray report RUN_DIR``; ``make train`` ends with it).
+
+Consumes: ``metrics.parquet`` and ``summary.json`` of a run. Emits: ``curve.png`` (mean return
+against environment steps, with the random agent's mean and its 95% interval) and, for
+``oniray report``, ``report.png`` with more panels and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+
+from cluster.run_dir import RunDir  # noqa: E402
+
+
+def mean_and_interval(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its normal 95% interval (0 for fewer than 2 values)."""
+    if not values:
+        return float("nan"), float("nan")
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, 1.96 * math.sqrt(var / len(values))
+
+
+def plot_curve(rows: list[dict[str, Any]], baseline: dict[str, float] | None, path: Path) -> None:
+    steps = [r["env_steps"] for r in rows if r.get("mean_return") is not None]
+    returns = [r["mean_return"] for r in rows if r.get("mean_return") is not None]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, returns, label="agent (mean of recent episodes)", color="tab:blue")
+    if baseline:
+        mean, half = baseline["mean_return"], baseline["ci95"]
+        ax.axhline(mean, color="tab:red", linestyle="--", label="random agent")
+        ax.axhspan(mean - half, mean + half, color="tab:red", alpha=0.15)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("episode return")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+REPORT_PANELS = (
+    ("mean_return", "mean episode return"),
+    ("sps", "environment steps per second"),
+    ("policy_lag", "mean policy lag (versions)"),
+    ("labels_total", "judge labels"),
+    ("reward_model_accuracy", "reward-model held-out accuracy"),
+    ("intrinsic_sparsity", "intrinsic reward: fraction of zero"),
+)
+
+
+def write_report(run: Path) -> Path:
+    """``report.png`` + ``report.md`` for a run folder; returns the markdown's path."""
+    run_dir = RunDir(run)
+    rows = run_dir.read_metrics()
+    if not rows:
+        raise FileNotFoundError(f"{run}: no metrics.parquet rows: is this a run folder?")
+    summary = json.loads(run_dir.summary.read_text()) if run_dir.summary.exists() else {}
+    panels = [(k, t) for k, t in REPORT_PANELS if any(r.get(k) is not None for r in rows)]
+    cols = 2
+    fig, axes = plt.subplots(math.ceil(len(panels) / cols), cols, figsize=(11, 3.2 * math.ceil(
+        len(panels) / cols)), squeeze=False)
+    for ax, (key, title) in zip(axes.flat, panels, strict=False):
+        xs = [r["env_steps"] for r in rows if r.get(key) is not None]
+        ys = [r[key] for r in rows if r.get(key) is not None]
+        ax.plot(xs, ys)
+        ax.set_title(title)
+        ax.set_xlabel("environment steps")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(run / "report.png", dpi=100)
+    plt.close(fig)
+    lines = [f"# oniray run `{run.name}`", ""]
+    for key in sorted(summary):
+        lines.append(f"- **{key}**: {summary[key]}")
+    lines += ["", "![report](report.png)", ""]
+    md = run / "report.md"
+    md.write_text("\n".join(lines))
+    return md

@@ -1,0 +1,157 @@
+"""Config schema of the reward side: reward combination, judge, annotator, reward models, RND.
+
+Consumed by ``cluster.config`` (which nests :class:`RewardsConfig` under ``rewards``).
+Every field is documented and range-checked at load; components never change the config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from cluster.fields import param, section
+
+
+@dataclass
+class JudgeConfig:
+    """The LLM judge that labels captions (NetHack messages)."""
+
+    backend: Literal["embedding", "rules", "openai", "transformers", "vllm"] = param(
+        "embedding", "which judge: embedding (offline, CPU), rules, openai (HTTP), "
+        "transformers (local HF dir), vllm (in-process engine)"
+    )
+    task: str = param(
+        "", "task whose goal string the prompts use (score, staircase, oracle, ...); "
+        "empty = derived from env.id"
+    )
+    prompts: str = param(
+        "configs/prompts/oni.yaml", "prompt templates, few-shot examples and goal strings"
+    )
+    model: str = param(
+        "", "model: a local directory (transformers, vllm, embedding: empty = all-MiniLM-L6-v2) "
+        "or the served model name (openai)"
+    )
+    base_url: str = param("http://127.0.0.1:8000/v1", "OpenAI-compatible server (openai backend)")
+    api: Literal["completions", "chat"] = param("completions", "OpenAI endpoint to call")
+    api_key_env: str = param(
+        "ONIRAY_JUDGE_API_KEY", "name of the environment variable holding the API key "
+        "(the key itself never appears in config, logs or checkpoints)"
+    )
+    max_concurrency: int = param(8, "concurrent HTTP requests to the judge", ge=1)
+    timeout_s: float = param(60.0, "per-request timeout, seconds", gt=0)
+    max_retries: int = param(3, "retries of a failed or unparseable request", ge=0)
+    backoff_s: float = param(0.5, "first retry delay; doubles each retry", ge=0)
+    max_new_tokens: int = param(256, "generation budget per answer", ge=1)
+    temperature: float = param(0.0, "sampling temperature of the judge", ge=0)
+    batch_size: int = param(32, "captions per judge batch", ge=1)
+    rules_positive: list[str] = param(
+        factory=list, doc="rules backend: regexes whose match makes a caption helpful"
+    )
+    embedding_margin: float = param(
+        0.0, "embedding backend: helpful if sim(positive) - sim(negative) > margin"
+    )
+    embedding_top_k: int = param(
+        3, "embedding backend: sim(...) = mean cosine similarity of the k nearest examples", ge=1
+    )
+    embedding_cache_size: int = param(
+        100_000, "embedding backend: caption embeddings kept (least recently used dropped)", ge=0
+    )
+    max_caption_chars: int = param(
+        512, "captions longer than this are cut (with a marker) before they reach the judge",
+        ge=32,
+    )
+    num_gpus: float = param(0.0, "GPUs for the judge actor (vllm backend)", ge=0)
+    tensor_parallel_size: int = param(1, "vLLM tensor parallelism", ge=1)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = param(
+        "auto", "vllm backend: weight and activation dtype (float32 on CPU hosts)"
+    )
+    vllm_python: str = param(
+        ".venv-vllm/bin/python", "vllm backend: the interpreter that runs the engine when "
+        "`import vllm` fails in oniray's own (CPU hosts; see rewards/judges/vllm_env.sh)"
+    )
+    breaker_failures: int = param(
+        5, "openai backend: consecutive failed requests that open the circuit breaker", ge=1
+    )
+    breaker_cooldown_s: float = param(
+        30.0, "openai backend: seconds the open breaker answers None before probing", gt=0
+    )
+    resources: dict[str, float] = param(
+        factory=dict, doc="custom Ray resources the judge actor requires (cluster placement)"
+    )
+
+
+@dataclass
+class AnnotatorConfig:
+    """The asynchronous annotation service that feeds the judge and trains reward models."""
+
+    enabled: bool = param(False, "run the annotation service (needed by an intrinsic reward)")
+    queue_size: int = param(
+        4096, "captions waiting for the judge; the lowest-priority ones are shed beyond it "
+        "(the oldest with priority newest, the newest with priority oldest)", ge=1
+    )
+    priority: Literal["newest", "oldest"] = param("newest", "which queued captions to label first")
+    canary_every: int = param(
+        200, "slip a canary caption (true label: not helpful) in every N labels; 0 = never", ge=0
+    )
+    canary_max_fpr: float = param(
+        0.2, "warn loudly when the judge calls more canaries helpful than this", ge=0, le=1
+    )
+    store_dir: str = param(
+        "", "label store directory (reloaded on start: nothing is asked twice across "
+        "restarts); empty = <run dir>/labels"
+    )
+    flush_interval_s: float = param(
+        5.0, "write new labels to the store at least this often, seconds", gt=0
+    )
+    num_cpus: float = param(1.0, "CPUs reserved for the annotator actor", ge=0)
+    resources: dict[str, float] = param(factory=dict, doc="custom Ray resources it requires")
+
+
+@dataclass
+class RewardModelConfig:
+    """The intrinsic reward model distilled from the judge's labels (ONI)."""
+
+    kind: Literal["none", "retrieval", "classification", "ranking"] = param(
+        "none", "ONI's reward model: retrieval (label table), classification, ranking"
+    )
+    threshold: float = param(
+        0.5, "classification: reward 1 where P(helpful) exceeds it", ge=0, le=1
+    )
+    ranking_quantile: float = param(
+        0.5, "ranking: reward where the normalised score exceeds this quantile", ge=0, le=1
+    )
+    train_every_labels: int = param(64, "retrain after this many new labels", ge=1)
+    train_steps: int = param(200, "optimiser steps per retraining", ge=1)
+    lr: float = param(1e-3, "reward-model learning rate", gt=0)
+    holdout_fraction: float = param(
+        0.1, "labels held out to measure accuracy", ge=0, lt=1
+    )
+    pairs_per_round: int = param(64, "ranking: new preference pairs asked per round", ge=1)
+    batch_size: int = param(64, "captions (classification) or pairs (ranking) per step", ge=1)
+
+
+@dataclass
+class RNDConfig:
+    """Random network distillation bonus on observations."""
+
+    coef: float = param(0.0, "weight of the RND bonus; 0 = off", ge=0)
+    lr: float = param(1e-4, "predictor learning rate", gt=0)
+    embedding_dim: int = param(64, "output size of target and predictor", ge=1)
+
+
+@dataclass
+class RewardsConfig:
+    """How the learner's reward is made: r = c_ext clip(r_ext) + c_int r_int N^-beta (+ RND)."""
+
+    extrinsic_coef: float = param(0.1, "c_ext: weight of the environment's reward")
+    extrinsic_clip: float | None = param(
+        None, "clip |r_ext| to this before weighting; null = no clip", gt=0
+    )
+    intrinsic_coef: float = param(0.0, "c_int: weight of the intrinsic reward", ge=0)
+    count_exponent: float = param(
+        3.0, "beta: the intrinsic reward is divided by msg_count ** beta (ONI)", ge=0
+    )
+    judge: JudgeConfig = section(JudgeConfig)
+    annotator: AnnotatorConfig = section(AnnotatorConfig)
+    model: RewardModelConfig = section(RewardModelConfig)
+    rnd: RNDConfig = section(RNDConfig)

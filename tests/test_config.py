@@ -1,0 +1,152 @@
+"""Config loading: every kind of error names the key, the value and the file, before anything runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cluster.config import ConfigError, OniConfig, describe, load_config, to_yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def problems(path: Path, overrides: list[str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    return info.value.problems
+
+
+def test_every_shipped_config_loads() -> None:
+    paths = sorted((REPO / "configs").rglob("*.yaml"))
+    paths = [p for p in paths if "prompts" not in p.parts]
+    assert paths
+    for path in paths:
+        assert isinstance(load_config(path), OniConfig), path
+
+
+def test_defaults_and_overrides(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "{}"), ["learner.lr=1e-3", "rollout.num_actors=3",
+                                              "run.max_minutes=null", "learner.lr=2e-3"])
+    assert cfg.learner.lr == 2e-3  # the last override wins
+    assert cfg.rollout.num_actors == 3 and cfg.run.max_minutes is None
+    assert cfg.fragment_steps == 32 * 8 and cfg.fragments_per_batch == 4
+
+
+def test_int_is_accepted_for_a_float_and_kept_as_float(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "learner:\n  lr: 1\n"))
+    assert cfg.learner.lr == 1.0 and isinstance(cfg.learner.lr, float)
+
+
+def test_unknown_key_names_key_value_file_and_suggests(tmp_path: Path) -> None:
+    path = write(tmp_path, "learner:\n  lrr: 0.1\n")
+    (line,) = problems(path)
+    assert str(path) in line and "'learner.lrr'" in line and "0.1" in line
+    assert "did you mean 'learner.lr'" in line
+
+
+def test_unknown_section(tmp_path: Path) -> None:
+    (line,) = problems(write(tmp_path, "lerner:\n  lr: 0.1\n"))
+    assert "unknown key 'lerner'" in line and "did you mean 'learner'" in line
+
+
+def test_wrong_type(tmp_path: Path) -> None:
+    path = write(tmp_path, "rollout:\n  num_actors: two\n")
+    (line,) = problems(path)
+    assert str(path) in line and "'rollout.num_actors' = 'two'" in line and "expected int" in line
+
+
+def test_bool_is_not_an_int(tmp_path: Path) -> None:
+    (line,) = problems(write(tmp_path, "rollout:\n  num_actors: true\n"))
+    assert "is not valid" in line
+
+
+def test_literal_choices(tmp_path: Path) -> None:
+    (line,) = problems(write(tmp_path, "rewards:\n  judge:\n    backend: gpt\n"))
+    assert "'rewards.judge.backend' = 'gpt'" in line and "embedding" in line
+
+
+def test_out_of_range(tmp_path: Path) -> None:
+    (line,) = problems(write(tmp_path, "learner:\n  gamma: 1.5\n"))
+    assert "'learner.gamma' = 1.5" in line and "<= 1" in line
+
+
+def test_section_given_a_scalar(tmp_path: Path) -> None:
+    (line,) = problems(write(tmp_path, "learner: 3\n"))
+    assert "'learner' = 3 must be a section" in line
+
+
+def test_all_problems_are_collected(tmp_path: Path) -> None:
+    found = problems(write(tmp_path, "learner:\n  lr: x\n  gamma: 2\nfoo: 1\n"))
+    assert len(found) == 3
+
+
+def test_override_errors_name_the_command_line(tmp_path: Path) -> None:
+    (line,) = problems(write(tmp_path, "{}"), ["learner.lr=fast"])
+    assert line.startswith("command line:") and "'learner.lr' = 'fast'" in line
+    (line,) = problems(write(tmp_path, "{}"), ["learner.nope=1"])
+    assert "command line: unknown key 'learner.nope'" in line
+    (line,) = problems(write(tmp_path, "{}"), ["learner.lr"])
+    assert "not key=value" in line
+
+
+def test_cross_field_rules(tmp_path: Path) -> None:
+    (line,) = problems(write(tmp_path, "learner:\n  batch_size: 1000\n"))
+    assert "'learner.batch_size' = 1000" in line and "multiple of" in line
+    (line,) = problems(write(tmp_path, "env:\n  crop_size: 8\n"))
+    assert "'env.crop_size' = 8 must be odd" in line
+    (line,) = problems(write(tmp_path, "rewards:\n  model:\n    kind: retrieval\n"))
+    assert "rewards.annotator.enabled" in line
+
+
+def test_yaml_syntax_error_and_missing_file(tmp_path: Path) -> None:
+    (line,) = problems(write(tmp_path, "learner: [unclosed\n"))
+    assert "not valid YAML" in line
+    (line,) = problems(tmp_path / "absent.yaml")
+    assert "not found" in line
+
+
+def test_inherit_and_loops(tmp_path: Path) -> None:
+    write(tmp_path, "learner:\n  lr: 0.01\n  gamma: 0.9\n", "base.yaml")
+    cfg = load_config(write(tmp_path, "inherit: base.yaml\nlearner:\n  lr: 0.02\n"))
+    assert cfg.learner.lr == 0.02 and cfg.learner.gamma == 0.9
+    write(tmp_path, "inherit: b.yaml\n", "a.yaml")
+    write(tmp_path, "inherit: a.yaml\n", "b.yaml")
+    (line,) = problems(tmp_path / "a.yaml")
+    assert "loops" in line
+    # An error in the parent names the parent file.
+    write(tmp_path, "learner:\n  bogus: 1\n", "bad_base.yaml")
+    (line,) = problems(write(tmp_path, "inherit: bad_base.yaml\n", "child.yaml"))
+    assert "bad_base.yaml" in line
+
+
+def test_resolved_config_round_trips(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "{}"), ["rewards.judge.rules_positive=[kill, gold]"])
+    saved = write(tmp_path, to_yaml(cfg), "saved.yaml")
+    assert load_config(saved) == cfg
+
+
+def test_every_field_is_documented() -> None:
+    undocumented = [line for line in describe() if line.rstrip().endswith("#")]
+    assert not undocumented, undocumented
+
+
+def test_cli_stops_before_anything_starts(tmp_path: Path) -> None:
+    path = write(tmp_path, f"run:\n  out_dir: {tmp_path / 'runs'}\nlearner:\n  lrr: 1\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "cluster.cli", "train", str(path), "learner.gamma=7"],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("config error:")]
+    assert len(lines) == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists()  # nothing started, no run folder

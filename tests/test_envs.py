@@ -1,0 +1,112 @@
+"""Environments by id, the observation encoding and the rollout worker (real NLE, no Ray)."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import pytest
+
+from actors.corridor import GLYPH_AGENT, CorridorEnv
+from actors.envs import OBSERVATION_KEYS, ObsEncoder, UnknownEnvError, canonical_env_id, make_env
+from actors.fragment import MAX_GLYPH, step_rows, validate_fragment
+from actors.rollout_worker import RolloutWorker
+from cluster.config import EnvConfig, ModelConfig, RolloutConfig
+from learner.model import PolicyNet
+
+
+@pytest.mark.parametrize("env_id", ["NetHackScore-v0", "NetHackStaircase", "NetHackOracle-v0"])
+def test_nle_tasks_step_with_limited_keys(env_id: str) -> None:
+    env = make_env(env_id)
+    obs, _ = env.reset(seed=0)
+    assert set(obs) == set(OBSERVATION_KEYS)
+    for _ in range(20):
+        obs, reward, term, trunc, _ = env.step(env.action_space.sample())
+        assert np.isfinite(reward)
+        if term or trunc:
+            obs, _ = env.reset()
+    env.close()
+
+
+def test_unknown_env_id_is_a_clear_error() -> None:
+    with pytest.raises(UnknownEnvError, match="unknown environment id 'NetHackScroe'.*known:"):
+        canonical_env_id("NetHackScroe")
+
+
+def test_crop_is_centred_on_the_agent_and_padded() -> None:
+    env = CorridorEnv(length=6)
+    obs, _ = env.reset()
+    enc = ObsEncoder(9).encode([obs])
+    assert enc.glyph_crop.shape == (1, 9, 9)
+    assert enc.glyph_crop[0, 4, 4] == GLYPH_AGENT
+    # The agent sits at column 1: the crop's leftmost columns fall outside the map.
+    assert (enc.glyph_crop[0, :, :3] == MAX_GLYPH).all()
+    assert enc.blstats.dtype == np.float32 and enc.messages == [""]
+
+
+def test_nethack_crop_centre_is_the_agent() -> None:
+    env = make_env("NetHackScore-v0")
+    obs, _ = env.reset(seed=1)
+    enc = ObsEncoder(9).encode([obs])
+    x, y = int(obs["blstats"][0]), int(obs["blstats"][1])
+    assert enc.glyph_crop[0, 4, 4] == obs["glyphs"][y, x]
+    env.close()
+
+
+def test_corridor_rewards_reaching_the_exit() -> None:
+    env = CorridorEnv(length=5)
+    env.reset()
+    messages, total, term = [], 0.0, False
+    while not term:
+        obs, reward, term, trunc, _ = env.step(1)  # east
+        total += reward
+        messages.append(bytes(obs["message"]).split(b"\0")[0].decode())
+        assert not trunc
+    assert total == 1.0 and "You see a key here." in messages and messages[-1].endswith("exit!")
+
+
+def small_worker(env_id: str, *, envs: int = 4, length: int = 8) -> RolloutWorker:
+    model = ModelConfig(glyph_embedding_dim=8, crop_channels=4, blstats_hidden=8,
+                        message_hidden=8, fused_hidden=16, core_hidden=16)
+    return RolloutWorker(
+        env=EnvConfig(id=env_id),
+        rollout=RolloutConfig(envs_per_actor=envs, fragment_length=length),
+        model=model, actor_id=3, seed=0,
+    )
+
+
+def test_worker_fragments_follow_the_contract_and_carry_over() -> None:
+    worker = small_worker("oniray/Corridor-v0", envs=4, length=8)
+    net = PolicyNet(worker.policy.cfg if hasattr(worker.policy, "cfg") else ModelConfig(
+        glyph_embedding_dim=8, crop_channels=4, blstats_hidden=8, message_hidden=8,
+        fused_hidden=16, core_hidden=16), crop_size=9, num_actions=worker.num_actions)
+    worker.set_weights({k: v.numpy() for k, v in net.state_dict().items()}, version=5)
+    fragments = [worker.sample()[0] for _ in range(12)]
+    per_episode: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
+    for i, fragment in enumerate(fragments):
+        meta = validate_fragment(fragment)
+        assert (meta.actor_id, meta.fragment_id, meta.policy_version) == (3, i, 5)
+        assert meta.initial_core_state.shape == (4, 16)
+        if i:  # the bootstrap rows of one fragment are the first rows of the next
+            prev = fragments[i - 1]
+            for col in ("glyph_crop", "episode_id", "step", "msg_count", "message"):
+                assert prev.slice(8 * 4).column(col).equals(fragment.slice(0, 4).column(col))
+        steps = step_rows(fragment).to_pydict()
+        for ep, msg, count, step in zip(steps["episode_id"], steps["message"],
+                                        steps["msg_count"], steps["step"], strict=True):
+            if step == 0:
+                assert ep not in per_episode  # a new episode id at every reset
+            per_episode[ep][msg] += 1
+            assert count == per_episode[ep][msg]  # msg_count counts within the episode
+    assert len(per_episode) > 4  # episodes ended and new ones started
+    assert all(ep >> 32 == 3 for ep in per_episode)
+
+
+def test_worker_refuses_to_act_without_weights() -> None:
+    worker = small_worker("oniray/Corridor-v0")
+    with pytest.raises(RuntimeError, match="set_weights"):
+        worker.sample()
+    fragment, stats = worker.sample(random_policy=True)
+    assert stats.env_steps == 8 * 4
+    np.testing.assert_allclose(step_rows(fragment).column("behaviour_logp").to_numpy(),
+                               -np.log(5), rtol=1e-6)
