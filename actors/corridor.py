@@ -13,6 +13,8 @@ training run's return visibly improves within a few thousand steps.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import gymnasium as gym
 import numpy as np
 
@@ -33,7 +35,7 @@ MSG_EXIT = "You reach the exit!"
 class CorridorEnv(gym.Env):
     """A corridor of ``length`` cells on row 10 of an otherwise stony 21x79 map."""
 
-    metadata = {"render_modes": []}
+    metadata: ClassVar[dict] = {"render_modes": []}
 
     def __init__(self, length: int = 10, max_steps: int = 60) -> None:
         if not 3 <= length <= COLS - 2:

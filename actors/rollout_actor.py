@@ -13,6 +13,7 @@ import ray
 import torch
 
 from actors.rollout_worker import EpisodeStats, RolloutWorker
+from cluster import metrics as m
 from cluster.config import OniConfig
 
 
@@ -24,6 +25,7 @@ class RolloutActor:
         self.worker = RolloutWorker(
             env=cfg.env, rollout=cfg.rollout, model=cfg.model, actor_id=actor_id, seed=seed
         )
+        self._labels = m.component_labels(role="rollout", actor_id=actor_id)
 
     def info(self) -> dict:
         return {
@@ -37,8 +39,23 @@ class RolloutActor:
     def sample(self, weights: list, version: int):
         """One fragment acted by policy ``version``; ``weights`` is ``[ObjectRef]``."""
         if version != self.worker.policy_version:
-            self.worker.set_weights(ray.get(weights[0]), version)
-        return self.worker.sample()
+            with m.WEIGHT_SYNC_SECONDS.labels(**self._labels).time():
+                self.worker.set_weights(ray.get(weights[0]), version)
+            m.POLICY_VERSION.labels(**self._labels).set(version)
+        fragment, stats = self.worker.sample()
+        labels = self._labels
+        m.ENV_STEPS.labels(**labels).inc(stats.env_steps)
+        m.FRAGMENTS_PRODUCED.labels(**labels).inc()
+        seconds = stats.env_seconds + stats.inference_seconds
+        m.ENV_STEPS_PER_SECOND.labels(**labels).set(stats.env_steps / max(seconds, 1e-9))
+        for ret, length in zip(stats.episode_returns, stats.episode_lengths, strict=True):
+            m.EPISODE_RETURN.labels(**labels).observe(ret)
+            m.EPISODE_LENGTH.labels(**labels).observe(length)
+        return fragment, stats
+
+    def metrics(self) -> bytes:
+        """This process's Prometheus exposition text, for the driver's hub."""
+        return m.metrics_snapshot()
 
     def random_baseline(self, episodes: int) -> EpisodeStats:
         """Play a uniformly random policy until ``episodes`` episodes end; then start afresh."""
@@ -52,6 +69,11 @@ class RolloutActor:
             total.env_seconds += stats.env_seconds
         self.worker.reset_all()
         return total
+
+    def random_steps(self, fragments: int) -> int:
+        """Step ``fragments`` fragments with random actions and discard them (the benchmark's
+        raw ceiling: the same env loop and Arrow assembly, no inference, nothing shipped)."""
+        return sum(self.worker.sample(random_policy=True)[1].env_steps for _ in range(fragments))
 
     def shutdown(self) -> None:
         self.worker.close()

@@ -101,7 +101,8 @@ class RolloutWorker:
 
     # ---- policy ------------------------------------------------------------------------
     def set_weights(self, weights: dict[str, np.ndarray], version: int) -> None:
-        state = {name: torch.from_numpy(np.asarray(value)) for name, value in weights.items()}
+        # A copy: arrays from the object store are read-only views of shared memory.
+        state = {name: torch.from_numpy(np.array(value)) for name, value in weights.items()}
         self.policy.load_state_dict(state)
         self.policy_version = version
 

@@ -24,9 +24,11 @@ import ray
 
 from actors.rollout_actor import RolloutActor
 from actors.rollout_worker import EpisodeStats
+from cluster import metrics as m
 from cluster.config import OniConfig, to_yaml
 from cluster.report import mean_and_interval, plot_curve
 from cluster.run_dir import RunDir, atomic_write_text
+from cluster.telemetry import Telemetry
 from learner.learner_group import LearnerGroup
 
 log = logging.getLogger("oniray")
@@ -85,6 +87,7 @@ class Trainer:
         self._stop_reason: str | None = None
         self._lags: list[int] = []
         self._last_loss: dict[str, float] = {}
+        self._labels = m.component_labels(role="driver", actor_id=0)
 
     # ---- lifecycle ---------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
@@ -105,7 +108,7 @@ class Trainer:
             "config_yaml": to_yaml(self.cfg),
         }
         path = self.run_dir.save_checkpoint(state, update=self.counters.updates)
-        log.info("checkpoint %s", path)
+        log.debug("checkpoint %s", path)
 
     # ---- random baseline ----------------------------------------------------------------
     def measure_random_baseline(self) -> None:
@@ -173,7 +176,7 @@ class Trainer:
                     updates.remove(ref)
                     result = ray.get(ref)
                     counters.updates += 1
-                    version, weights_ref = result["policy_version"], result["weights_ref"][0]
+                    version, weights_ref = int(result["policy_version"]), result["weights_ref"][0]
                     self._last_loss = {k: v for k, v in result.items() if isinstance(v, float)}
                     if counters.updates % cfg.run.checkpoint_every_updates == 0:
                         self.checkpoint()
@@ -185,10 +188,14 @@ class Trainer:
                     ready.popleft()
                     counters.fragments_dropped += 1
                     counters.env_steps_dropped += cfg.fragment_steps
+                    m.FRAGMENTS_DROPPED.labels(**self._labels, reason="policy_lag").inc()
                 if len(ready) < per_batch:
                     break
                 batch = [ready.popleft() for _ in range(per_batch)]
-                self._lags += [learner_version - v for _, v in batch]
+                lags = [learner_version - v for _, v in batch]
+                self._lags += lags
+                for lag in lags:
+                    m.POLICY_LAG.labels(**self._labels).observe(lag)
                 updates.append(learners.update([ref for ref, _ in batch]))
                 counters.env_steps_trained += per_batch * cfg.fragment_steps
 
@@ -197,6 +204,8 @@ class Trainer:
             # (max_queued_batches + 1) * fragments_per_batch + num_actors * fragments_in_flight.
             while idle and len(ready) < per_batch:
                 issue(idle.popleft())
+            m.QUEUE_DEPTH.labels(**self._labels, queue="fragments_ready").set(len(ready))
+            m.QUEUE_DEPTH.labels(**self._labels, queue="learner_updates").set(len(updates))
 
             now = time.perf_counter()
             counters.elapsed_s = elapsed_before + (now - session_start)
@@ -213,7 +222,7 @@ class Trainer:
         for ref in updates:
             result = ray.get(ref)
             counters.updates += 1
-            version = result["policy_version"]
+            version = int(result["policy_version"])
         # Fragments that reached the driver but will never be trained on count as dropped, so
         # produced == trained + dropped holds in every checkpoint.
         counters.fragments_dropped += len(ready)
@@ -249,6 +258,8 @@ class Trainer:
             "mean_length": float(np.mean(c.recent_lengths)) if c.recent_lengths else None,
             **{f"learner_{k}": v for k, v in self._last_loss.items()},
         }
+        m.ENV_STEPS_PER_SECOND.labels(**self._labels).set(sps)
+        m.POLICY_VERSION.labels(**self._labels).set(version)
         self.metric_rows.append(row)
         self.run_dir.write_metrics(self.metric_rows)
         ret = "   n/a" if mean_return is None else f"{mean_return:6.2f}"
@@ -331,7 +342,13 @@ def run_training(cfg: OniConfig, run_dir: RunDir, *, resume_state: dict | None =
     """Build, (restore,) train, checkpoint, summarise. SIGINT/SIGTERM stop with a checkpoint."""
     atomic_write_text(run_dir.config, to_yaml(cfg))
     init_ray(cfg)
+    telemetry = Telemetry(cfg.metrics)
+    telemetry.start()
     parts = build_components(cfg)
+    telemetry.set_sources(
+        [(f"rollout-{i}", actor.metrics.remote) for i, actor in enumerate(parts.actors)]
+        + [(f"learner-{r}", a.metrics.remote) for r, a in enumerate(parts.learners.actors)]
+    )
     trainer = Trainer(cfg, run_dir, parts)
     if resume_state is not None:
         trainer.restore(resume_state)
@@ -340,13 +357,17 @@ def run_training(cfg: OniConfig, run_dir: RunDir, *, resume_state: dict | None =
 
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(sig, lambda s, _f: trainer.request_stop(signal.Signals(s).name))
+        previous[sig] = signal.signal(
+            sig, lambda s, _f: trainer.request_stop(signal.Signals(s).name)
+        )
     try:
         trainer.measure_random_baseline()
         return trainer.train()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        telemetry.refresh()  # the final numbers, for a scrape that comes right after the end
+        telemetry.stop()
         for actor in parts.actors:
             ray.kill(actor)
         parts.learners.shutdown()

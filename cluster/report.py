@@ -15,9 +15,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from cluster.run_dir import RunDir  # noqa: E402
+from cluster.run_dir import RunDir
 
 
 def mean_and_interval(values: list[float]) -> tuple[float, float]:

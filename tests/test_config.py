@@ -1,4 +1,4 @@
-"""Config loading: every kind of error names the key, the value and the file, before anything runs."""
+"""Config loading: every kind of error names the key, the value and the file, up front."""
 
 from __future__ import annotations
 

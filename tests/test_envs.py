@@ -29,7 +29,7 @@ def test_nle_tasks_step_with_limited_keys(env_id: str) -> None:
 
 
 def test_unknown_env_id_is_a_clear_error() -> None:
-    with pytest.raises(UnknownEnvError, match="unknown environment id 'NetHackScroe'.*known:"):
+    with pytest.raises(UnknownEnvError, match=r"unknown environment id 'NetHackScroe'.*known:"):
         canonical_env_id("NetHackScroe")
 
 

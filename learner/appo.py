@@ -1,0 +1,231 @@
+"""The APPO learner: V-trace targets, PPO's clipped surrogate, Adam. No Ray in here.
+
+Consumes fragments (``pa.RecordBatch``, ``actors.fragment``) acted by possibly older policy
+versions, and optionally an intrinsic reward ``[T, B]`` per batch. Emits updated weights
+(``get_weights``: CPU numpy arrays, for publishing), a metrics dict per update and
+checkpointable state. With ``world_size > 1`` it expects ``torch.distributed`` to be
+initialised by its caller (``learner.learner_group``) and averages gradients across ranks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.nn.functional as F
+
+from cluster.config import OniConfig
+from learner.batch import FragmentTensors, fragment_tensors, stack_fragments
+from learner.losses import entropy_loss, policy_loss, value_loss
+from learner.model import PolicyNet
+from learner.vtrace import vtrace
+from rewards.combine import combine_rewards
+
+# Keys of the dict `Learner.update` returns (values of the last epoch; counters cumulative).
+POLICY_LOSS = "policy_loss"
+VALUE_LOSS = "value_loss"
+ENTROPY_LOSS = "entropy_loss"
+TOTAL_LOSS = "total_loss"
+GRAD_NORM = "grad_norm"  # global norm before clipping, after the cross-rank average
+MEAN_RATIO = "mean_ratio"  # pi_current / pi_behaviour over the batch's steps
+CLIP_FRACTION = "clip_fraction"  # steps whose ratio lies outside [1 - eps, 1 + eps]
+MEAN_VALUE = "mean_value"
+MEAN_VTRACE_TARGET = "mean_vtrace_target"
+MEAN_REWARD = "mean_reward"  # the combined reward the learner trains on
+ENV_STEPS = "env_steps"  # steps in this update (this rank)
+ENV_STEPS_TRAINED = "env_steps_trained"  # cumulative, this rank
+POLICY_VERSION = "policy_version"
+UPDATE_SECONDS = "update_seconds"
+
+
+class Learner:
+    """Owns the policy network, its optimiser, the policy version and the counters.
+
+    ``policy_version`` counts updates (each publishes one set of weights), not optimiser
+    steps: with ``epochs > 1`` one version covers several Adam steps. The driver's lag
+    bookkeeping assumes one version per update.
+    """
+
+    def __init__(
+        self, cfg: OniConfig, *, num_actions: int, rank: int = 0, world_size: int = 1
+    ) -> None:
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        self.device = torch.device(
+            "cuda" if cfg.learner.num_gpus > 0 and torch.cuda.is_available() else "cpu"
+        )
+        # Seeded without touching the process's global RNG: every rank builds the same net.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.run.seed)
+            model = PolicyNet(cfg.model, crop_size=cfg.env.crop_size, num_actions=num_actions)
+        self.model = model.to(self.device)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.learner.lr, eps=cfg.learner.adam_eps
+        )
+        self.policy_version = 0
+        self.num_updates = 0
+        self.env_steps_trained = 0
+
+    # ---- training ----------------------------------------------------------------------
+    def update(
+        self, fragments: Sequence[pa.RecordBatch], *, intrinsic: torch.Tensor | None = None
+    ) -> dict[str, float]:
+        """One APPO update on the fragments, stacked along the env dim.
+
+        ``intrinsic[t, b]`` ([T, B], B = sum of the fragments' E) scores the message of row
+        t + 1, the observation step t led to; its count is therefore ``msg_count[t + 1]``.
+        """
+        started = time.perf_counter()
+        batch = stack_fragments([fragment_tensors(f) for f in fragments])
+        batch = _to_device(batch, self.device)
+        rewards = self._rewards(batch, intrinsic)
+        lc = self.cfg.learner
+        for _ in range(lc.epochs):
+            metrics = self._step(batch, rewards)
+        self.num_updates += 1
+        self.policy_version += 1
+        steps = batch.length * batch.num_envs
+        self.env_steps_trained += steps
+        metrics.update({
+            MEAN_REWARD: rewards.mean().item(),
+            ENV_STEPS: float(steps),
+            ENV_STEPS_TRAINED: float(self.env_steps_trained),
+            POLICY_VERSION: float(self.policy_version),
+            UPDATE_SECONDS: time.perf_counter() - started,
+        })
+        return metrics
+
+    def _rewards(self, batch: FragmentTensors, intrinsic: torch.Tensor | None) -> torch.Tensor:
+        T = batch.length
+        rc = self.cfg.rewards
+        if intrinsic is not None:
+            intrinsic = intrinsic.to(self.device)
+            if intrinsic.shape != (T, batch.num_envs):
+                raise ValueError(
+                    f"intrinsic reward is {tuple(intrinsic.shape)}, expected [T, B] = "
+                    f"[{T}, {batch.num_envs}]"
+                )
+            # Row t + 1 of a step that ended its episode is the next episode's first
+            # observation: its message was not caused by step t's action.
+            intrinsic = intrinsic * ~(batch.terminated[:T] | batch.truncated[:T])
+        return combine_rewards(
+            extrinsic=batch.reward[:T],
+            intrinsic=intrinsic,
+            msg_count=batch.msg_count[1:],
+            extrinsic_coef=rc.extrinsic_coef,
+            extrinsic_clip=rc.extrinsic_clip,
+            intrinsic_coef=rc.intrinsic_coef,
+            count_exponent=rc.count_exponent,
+        )
+
+    def _step(self, batch: FragmentTensors, rewards: torch.Tensor) -> dict[str, float]:
+        lc = self.cfg.learner
+        T = batch.length
+        out = self.model(batch.obs(), batch.first, batch.initial_core_state)
+        logits, values = out.logits[:T], out.values[:T]
+        action = batch.action[:T]
+        logp = F.log_softmax(logits, dim=-1).gather(-1, action.unsqueeze(-1)).squeeze(-1)
+        behaviour_logp = batch.behaviour_logp[:T]
+        # Truncation is treated as terminal: the fragment does not keep the observation a
+        # time limit cut off, so there is no state to bootstrap from.
+        done = batch.terminated[:T] | batch.truncated[:T]
+        discounts = lc.gamma * (~done).float()
+        # Sample Factory's APPO: V-trace's rho-clipped advantages under the PPO ratio.
+        targets = vtrace(
+            behaviour_logp=behaviour_logp,
+            target_logp=logp.detach(),
+            rewards=rewards,
+            discounts=discounts,
+            values=values.detach(),
+            bootstrap_value=out.values[T].detach(),
+            rho_clip=lc.vtrace_rho_clip,
+            c_clip=lc.vtrace_c_clip,
+            pg_rho_clip=lc.vtrace_rho_clip,
+        )
+        pg = policy_loss(
+            logp=logp, behaviour_logp=behaviour_logp, advantages=targets.pg_advantages,
+            clip_ratio=lc.clip_ratio,
+        )
+        vf = value_loss(values=values, targets=targets.vs)
+        ent = entropy_loss(logits=logits)
+        total = pg + lc.value_coef * vf + lc.entropy_coef * ent
+
+        self.optimizer.zero_grad()
+        total.backward()
+        if self.world_size > 1:
+            self._average_gradients()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), lc.max_grad_norm)
+        self.optimizer.step()
+
+        with torch.no_grad():
+            ratio = torch.exp(logp - behaviour_logp)
+            clipped = ((ratio - 1.0).abs() > lc.clip_ratio).float().mean()
+        return {
+            POLICY_LOSS: pg.item(),
+            VALUE_LOSS: vf.item(),
+            ENTROPY_LOSS: ent.item(),
+            TOTAL_LOSS: total.item(),
+            GRAD_NORM: grad_norm.item(),
+            MEAN_RATIO: ratio.mean().item(),
+            CLIP_FRACTION: clipped.item(),
+            MEAN_VALUE: values.mean().item(),
+            MEAN_VTRACE_TARGET: targets.vs.mean().item(),
+        }
+
+    def _average_gradients(self) -> None:
+        """All-reduce the mean gradient as one flat buffer (one collective, not one per
+        parameter tensor)."""
+        import torch.distributed as dist
+
+        params = list(self.model.parameters())
+        for p in params:
+            if p.grad is None:  # unused on this rank's batch; peers may still have one
+                p.grad = torch.zeros_like(p)
+        grads = [p.grad for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    # ---- weights and checkpoints ---------------------------------------------------------
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """A CPU copy of the parameters (safe to publish while training continues)."""
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()}
+
+    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
+        state = {k: torch.as_tensor(np.asarray(v)) for k, v in weights.items()}
+        self.model.load_state_dict(state)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "policy_version": self.policy_version,
+            "num_updates": self.num_updates,
+            "env_steps_trained": self.env_steps_trained,
+            "torch_rng_state": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.policy_version = int(state["policy_version"])
+        self.num_updates = int(state["num_updates"])
+        self.env_steps_trained = int(state["env_steps_trained"])
+        torch.set_rng_state(state["torch_rng_state"])
+
+
+def _to_device(batch: FragmentTensors, device: torch.device) -> FragmentTensors:
+    if device.type == "cpu":
+        return batch
+    moved = {
+        k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+        for k, v in vars(batch).items()
+    }
+    return FragmentTensors(**moved)

@@ -1,0 +1,208 @@
+"""The Ray shell around :class:`learner.appo.Learner`: data-parallel learners on Ray actors.
+
+Consumes fragment references (``ray.ObjectRef`` of ``pa.RecordBatch``): each learner fetches
+only its share, straight from the object store, never through the driver. Emits, per update,
+a reference to rank 0's metrics dict, which carries ``policy_version`` and ``weights_ref``
+(``[ref]`` to the freshly published weights, nested so a ``ray.get`` of the metrics does not
+fetch the weights too). Gradients are averaged with ``torch.distributed`` (gloo on CPU, nccl
+on GPUs), so all ranks hold the same parameters after every update.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+
+from cluster import metrics as m
+from cluster.config import OniConfig
+from learner import appo
+from learner.appo import POLICY_VERSION, Learner
+
+WEIGHTS_REF = "weights_ref"  # metrics key: [ref] to rank 0's published weights
+
+
+@ray.remote
+class LearnerActor:
+    """One rank: a :class:`Learner` plus process-group setup and weight publishing."""
+
+    def __init__(self, cfg: OniConfig, *, num_actions: int, rank: int, world_size: int) -> None:
+        torch.set_num_threads(cfg.learner.torch_threads)
+        self.rank, self.world_size = rank, world_size
+        self.learner = Learner(cfg, num_actions=num_actions, rank=rank, world_size=world_size)
+        self.backend = cfg.learner.backend
+        if self.backend == "auto":
+            self.backend = "nccl" if cfg.learner.num_gpus > 0 else "gloo"
+        # The latest published weights: the owner must outlive every borrower's use.
+        self._weights_ref: ray.ObjectRef | None = None
+        self._labels = m.component_labels(role="learner", actor_id=rank)
+
+    def rendezvous_address(self) -> tuple[str, int]:
+        """This node's IP and a free port for the process group's TCP store (rank 0)."""
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        return ray.util.get_node_ip_address(), port
+
+    def init_process_group(self, *, address: str, port: int) -> None:
+        import torch.distributed as dist
+
+        dist.init_process_group(
+            self.backend,
+            init_method=f"tcp://{address}:{port}",
+            rank=self.rank,
+            world_size=self.world_size,
+        )
+
+    def update(self, fragment_refs: list[ray.ObjectRef]) -> dict[str, Any]:
+        fragments = ray.get(fragment_refs)
+        metrics: dict[str, Any] = self.learner.update(fragments)
+        self._record(metrics, len(fragments))
+        if self.rank == 0:
+            metrics[POLICY_VERSION] = self.learner.policy_version
+            metrics[WEIGHTS_REF] = [self._publish()]
+        return metrics
+
+    def _record(self, metrics: dict[str, Any], num_fragments: int) -> None:
+        labels = self._labels
+        m.LEARNER_UPDATES.labels(**labels).inc()
+        m.FRAGMENTS_CONSUMED.labels(**labels).inc(num_fragments)
+        m.UPDATE_SECONDS.labels(**labels).observe(metrics[appo.UPDATE_SECONDS])
+        m.GRAD_NORM.labels(**labels).set(metrics[appo.GRAD_NORM])
+        m.POLICY_VERSION.labels(**labels).set(self.learner.policy_version)
+        for term, key in (("policy", appo.POLICY_LOSS), ("value", appo.VALUE_LOSS),
+                          ("entropy", appo.ENTROPY_LOSS), ("total", appo.TOTAL_LOSS)):
+            m.LEARNER_LOSS.labels(**labels, loss=term).set(metrics[key])
+
+    def _publish(self) -> ray.ObjectRef:
+        with m.WEIGHT_SYNC_SECONDS.labels(**self._labels).time():
+            weights = self.learner.get_weights()
+            self._weights_ref = ray.put(weights)
+        m.WEIGHT_SYNC_BYTES.labels(**self._labels).inc(sum(w.nbytes for w in weights.values()))
+        return self._weights_ref
+
+    def metrics(self) -> bytes:
+        """This process's Prometheus exposition text, for the driver's hub."""
+        return m.metrics_snapshot()
+
+    def latest_weights(self) -> tuple[int, list[ray.ObjectRef]]:
+        if self._weights_ref is None:
+            self._publish()
+        return self.learner.policy_version, [self._weights_ref]
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return self.learner.get_weights()
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        self.learner.set_weights(weights)
+
+    def state(self) -> dict[str, Any]:
+        return self.learner.state_dict()
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.learner.load_state_dict(state)
+        if self.rank == 0:
+            self._publish()
+
+    def save(self, path: str) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(f"{path}.tmp")
+        torch.save(self.learner.state_dict(), tmp)
+        tmp.replace(path)  # a crash mid-write must not leave a truncated checkpoint
+
+    def restore(self, path: str) -> None:
+        self.load_state(torch.load(path, map_location="cpu", weights_only=False))
+
+    def close(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class LearnerGroup:
+    """``cfg.learner.num_learners`` learner actors training one policy together."""
+
+    def __init__(self, cfg: OniConfig, *, num_actions: int) -> None:
+        lc = cfg.learner
+        n = lc.num_learners
+        self.actors = [
+            LearnerActor.options(
+                num_cpus=lc.num_cpus, num_gpus=lc.num_gpus, resources=dict(lc.resources)
+            ).remote(cfg, num_actions=num_actions, rank=rank, world_size=n)
+            for rank in range(n)
+        ]
+        self._peer_refs: list[ray.ObjectRef] = []
+        if n > 1:
+            address, port = ray.get(self.actors[0].rendezvous_address.remote())
+            # Every rank must be inside init_process_group at once: it blocks until all join.
+            ray.get([a.init_process_group.remote(address=address, port=port)
+                     for a in self.actors])
+            # The same seed gives the same net on every rank; copying rank 0 makes sure.
+            weights = self.actors[0].get_weights.remote()
+            ray.get([a.set_weights.remote(weights) for a in self.actors[1:]])
+
+    def update(self, fragment_refs: Sequence[ray.ObjectRef]) -> ray.ObjectRef:
+        """Start one update; returns the ref to rank 0's metrics (with ``weights_ref``)."""
+        n = len(self.actors)
+        if not fragment_refs or len(fragment_refs) % n:
+            raise ValueError(
+                f"{len(fragment_refs)} fragments cannot be split evenly among {n} learners"
+            )
+        self._raise_peer_errors()
+        share = len(fragment_refs) // n
+        # A list argument is not resolved by Ray: each learner fetches its own fragments.
+        refs = [
+            actor.update.remote(list(fragment_refs[rank * share : (rank + 1) * share]))
+            for rank, actor in enumerate(self.actors)
+        ]
+        self._peer_refs += refs[1:]
+        return refs[0]
+
+    def _raise_peer_errors(self) -> None:
+        """Surface a failed update on a rank > 0 (the caller only waits on rank 0's ref)."""
+        if not self._peer_refs:
+            return
+        done, self._peer_refs = ray.wait(
+            self._peer_refs, num_returns=len(self._peer_refs), timeout=0
+        )
+        ray.get(done)
+
+    def weights(self) -> tuple[int, ray.ObjectRef]:
+        """The current policy version and the ref to its published weights."""
+        version, [ref] = ray.get(self.actors[0].latest_weights.remote())
+        return version, ref
+
+    def save(self, path: str | Path) -> None:
+        """Rank 0 writes its state (all ranks hold the same)."""
+        ray.get(self.actors[0].save.remote(str(path)))
+
+    def restore(self, path: str | Path) -> None:
+        """Rank 0 reads the checkpoint; the others load rank 0's state through the store."""
+        ray.get(self.actors[0].restore.remote(str(path)))
+        state = self.actors[0].state.remote()
+        ray.get([a.load_state.remote(state) for a in self.actors[1:]])
+
+    def get_state(self) -> dict[str, Any]:
+        """Rank 0's full state (model, optimiser, version, RNG) for the driver's checkpoint."""
+        return ray.get(self.actors[0].state.remote())
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Every rank loads the same state (put once, fetched by each rank)."""
+        ref = ray.put(state)
+        ray.get([a.load_state.remote(ref) for a in self.actors])
+
+    def shutdown(self) -> None:
+        # A dead or hung rank cannot close its group; killing it below is all that is left.
+        with contextlib.suppress(ray.exceptions.RayError, TimeoutError):
+            ray.get([a.close.remote() for a in self.actors], timeout=30)
+        for actor in self.actors:
+            ray.kill(actor)
+        self.actors = []
+

@@ -1,0 +1,336 @@
+"""The annotator: captions in, judge labels and a distilled reward model out (no Ray here).
+
+Consumes captions (the ``message`` column of fragments) via :meth:`Annotator.submit`. Emits
+labels into the :class:`LabelStore` and, every ``train_every_labels`` new labels, a retrained
+reward model as ``(version, state)`` from :meth:`Annotator.reward_model`.
+
+The judge is slow (an LLM: ~seconds per batch) and the game repeats itself, so:
+
+* every caption is asked at most once: ``submit`` drops captions that are labelled (in the
+  store, which survives restarts) or pending (queued or being asked);
+* the queue is bounded (``queue_size``): under a burst of new captions the lowest-priority ones
+  are shed and counted, and are asked later if the game shows them again. Priority is newest
+  first by default (ONI), since new captions are what the current policy reaches;
+* an unparseable answer is never a label: the caption is re-queued at the front up to
+  ``judge.max_retries`` times, then dropped and counted (a later submit may ask it again);
+* a caption that sanitises to nothing is labelled not helpful without asking (as the judges
+  would answer it).
+
+Thread-safe: the actor shell calls ``submit`` and ``stats`` while a thread runs ``step``; the
+lock is never held while the judge works or the model trains.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rewards.canary import CanaryMonitor
+from rewards.config import RewardsConfig
+from rewards.judges.base import Judge, Preference, Verdict
+from rewards.judges.text import compare_both_orders
+from rewards.label_store import LabelStore
+from rewards.models import make_reward_model
+from rewards.parse import sanitize_caption
+
+logger = logging.getLogger(__name__)
+
+_RATE_WINDOW_S = 60.0  # labels/s is measured over this trailing window
+_RECENT_LATENCIES = 1024  # judge latencies kept for drain_latencies() between metric scrapes
+
+
+class Annotator:
+    """Dedup, queue, ask the judge, store the labels, retrain the reward model."""
+
+    def __init__(
+        self,
+        cfg: RewardsConfig,
+        *,
+        judge: Judge,
+        store: LabelStore,
+        canary: CanaryMonitor | None = None,
+        seed: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.judge = judge
+        self.store = store
+        if canary is None and cfg.annotator.canary_every > 0:
+            canary = CanaryMonitor(
+                every=cfg.annotator.canary_every,
+                max_fpr=cfg.annotator.canary_max_fpr,
+                judge_name=judge.name,
+            )
+        self.canary = canary
+        self.model = make_reward_model(cfg.model)
+        self._clock = clock
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self.has_work = threading.Event()  # set while captions are queued; the loop waits on it
+        # Bounded by annotator.queue_size: a judge slower than the game must not grow memory.
+        self._queue: deque[str] = deque()
+        self._failures: dict[str, int] = {}  # pending caption (queued or asked) -> failed asks
+        self._published: tuple[int, dict[str, Any] | None] = (0, None)
+        self._since_fit = 0
+        self._rate: deque[tuple[float, int]] = deque()
+        self._latencies: deque[float] = deque(maxlen=_RECENT_LATENCIES)
+        self._last_fit: dict[str, float] = {}
+        self.consecutive_errors = 0
+        self._n: dict[str, float] = dict.fromkeys(
+            (
+                "submitted", "cache_hits", "empty_captions", "shed", "labels", "judge_calls",
+                "judge_errors", "judge_latency_sum_s", "parse_failures", "gave_up",
+                "preferences", "preference_failures", "fits",
+            ),
+            0.0,
+        )  # fmt: skip
+
+    # -- intake ----------------------------------------------------------------------------
+
+    def submit(self, captions: Sequence[str] | pa.Array | pa.ChunkedArray) -> int:
+        """Queue the captions that are neither labelled nor pending; return how many."""
+        if isinstance(captions, pa.Array | pa.ChunkedArray):
+            captions = pc.unique(captions).drop_null().to_pylist()  # only distinct texts cross
+        queued = 0
+        with self._lock:
+            for caption in captions:
+                if not caption or caption.isspace():
+                    self._n["empty_captions"] += 1  # never rewarded: nothing to ask
+                    continue
+                self._n["submitted"] += 1
+                if caption in self._failures or caption in self.store:
+                    self._n["cache_hits"] += 1
+                    continue
+                self._failures[caption] = 0
+                queued += self._enqueue(caption)
+            if self._queue:
+                self.has_work.set()
+        return queued
+
+    def _enqueue(self, caption: str) -> int:
+        """Append by priority and shed beyond the bound; 1 if ``caption`` stayed queued."""
+        self._queue.append(caption)
+        if len(self._queue) <= self.cfg.annotator.queue_size:
+            return 1
+        newest_first = self.cfg.annotator.priority == "newest"
+        shed = self._queue.popleft() if newest_first else self._queue.pop()
+        del self._failures[shed]
+        self._n["shed"] += 1
+        return int(shed != caption)
+
+    def _take_batch(self) -> list[str]:
+        with self._lock:
+            n = min(self.cfg.judge.batch_size, len(self._queue))
+            newest_first = self.cfg.annotator.priority == "newest"
+            batch = [self._queue.pop() if newest_first else self._queue.popleft() for _ in range(n)]
+            if not self._queue:
+                self.has_work.clear()
+            return batch
+
+    def _requeue_failed(self, captions: Sequence[str], *, use_retry: bool = True) -> None:
+        """Failed captions go back to the front of the queue, until they run out of retries.
+
+        A judge outage (``use_retry=False``) is not the captions' fault: they wait, with the
+        loop backing off, instead of spending retries and being dropped.
+        """
+        with self._lock:
+            for caption in captions:
+                self._failures[caption] += int(use_retry)
+                if self._failures[caption] > self.cfg.judge.max_retries:
+                    del self._failures[caption]
+                    self._n["gave_up"] += 1
+                elif self.cfg.annotator.priority == "newest":
+                    self._queue.append(caption)
+                else:
+                    self._queue.appendleft(caption)
+            if self._queue:
+                self.has_work.set()
+
+    # -- labelling -------------------------------------------------------------------------
+
+    def step(self) -> int:
+        """Label one batch (and retrain when due); return the number of new labels stored."""
+        batch = self._take_batch()
+        if not batch:
+            return 0
+        limit = self.cfg.judge.max_caption_chars
+        clean = {c: sanitize_caption(c, limit) for c in batch}
+        verdicts = [Verdict(c, False, raw="empty after sanitising") for c in batch if not clean[c]]
+        asked = [c for c in batch if clean[c]]
+        answers = self._ask(asked, clean) if asked else []
+        if answers is None:  # the judge failed: the captions wait for its recovery
+            self._requeue_failed(asked, use_retry=False)
+        else:
+            verdicts += answers
+        parsed = [v for v in verdicts if v.label is not None]
+        # Store first, then clear pending: a caption is always in one of the two for submit().
+        added = self.store.add(parsed, judge=self.judge.name)
+        unparseable = [v.caption for v in verdicts if v.label is None]
+        with self._lock:
+            for v in parsed:
+                self._failures.pop(v.caption, None)
+            self._n["labels"] += added
+            self._n["parse_failures"] += len(unparseable)
+            self._rate.append((self._clock(), added))
+        if unparseable:
+            self._requeue_failed(unparseable)
+        self._since_fit += added
+        if self.model is not None and self._since_fit >= self.cfg.model.train_every_labels:
+            self.retrain()
+        return added
+
+    def _ask(self, captions: list[str], clean: dict[str, str]) -> list[Verdict] | None:
+        """The judge's verdicts on the captions' sanitised texts (plus canaries, taken back
+        out), keyed by the original captions; None if the judge raised."""
+        distinct = list(dict.fromkeys(clean[c] for c in captions))  # in priority order
+        to_judge = distinct + (self.canary.canaries_for(len(distinct)) if self.canary else [])
+        try:
+            answers = self._timed(lambda: self.judge.label(to_judge))
+        except Exception:
+            logger.exception("judge %r failed on a batch of %d", self.judge.name, len(distinct))
+            with self._lock:
+                self._n["judge_errors"] += 1
+            self.consecutive_errors += 1
+            return None
+        self.consecutive_errors = 0
+        if self.canary:
+            answers = self.canary.take(answers)
+        # Matched by text, not position: the canary monitor may take any equal caption.
+        by_clean = {v.caption: v for v in answers}
+        missing = Verdict("", None, raw="no answer")
+        return [
+            Verdict(c, by_clean.get(clean[c], missing).label, by_clean.get(clean[c], missing).raw)
+            for c in captions
+        ]
+
+    def _timed(self, call: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        try:
+            return call()
+        finally:
+            elapsed = time.perf_counter() - start
+            with self._lock:
+                self._n["judge_calls"] += 1
+                self._n["judge_latency_sum_s"] += elapsed
+                self._latencies.append(elapsed)
+
+    # -- reward model ----------------------------------------------------------------------
+
+    def retrain(self) -> dict[str, float]:
+        """Fit the reward model on every label (asking new preference pairs first, for
+        ranking), publish its state and return the fit's metrics."""
+        if self.model is None:
+            return {}
+        self._since_fit = 0
+        if self.model.kind == "ranking":
+            self._ask_preferences()
+        metrics = self.model.fit(labels=self.store.labels(), preferences=self.store.preferences())
+        state = self.model.state()
+        with self._lock:
+            self._published = (self.model.version, state)
+            self._last_fit = metrics
+            self._n["fits"] += 1
+        return metrics
+
+    def _ask_preferences(self) -> None:
+        pairs = self._new_pairs(self.cfg.model.pairs_per_round)
+        if not pairs:
+            return
+        try:
+            answers = self._timed(lambda: compare_both_orders(self.judge, pairs))
+        except Exception:
+            logger.exception("judge %r failed on %d preference pairs", self.judge.name, len(pairs))
+            with self._lock:
+                self._n["judge_errors"] += 1
+            return
+        prefs = [Preference(a, b, p) for (a, b), p in zip(pairs, answers, strict=True)]
+        added = self.store.add_preferences(prefs, judge=self.judge.name)
+        with self._lock:
+            self._n["preferences"] += added
+            self._n["preference_failures"] += len(pairs) - added
+
+    def _new_pairs(self, n: int) -> list[tuple[str, str]]:
+        """Up to ``n`` random pairs of labelled captions that were never compared."""
+        known = self.store.labels().column("caption").to_pylist()
+        if len(known) < 2:
+            return []
+        done = self.store.compared_pairs()
+        pairs: list[tuple[str, str]] = []
+        for _ in range(4 * n):  # rejection sampling; gives up early on a nearly complete set
+            a, b = self._rng.sample(known, 2)
+            if frozenset((a, b)) not in done:
+                done.add(frozenset((a, b)))
+                pairs.append((a, b))
+                if len(pairs) == n:
+                    break
+        return pairs
+
+    def reward_model(self) -> tuple[int, dict[str, Any] | None]:
+        """(version, state) of the newest reward model; (0, None) before the first fit."""
+        with self._lock:
+            return self._published
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def queue_depth(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    def flush(self) -> int:
+        return self.store.flush()
+
+    def drain_latencies(self) -> list[float]:
+        """Judge latencies (seconds) since the last drain, for a histogram metric."""
+        with self._lock:
+            out = list(self._latencies)
+            self._latencies.clear()
+            return out
+
+    def stats(self) -> dict[str, float]:
+        now = self._clock()
+        with self._lock:
+            while self._rate and self._rate[0][0] < now - _RATE_WINDOW_S:
+                self._rate.popleft()
+            span = max(now - self._rate[0][0], 1.0) if self._rate else 1.0
+            out = {f"{k}_total": v for k, v in self._n.items() if k != "judge_latency_sum_s"}
+            out |= {
+                "labels_per_s": sum(n for _, n in self._rate) / span,
+                "store_labels": float(len(self.store)),
+                "queue_depth": float(len(self._queue)),
+                "pending": float(len(self._failures)),
+                "cache_hit_rate": self._n["cache_hits"] / max(self._n["submitted"], 1.0),
+                "judge_latency_sum_s": self._n["judge_latency_sum_s"],
+                "judge_latency_count": self._n["judge_calls"],
+                "reward_model_version": float(self._published[0]),
+                "reward_model_accuracy": self._last_fit.get("accuracy", float("nan")),
+                "reward_model_fit_seconds": self._last_fit.get("fit_seconds", 0.0),
+            }
+        if self.canary:
+            out |= self.canary.stats()
+        return out
+
+
+def run_loop(
+    annotator: Annotator, stop: threading.Event, *, flush_interval_s: float, backoff_s: float
+) -> None:
+    """Label until ``stop`` is set: step while captions are queued, wait when idle, flush the
+    store every ``flush_interval_s``, back off exponentially while the judge keeps failing."""
+    last_flush = time.monotonic()
+    while not stop.is_set():
+        annotator.step()
+        if annotator.consecutive_errors:
+            stop.wait(backoff_s * 2 ** min(annotator.consecutive_errors - 1, 6))
+        elif annotator.queue_depth() == 0:
+            annotator.has_work.wait(timeout=min(flush_interval_s, 0.5))
+        if time.monotonic() - last_flush >= flush_interval_s:
+            annotator.flush()
+            last_flush = time.monotonic()
+    annotator.flush()

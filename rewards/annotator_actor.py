@@ -1,0 +1,126 @@
+"""The annotator's Ray shell: fragments by reference in, reward-model states by reference out.
+
+Consumes ``submit_fragment([fragment_ref])`` from rollout actors (the ref nested in a list,
+so neither Ray nor the caller fetches the fragment on the caller's behalf). Emits
+``reward_model_ref() -> (version, ref)`` for the learners, and ``stats()``.
+
+Lifecycle only; the work is :class:`rewards.annotator.Annotator`. The actor is threaded
+(``max_concurrency`` >= 2) and a background thread runs the judge, so no call waits on the
+judge. On start it reloads the label store from its directory: an actor restarted after a
+crash asks nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow.compute as pc
+import ray
+import torch
+
+from actors.fragment import step_rows
+from rewards.annotator import Annotator, run_loop
+from rewards.config import RewardsConfig
+from rewards.judges import Judge, make_judge
+from rewards.label_store import LabelStore
+
+logger = logging.getLogger(__name__)
+
+# submit_fragment, reward_model_ref, stats and flush each get a thread while the loop thread
+# runs the judge; 4 lets a burst of rollout submits queue behind each other, not behind stats.
+MAX_CONCURRENCY = 4
+
+
+@ray.remote
+class AnnotatorActor:
+    """See the module docstring. Create with :func:`create_annotator_actor`."""
+
+    def __init__(
+        self,
+        cfg: RewardsConfig,
+        *,
+        store_dir: str,
+        env_id: str,
+        judge_factory: Callable[[], Judge] | None = None,
+    ) -> None:
+        # The fits of the reward model share this actor's CPUs with the judge; more intra-op
+        # threads than reserved CPUs only thrash.
+        torch.set_num_threads(max(1, int(cfg.annotator.num_cpus)))
+        judge = judge_factory() if judge_factory else make_judge(cfg.judge, env_id=env_id)
+        self._annotator = Annotator(cfg, judge=judge, store=LabelStore(store_dir))
+        self._published: tuple[int, ray.ObjectRef | None] = (0, None)
+        self._publish_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=run_loop,
+            args=(self._annotator, self._stop),
+            kwargs={
+                "flush_interval_s": cfg.annotator.flush_interval_s,
+                "backoff_s": cfg.judge.backoff_s,
+            },
+            name="annotator-step",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def submit_fragment(self, refs: list[ray.ObjectRef]) -> None:
+        """Queue the new captions of the fragments' step rows (bootstrap rows are repeats)."""
+        for fragment in ray.get(refs):
+            self._annotator.submit(pc.unique(step_rows(fragment).column("message")))
+
+    def submit(self, captions: list[str]) -> int:
+        """Queue captions directly (tools and tests); returns how many were new."""
+        return self._annotator.submit(captions)
+
+    def reward_model_ref(self) -> tuple[int, ray.ObjectRef | None]:
+        """(version, ref to the model's state); the state is put once per version."""
+        version, state = self._annotator.reward_model()
+        with self._publish_lock:
+            if state is not None and version != self._published[0]:
+                # Holding the ref here keeps the object alive for learners that fetch it later.
+                self._published = (version, ray.put(state))
+            return self._published
+
+    def stats(self) -> dict[str, float]:
+        return self._annotator.stats()
+
+    def drain_latencies(self) -> list[float]:
+        return self._annotator.drain_latencies()
+
+    def flush(self) -> int:
+        return self._annotator.flush()
+
+    def stop(self) -> None:
+        """Finish the batch in flight, flush the store, release the judge."""
+        self._stop.set()
+        self._annotator.has_work.set()
+        self._thread.join()
+        self._annotator.judge.close()
+
+    def ready(self) -> bool:
+        return True
+
+
+def create_annotator_actor(
+    cfg: RewardsConfig,
+    *,
+    store_dir: str,
+    env_id: str,
+    judge_factory: Callable[[], Judge] | None = None,
+    name: str | None = None,
+) -> Any:
+    """An :class:`AnnotatorActor` placed by ``cfg.annotator.num_cpus`` / ``resources``."""
+    options: dict[str, Any] = {
+        "num_cpus": cfg.annotator.num_cpus,
+        "max_concurrency": MAX_CONCURRENCY,
+    }
+    if cfg.annotator.resources:
+        options["resources"] = dict(cfg.annotator.resources)
+    if name:
+        options["name"] = name
+    return AnnotatorActor.options(**options).remote(
+        cfg, store_dir=store_dir, env_id=env_id, judge_factory=judge_factory
+    )

@@ -1,0 +1,44 @@
+"""Judges that label captions for the reward models; ``make_judge`` builds the configured one.
+
+Backends are imported lazily: the embedding judge pulls in sentence-transformers, the
+transformers judge a causal LM, vllm an engine, and a run uses exactly one of them.
+"""
+
+from __future__ import annotations
+
+from rewards.config import JudgeConfig
+from rewards.judges.base import Judge, Preference, TextJudge, Verdict
+from rewards.prompts import task_for_env
+
+__all__ = ["Judge", "Preference", "TextJudge", "Verdict", "judge_task", "make_judge"]
+
+
+def judge_task(cfg: JudgeConfig, *, env_id: str) -> str:
+    """The prompt task: ``cfg.task`` if set, else derived from the env id."""
+    return cfg.task or task_for_env(env_id)
+
+
+def make_judge(cfg: JudgeConfig, *, env_id: str) -> Judge:
+    """The judge ``cfg.backend`` names, for the task of ``env_id`` (or ``cfg.task``)."""
+    task = judge_task(cfg, env_id=env_id)
+    if cfg.backend == "embedding":
+        from rewards.judges.embedding import EmbeddingJudge
+
+        return EmbeddingJudge(cfg, task)
+    if cfg.backend == "rules":
+        from rewards.judges.rules import RulesJudge
+
+        return RulesJudge(cfg, task)
+    if cfg.backend == "transformers":
+        from rewards.judges.transformers_judge import TransformersJudge
+
+        return TransformersJudge(cfg, task)
+    if cfg.backend == "vllm":
+        from rewards.judges.vllm_judge import VLLMJudge
+
+        return VLLMJudge(cfg, task)
+    if cfg.backend == "openai":
+        from rewards.judges.openai_judge import OpenAIJudge
+
+        return OpenAIJudge(cfg, task)
+    raise ValueError(f"unknown judge backend {cfg.backend!r}")

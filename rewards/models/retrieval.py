@@ -1,0 +1,36 @@
+"""ONI's retrieval reward model: the judge's label table itself.
+
+reward(caption) = 1 if the judge called it helpful, 0 if not or if it was never labelled.
+It cannot generalise to unseen captions; it is exact on the labelled ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from rewards.models.base import RewardModel, label_columns
+
+
+class RetrievalRewardModel(RewardModel):
+    kind = "retrieval"
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        self._helpful: frozenset[str] = frozenset()
+
+    def _fit(self, labels: pa.Table, preferences: pa.Table | None) -> dict[str, float]:
+        captions, y = label_columns(labels)
+        self._helpful = frozenset(c for c, lab in zip(captions, y, strict=True) if lab)
+        return {"labels": float(len(captions)), "helpful": float(len(self._helpful))}
+
+    def _score(self, captions: list[str]) -> np.ndarray:
+        return np.fromiter((c in self._helpful for c in captions), np.float32, len(captions))
+
+    def _state(self) -> dict[str, Any]:
+        return {"helpful": sorted(self._helpful)}  # unhelpful and unknown both score 0
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self._helpful = frozenset(state["helpful"])

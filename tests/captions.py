@@ -1,0 +1,48 @@
+"""NetHack-like captions with a known answer, for reward-model and annotator tests.
+
+Helpful: kills and gold. Not helpful: walls, stone and being bitten. Numbers and monsters vary
+so that a model must learn the pattern, not memorise strings.
+"""
+
+from __future__ import annotations
+
+import random
+
+MONSTERS = (
+    "newt", "jackal", "grid bug", "lichen", "kobold", "sewer rat", "gnome lord", "hill orc",
+    "fox", "giant bat", "acid blob", "coyote",
+)  # fmt: skip
+HELPFUL_PATTERN = r"(?i)\byou kill|\bgold pieces?\b"
+
+
+def helpful_caption(rng: random.Random) -> str:
+    n = rng.randrange(1, 500)
+    return rng.choice(
+        (
+            f"You kill the {rng.choice(MONSTERS)}!",
+            f"You see here {n} gold pieces.",
+            f"{chr(97 + rng.randrange(26))} - {n} gold pieces.",
+        )
+    )
+
+
+def unhelpful_caption(rng: random.Random) -> str:
+    n = rng.randrange(1000)
+    return rng.choice(
+        (
+            f"It's a wall. [{n}]",
+            f"It's solid stone. [{n}]",
+            f"The {rng.choice(MONSTERS)} bites! [{n}]",
+        )
+    )
+
+
+def is_helpful(caption: str) -> bool:
+    return "kill" in caption or "gold" in caption
+
+
+def captions(n: int, *, seed: int) -> list[str]:
+    """About n distinct captions, half helpful, in random order."""
+    rng = random.Random(seed)
+    out = {helpful_caption(rng) if i % 2 else unhelpful_caption(rng) for i in range(n)}
+    return sorted(out, key=lambda _: rng.random())

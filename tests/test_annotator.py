@@ -1,0 +1,236 @@
+"""The annotator core (no Ray): dedup, bounded queue, unparseable answers, retraining."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import torch
+
+from rewards.annotator import Annotator, run_loop
+from rewards.config import RewardsConfig
+from rewards.judges.base import Judge, Preference, Verdict
+from rewards.label_store import LabelStore
+from tests.captions import captions, is_helpful
+
+
+class RecordingJudge(Judge):
+    """Labels by the test's known answer and records every caption and pair it is asked.
+
+    Captions containing "garbled" get an unparseable answer; ``fail`` makes calls raise.
+    """
+
+    name = "recording"
+
+    def __init__(self, *, canary_helpful: bool = False) -> None:
+        self.asked: list[str] = []
+        self.compared: list[tuple[str, str]] = []
+        self.fail = False
+        self.canary_helpful = canary_helpful
+
+    def label(self, captions: Sequence[str]) -> list[Verdict]:
+        if self.fail:
+            raise ConnectionError("judge unreachable")
+        self.asked += captions
+        return [
+            Verdict(c, None if "garbled" in c else is_helpful(c) or self.canary_helpful)
+            for c in captions
+        ]
+
+    def compare(self, pairs: Sequence[tuple[str, str]]) -> list[Preference]:
+        self.compared += pairs
+        out = []
+        for a, b in pairs:
+            ha, hb = is_helpful(a), is_helpful(b)
+            out.append(Preference(a, b, -1 if ha == hb else (0 if ha else 1)))
+        return out
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _cfg(**annotator: object) -> RewardsConfig:
+    cfg = RewardsConfig()
+    cfg.judge.batch_size = 4
+    cfg.judge.max_retries = 2
+    cfg.annotator.canary_every = 0
+    cfg.model.kind = "retrieval"
+    cfg.model.train_every_labels = 1000
+    for key, value in annotator.items():
+        setattr(cfg.annotator, key, value)
+    return cfg
+
+
+def _annotator(tmp_path: Path, cfg: RewardsConfig | None = None, **kw: object) -> Annotator:
+    judge = kw.pop("judge", None) or RecordingJudge()
+    return Annotator(cfg or _cfg(), judge=judge, store=LabelStore(tmp_path), **kw)  # type: ignore[arg-type]
+
+
+def _drain(annotator: Annotator) -> None:
+    while annotator.queue_depth():
+        annotator.step()
+
+
+def test_a_caption_submitted_while_pending_or_labelled_is_asked_once(tmp_path: Path) -> None:
+    annotator = _annotator(tmp_path)
+    judge = annotator.judge
+    assert isinstance(judge, RecordingJudge)
+    for _ in range(50):
+        annotator.submit(["You kill the newt!", "It's a wall.", "", "  "])
+    assert annotator.queue_depth() == 2
+    batch = annotator._take_batch()  # in flight: still pending, so still not queued again
+    annotator.submit(["You kill the newt!"])
+    assert annotator.queue_depth() == 0
+    annotator._requeue_failed(batch)  # as after a failed ask
+    _drain(annotator)
+    annotator.submit(pa.array(["You kill the newt!", "It's a wall.", "It's a wall.", None]))
+
+    assert sorted(judge.asked) == ["It's a wall.", "You kill the newt!"]
+    assert annotator.store.get("You kill the newt!") is True
+    stats = annotator.stats()
+    assert stats["submitted_total"] == 103  # 100 + 1 + the array's 2 distinct texts
+    assert stats["cache_hits_total"] == 101
+    assert stats["cache_hit_rate"] == pytest.approx(101 / 103)
+    assert stats["empty_captions_total"] == 100
+    assert stats["labels_total"] == 2 and stats["pending"] == 0
+
+
+def test_labelled_captions_in_a_reopened_store_never_reach_the_judge(tmp_path: Path) -> None:
+    first = _annotator(tmp_path)
+    known = captions(20, seed=0)
+    first.submit(known)
+    _drain(first)
+    first.flush()
+
+    second = _annotator(tmp_path)
+    assert second.submit(known) == 0
+    second.step()
+    assert second.judge.asked == []  # type: ignore[attr-defined]
+    assert second.stats()["cache_hit_rate"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("priority", "asked_first", "kept"),
+    [
+        ("newest", ["c4", "c3", "c2"], {"c2", "c3", "c4"}),
+        ("oldest", ["c0", "c1", "c2"], {"c0", "c1", "c2"}),
+    ],
+)
+def test_bounded_queue_sheds_the_lowest_priority(
+    tmp_path: Path, priority: str, asked_first: list[str], kept: set[str]
+) -> None:
+    cfg = _cfg(queue_size=3, priority=priority)
+    cfg.judge.batch_size = 3
+    annotator = _annotator(tmp_path, cfg)
+    for i in range(5):
+        annotator.submit([f"c{i}"])
+    stats = annotator.stats()
+    assert stats["queue_depth"] == 3 and stats["shed_total"] == 2 and stats["pending"] == 3
+    annotator.step()
+    assert annotator.judge.asked == asked_first  # type: ignore[attr-defined]
+    assert {c for c in kept if c in annotator.store} == kept
+    shed = ({"c0", "c1", "c2", "c3", "c4"} - kept).pop()
+    assert annotator.submit([shed]) == 1  # shed is not labelled: the game may show it again
+
+
+def test_unparseable_answers_are_retried_then_dropped_never_labelled(tmp_path: Path) -> None:
+    annotator = _annotator(tmp_path)  # max_retries = 2: three asks in all
+    annotator.submit(["garbled answer", "You kill the jackal!"])
+    _drain(annotator)
+
+    assert annotator.judge.asked.count("garbled answer") == 3  # type: ignore[attr-defined]
+    assert "garbled answer" not in annotator.store
+    assert annotator.store.get("You kill the jackal!") is True
+    stats = annotator.stats()
+    assert stats["parse_failures_total"] == 3 and stats["gave_up_total"] == 1
+    assert stats["pending"] == 0
+
+
+def test_judge_errors_requeue_and_captions_that_sanitise_to_nothing_skip_the_judge(
+    tmp_path: Path,
+) -> None:
+    annotator = _annotator(tmp_path)
+    judge = annotator.judge
+    assert isinstance(judge, RecordingJudge)
+    judge.fail = True
+    annotator.submit(["You kill the fox!", "\x1b\x00\u202e"])
+    assert annotator.step() == 1  # the control-only caption: labelled without asking
+    for _ in range(5):  # an outage longer than max_retries spends no retry
+        assert annotator.step() == 0
+    assert annotator.stats()["gave_up_total"] == 0
+    assert annotator.store.get("\x1b\x00\u202e") is False
+    assert annotator.stats()["judge_errors_total"] == 6 and annotator.queue_depth() == 1
+    judge.fail = False
+    assert annotator.step() == 1
+    assert judge.asked == ["You kill the fox!"]
+
+
+def test_canaries_are_asked_but_never_stored(tmp_path: Path) -> None:
+    cfg = _cfg(canary_every=2, canary_max_fpr=0.2)
+    annotator = _annotator(tmp_path, cfg, judge=RecordingJudge(canary_helpful=True))
+    annotator.submit(captions(12, seed=1))
+    _drain(annotator)
+    asked = set(annotator.judge.asked)  # type: ignore[attr-defined]
+    canaries = asked - set(captions(12, seed=1))
+    assert canaries and not any(c in annotator.store for c in canaries)
+    stats = annotator.stats()
+    assert stats["canaries_answered"] >= 5 and stats["canary_fpr"] == 1.0
+    assert stats["labels_total"] == len(annotator.store)
+
+
+def test_retrains_every_n_labels_and_publishes_a_new_version(tmp_path: Path) -> None:
+    cfg = _cfg()
+    cfg.model.train_every_labels = 8
+    annotator = _annotator(tmp_path, cfg)
+    assert annotator.reward_model() == (0, None)
+    annotator.submit(captions(20, seed=2))
+    _drain(annotator)
+    version, state = annotator.reward_model()
+    assert version == 2 and state is not None and state["kind"] == "retrieval"
+    assert annotator.stats()["reward_model_version"] == 2
+
+
+def test_ranking_asks_new_pairs_in_both_orders(tmp_path: Path) -> None:
+    cfg = _cfg()
+    cfg.model.kind = "ranking"
+    cfg.model.train_every_labels = 8
+    cfg.model.pairs_per_round = 5
+    cfg.model.train_steps = 5
+    annotator = _annotator(tmp_path, cfg)
+    annotator.submit(captions(8, seed=3))
+    _drain(annotator)
+    compared = annotator.judge.compared  # type: ignore[attr-defined]
+    assert len(compared) == 10
+    assert compared[5:] == [(b, a) for a, b in compared[:5]]
+    assert annotator.store.num_preferences == 5
+    assert annotator.reward_model()[0] == 1
+    annotator.retrain()  # a second round never repeats a pair
+    pairs = [frozenset(p) for p in annotator.judge.compared]  # type: ignore[attr-defined]
+    assert len(set(pairs)) == len(pairs) // 2 == 10
+
+
+def test_run_loop_labels_in_the_background_and_flushes_on_stop(tmp_path: Path) -> None:
+    annotator = _annotator(tmp_path)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=run_loop, args=(annotator, stop), kwargs={"flush_interval_s": 60, "backoff_s": 0}
+    )
+    thread.start()
+    annotator.submit(captions(30, seed=4))
+    for _ in range(200):
+        if annotator.stats()["labels_total"] == 30:
+            break
+        stop.wait(0.01)
+    stop.set()
+    annotator.has_work.set()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert len(LabelStore(tmp_path)) == 30

