@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 
+import pyarrow.compute as pc
 import ray
 import torch
 
+from actors.fragment import step_rows
 from actors.rollout_worker import EpisodeStats, RolloutWorker
 from cluster import metrics as m
 from cluster.config import OniConfig
@@ -35,9 +37,13 @@ class RolloutActor:
             "node_id": ray.get_runtime_context().get_node_id(),
         }
 
-    @ray.method(num_returns=2)
+    @ray.method(num_returns=3)
     def sample(self, weights: list, version: int):
-        """One fragment acted by policy ``version``; ``weights`` is ``[ObjectRef]``."""
+        """One fragment acted by policy ``version``; ``weights`` is ``[ObjectRef]``.
+
+        Returns three objects: the fragment, its stats, and the distinct messages of its step
+        rows (the caption column the annotator reads, so fragments never go to the judge).
+        """
         if version != self.worker.policy_version:
             with m.WEIGHT_SYNC_SECONDS.labels(**self._labels).time():
                 self.worker.set_weights(ray.get(weights[0]), version)
@@ -51,7 +57,8 @@ class RolloutActor:
         for ret, length in zip(stats.episode_returns, stats.episode_lengths, strict=True):
             m.EPISODE_RETURN.labels(**labels).observe(ret)
             m.EPISODE_LENGTH.labels(**labels).observe(length)
-        return fragment, stats
+        captions = pc.unique(step_rows(fragment).column("message"))
+        return fragment, stats, captions
 
     def metrics(self) -> bytes:
         """This process's Prometheus exposition text, for the driver's hub."""

@@ -4,6 +4,9 @@
     oniray train --resume RUN_DIR [key=value]  continue a run from its newest valid checkpoint
     oniray report RUN_DIR                      plots and a markdown summary of a run
     oniray config                              every config key, its type, default and meaning
+    oniray submit CONFIG [key=value ...] --address http://HEAD:8265 [--pip PKG ...] [--no-wait]
+                                               the run as a Ray job on a cluster (cluster/submit.py)
+    oniray job status|logs|stop JOB_ID --address http://HEAD:8265
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 from pathlib import Path
 
 from cluster.config import ConfigError, describe, load_config
+from cluster.submit import EXIT_CLUSTER, ClusterError, default_address
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -62,6 +66,19 @@ def _config(_: argparse.Namespace) -> int:
     return 0
 
 
+def _submit(args: argparse.Namespace) -> int:
+    from cluster.submit import submit
+
+    return submit(args.config, args.overrides, address=args.address, pip=args.pip,
+                  wait=not args.no_wait, submission_id=args.job_id)
+
+
+def _job(args: argparse.Namespace) -> int:
+    from cluster.submit import job_command
+
+    return job_command(args.action, args.job_id, address=args.address, follow_logs=args.follow)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="oniray", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,10 +93,28 @@ def main(argv: list[str] | None = None) -> int:
     report.set_defaults(func=_report)
     config = sub.add_parser("config", help="list every config key")
     config.set_defaults(func=_config)
+    address_help = "Ray job server (dashboard) URL; $RAY_API_SERVER_ADDRESS or %(default)s"
+    submit = sub.add_parser("submit", help="run training as a Ray job on a running cluster")
+    submit.add_argument("config", help="YAML config inside this checkout")
+    submit.add_argument("overrides", nargs="*", help="key=value overrides (ray.address is forced "
+                        "to auto so the job joins the cluster)")
+    submit.add_argument("--address", default=default_address(), help=address_help)
+    submit.add_argument("--pip", nargs="+", metavar="PKG", help="extra pip packages for the job")
+    submit.add_argument("--no-wait", action="store_true", help="submit and return at once")
+    submit.add_argument("--job-id", help="submission id; default oniray-<config>-<time>")
+    submit.set_defaults(func=_submit)
+    job = sub.add_parser("job", help="status, logs or stop of a submitted job")
+    job.add_argument("action", choices=["status", "logs", "stop"])
+    job.add_argument("job_id")
+    job.add_argument("--address", default=default_address(), help=address_help)
+    job.add_argument("--follow", action="store_true", help="logs: follow until the job ends")
+    job.set_defaults(func=_job)
 
     args = parser.parse_args(argv)
-    if args.command == "train" and args.config and "=" in args.config and not args.resume:
-        parser.error("the first argument of train is the CONFIG file, then key=value overrides")
+    if args.command in ("train", "submit") and args.config and "=" in args.config \
+            and not getattr(args, "resume", None):
+        parser.error(f"the first argument of {args.command} is the CONFIG file, then key=value "
+                     f"overrides")
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -89,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         for line in exc.problems:
             print(f"config error: {line}", file=sys.stderr)
         return 2
+    except ClusterError as exc:
+        print(f"oniray {args.command}: {exc}", file=sys.stderr)
+        return EXIT_CLUSTER
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -29,7 +31,9 @@ from cluster.config import OniConfig, to_yaml
 from cluster.report import mean_and_interval, plot_curve
 from cluster.run_dir import RunDir, atomic_write_text
 from cluster.telemetry import Telemetry
+from learner import intrinsic as intrinsic_keys
 from learner.learner_group import LearnerGroup
+from rewards.annotator_actor import create_annotator_actor
 
 log = logging.getLogger("oniray")
 
@@ -42,6 +46,7 @@ class Counters:
     env_steps_trained: int = 0  # steps in fragments handed to the learner
     env_steps_dropped: int = 0  # steps in fragments dropped for policy lag
     fragments_dropped: int = 0
+    annotations_skipped: int = 0  # fragments whose captions the busy annotator did not get
     updates: int = 0
     episodes: int = 0
     elapsed_s: float = 0.0  # training wall time over all sessions of this run
@@ -49,19 +54,29 @@ class Counters:
     recent_lengths: list[int] = field(default_factory=list)
 
 
+# Submissions to the annotator not yet accepted by it. Beyond this the driver skips
+# fragments' captions rather than queue calls (each pins a fragment in the object store);
+# the annotator's own caption queue is bounded by rewards.annotator.queue_size.
+MAX_PENDING_ANNOTATIONS = 16
+REWARD_MODEL_POLL_S = 2.0
+
+
 @dataclass
 class Components:
     learners: LearnerGroup
     actors: list[Any]  # RolloutActor handles
     num_actions: int
+    annotator: Any | None = None  # AnnotatorActor handle, when the reward service runs
 
 
-def build_components(cfg: OniConfig) -> Components:
+def build_components(cfg: OniConfig, *, labels_dir: str | None = None) -> Components:
     """Create every actor and hand each its handles. One line per data-flow edge:
 
-    rollout actor -> driver:   fragment ObjectRef + small stats (the driver forwards the ref)
-    driver -> learner group:   batches of fragment refs (each learner fetches its share)
-    learner group -> actors:   versioned weights as one ObjectRef (fetched when it changes)
+    rollout actor -> driver:     fragment ObjectRef + small stats (the driver forwards the ref)
+    driver -> learner group:     batches of fragment refs (each learner fetches its share)
+    learner group -> actors:     versioned weights as one ObjectRef (fetched when it changes)
+    rollout actor -> annotator:  each fragment's distinct messages as a ref, via the driver
+    annotator -> learner group:  the newest reward model as (version, ObjectRef), via the driver
     """
     actor_options = {"num_cpus": cfg.rollout.num_cpus, "resources": cfg.rollout.resources or None}
     actors = [
@@ -73,7 +88,14 @@ def build_components(cfg: OniConfig) -> Components:
     infos = ray.get([a.info.remote() for a in actors])
     num_actions = infos[0]["num_actions"]
     learners = LearnerGroup(cfg, num_actions=num_actions)
-    return Components(learners=learners, actors=actors, num_actions=num_actions)
+    annotator = None
+    if cfg.rewards.annotator.enabled:
+        if labels_dir is None:
+            raise ValueError("the annotator needs a labels directory (the run's labels/)")
+        annotator = create_annotator_actor(cfg.rewards, store_dir=labels_dir, env_id=cfg.env.id)
+        ray.get(annotator.ready.remote())  # a judge that cannot load fails here, not later
+    return Components(learners=learners, actors=actors, num_actions=num_actions,
+                      annotator=annotator)
 
 
 class Trainer:
@@ -88,6 +110,7 @@ class Trainer:
         self._lags: list[int] = []
         self._last_loss: dict[str, float] = {}
         self._labels = m.component_labels(role="driver", actor_id=0)
+        self._reward_model_version = -1
 
     # ---- lifecycle ---------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
@@ -144,14 +167,23 @@ class Trainer:
         per_batch = cfg.fragments_per_batch
         budget_s = None if cfg.run.max_minutes is None else cfg.run.max_minutes * 60
 
-        inflight: dict[ray.ObjectRef, tuple[int, ray.ObjectRef]] = {}  # stats ref -> (actor, frag)
+        annotator = self.parts.annotator
+        annotations: collections.deque[ray.ObjectRef] = collections.deque()
+        reward_model: tuple[int, ray.ObjectRef] | None = None
+        model_poll: ray.ObjectRef | None = None
+        last_model_poll = 0.0
+
+        # stats ref -> (actor index, fragment ref, captions ref)
+        inflight: dict[ray.ObjectRef, tuple[int, ray.ObjectRef, ray.ObjectRef]] = {}
         idle: collections.deque[int] = collections.deque()
         ready: collections.deque[tuple[ray.ObjectRef, int]] = collections.deque()  # (frag, ver)
         updates: collections.deque[ray.ObjectRef] = collections.deque()
 
         def issue(actor_index: int) -> None:
-            frag_ref, stats_ref = actors[actor_index].sample.remote([weights_ref], version)
-            inflight[stats_ref] = (actor_index, frag_ref)
+            frag_ref, stats_ref, captions_ref = actors[actor_index].sample.remote(
+                [weights_ref], version
+            )
+            inflight[stats_ref] = (actor_index, frag_ref, captions_ref)
 
         for i in range(len(actors)):
             for _ in range(cfg.rollout.fragments_in_flight):
@@ -166,18 +198,30 @@ class Trainer:
             done, _ = ray.wait(waitables, num_returns=1, timeout=0.5)
             for ref in done:
                 if ref in inflight:
-                    actor_index, frag_ref = inflight.pop(ref)
+                    actor_index, frag_ref, captions_ref = inflight.pop(ref)
                     stats: EpisodeStats = ray.get(ref)
                     counters.env_steps_produced += stats.env_steps
                     self._record_episodes(stats)
                     ready.append((frag_ref, stats.policy_version))
                     idle.append(actor_index)
+                    if annotator is not None:
+                        while annotations and _is_done(annotations[0]):
+                            annotations.popleft()
+                        if len(annotations) < MAX_PENDING_ANNOTATIONS:
+                            annotations.append(
+                                annotator.submit_captions.remote([captions_ref])
+                            )
+                        else:
+                            counters.annotations_skipped += 1
                 else:
                     updates.remove(ref)
                     result = ray.get(ref)
                     counters.updates += 1
                     version, weights_ref = int(result["policy_version"]), result["weights_ref"][0]
                     self._last_loss = {k: v for k, v in result.items() if isinstance(v, float)}
+                    self._reward_model_version = int(
+                        result.get(intrinsic_keys.REWARD_MODEL_VERSION, -1)
+                    )
                     if counters.updates % cfg.run.checkpoint_every_updates == 0:
                         self.checkpoint()
 
@@ -196,7 +240,9 @@ class Trainer:
                 self._lags += lags
                 for lag in lags:
                     m.POLICY_LAG.labels(**self._labels).observe(lag)
-                updates.append(learners.update([ref for ref, _ in batch]))
+                updates.append(
+                    learners.update([ref for ref, _ in batch], reward_model=reward_model)
+                )
                 counters.env_steps_trained += per_batch * cfg.fragment_steps
 
             # Backpressure: while a full batch already waits for a busy learner, actors pause.
@@ -208,6 +254,16 @@ class Trainer:
             m.QUEUE_DEPTH.labels(**self._labels, queue="learner_updates").set(len(updates))
 
             now = time.perf_counter()
+            # The newest reward model, polled without waiting (the judge is never waited on).
+            if annotator is not None:
+                if model_poll is not None and _is_done(model_poll):
+                    version_and_ref = ray.get(model_poll)
+                    if version_and_ref[1] is not None:
+                        reward_model = version_and_ref
+                    model_poll = None
+                if model_poll is None and now - last_model_poll >= REWARD_MODEL_POLL_S:
+                    model_poll = annotator.reward_model_ref.remote()
+                    last_model_poll = now
             counters.elapsed_s = elapsed_before + (now - session_start)
             if counters.env_steps_produced >= cfg.run.total_env_steps:
                 self._stop_reason = "step budget reached"
@@ -257,6 +313,7 @@ class Trainer:
             "mean_return": mean_return,
             "mean_length": float(np.mean(c.recent_lengths)) if c.recent_lengths else None,
             **{f"learner_{k}": v for k, v in self._last_loss.items()},
+            **self._annotator_row(),
         }
         m.ENV_STEPS_PER_SECOND.labels(**self._labels).set(sps)
         m.POLICY_VERSION.labels(**self._labels).set(version)
@@ -270,6 +327,29 @@ class Trainer:
             f"updates {c.updates:,} | dropped {c.fragments_dropped}",
             flush=True,
         )
+
+    def _annotator_row(self) -> dict[str, Any]:
+        """The reward service's numbers for the metrics row (empty when it does not run)."""
+        if self.parts.annotator is None:
+            return {}
+        try:
+            stats = ray.get(self.parts.annotator.stats.remote(), timeout=5)
+        except (ray.exceptions.RayError, TimeoutError):
+            return {}  # a busy or restarting annotator must not stall training
+        keys = {
+            "store_labels": "labels_total",
+            "labels_per_s": "labels_per_s",
+            "queue_depth": "judge_queue_depth",
+            "cache_hit_rate": "judge_cache_hit_rate",
+            "parse_failures_total": "judge_parse_failures",
+            "canary_fpr": "canary_fpr",
+            "reward_model_version": "reward_model_version_published",
+            "reward_model_accuracy": "reward_model_accuracy",
+        }
+        row = {name: float(stats[key]) for key, name in keys.items() if key in stats}
+        row["reward_model_version_trained"] = self._reward_model_version
+        row["intrinsic_sparsity"] = self._last_loss.get(intrinsic_keys.INTRINSIC_ZERO_FRACTION)
+        return row
 
     def _finish(self, version: int) -> dict[str, Any]:
         c = self.counters
@@ -291,15 +371,21 @@ class Trainer:
         if self.baseline:
             summary["random_mean_return"] = self.baseline["mean_return"]
             summary["random_return_ci95"] = self.baseline["ci95"]
-            # Beats random when the intervals do not overlap, not merely the means.
-            summary["beats_random"] = bool(
-                mean - half > self.baseline["mean_return"] + self.baseline["ci95"]
-            )
+            # A one-sided Welch z-test at the 5% level, not merely a higher mean.
+            base_mean, base_half = self.baseline["mean_return"], self.baseline["ci95"]
+            std_error = math.hypot(half, base_half) / 1.96
+            z = (mean - base_mean) / max(std_error, 1e-9)
+            summary["beats_random_z"] = round(min(max(z, -1e6), 1e6), 2)
+            summary["beats_random"] = bool(z > 1.645)
         self.run_dir.write_summary(summary)
         if self.metric_rows:
             plot_curve(self.metric_rows, self.baseline, self.run_dir.curve)
         print("summary: " + ", ".join(f"{k}={_fmt(v)}" for k, v in summary.items()), flush=True)
         return summary
+
+
+def _is_done(ref: ray.ObjectRef) -> bool:
+    return bool(ray.wait([ref], timeout=0)[0])
 
 
 def _clock(seconds: float) -> str:
@@ -315,11 +401,12 @@ def init_ray(cfg: OniConfig) -> None:
     """Join the configured cluster, or start a local Ray with token authentication on."""
     if ray.is_initialized():
         return
+    # Token authentication: Ray 2.60 turns it on for a local Ray by itself (and generates
+    # ~/.ray/auth_token); a cluster's nodes decide it with RAY_AUTH_MODE at `ray start`.
+    # Setting RAY_AUTH_MODE here would be too late: Ray reads it when it is imported.
     if cfg.ray.address:
         ray.init(address=cfg.ray.address, namespace=cfg.ray.namespace)
         return
-    import os
-
     needed = (
         cfg.rollout.num_actors * cfg.rollout.num_cpus
         + cfg.learner.num_learners * cfg.learner.num_cpus
@@ -344,10 +431,11 @@ def run_training(cfg: OniConfig, run_dir: RunDir, *, resume_state: dict | None =
     init_ray(cfg)
     telemetry = Telemetry(cfg.metrics)
     telemetry.start()
-    parts = build_components(cfg)
+    parts = build_components(cfg, labels_dir=str(run_dir.labels))
     telemetry.set_sources(
         [(f"rollout-{i}", actor.metrics.remote) for i, actor in enumerate(parts.actors)]
         + [(f"learner-{r}", a.metrics.remote) for r, a in enumerate(parts.learners.actors)]
+        + ([("annotator", parts.annotator.metrics.remote)] if parts.annotator else [])
     )
     trainer = Trainer(cfg, run_dir, parts)
     if resume_state is not None:
@@ -371,3 +459,6 @@ def run_training(cfg: OniConfig, run_dir: RunDir, *, resume_state: dict | None =
         for actor in parts.actors:
             ray.kill(actor)
         parts.learners.shutdown()
+        if parts.annotator is not None:
+            ray.get(parts.annotator.stop.remote())  # flushes the label store
+            ray.kill(parts.annotator)

@@ -71,17 +71,24 @@ class Learner:
 
     # ---- training ----------------------------------------------------------------------
     def update(
-        self, fragments: Sequence[pa.RecordBatch], *, intrinsic: torch.Tensor | None = None
+        self,
+        fragments: Sequence[pa.RecordBatch],
+        *,
+        intrinsic: torch.Tensor | None = None,
+        bonus: torch.Tensor | None = None,
     ) -> dict[str, float]:
         """One APPO update on the fragments, stacked along the env dim.
 
         ``intrinsic[t, b]`` ([T, B], B = sum of the fragments' E) scores the message of row
         t + 1, the observation step t led to; its count is therefore ``msg_count[t + 1]``.
+        ``bonus`` ([T, B], already weighted) is added as it is (RND: no message count).
         """
         started = time.perf_counter()
         batch = stack_fragments([fragment_tensors(f) for f in fragments])
         batch = _to_device(batch, self.device)
         rewards = self._rewards(batch, intrinsic)
+        if bonus is not None:
+            rewards = rewards + bonus.to(self.device)
         lc = self.cfg.learner
         for _ in range(lc.epochs):
             metrics = self._step(batch, rewards)

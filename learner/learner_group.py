@@ -24,6 +24,7 @@ from cluster import metrics as m
 from cluster.config import OniConfig
 from learner import appo
 from learner.appo import POLICY_VERSION, Learner
+from learner.intrinsic import INTRINSIC_MEAN, INTRINSIC_ZERO_FRACTION, IntrinsicScorer
 
 WEIGHTS_REF = "weights_ref"  # metrics key: [ref] to rank 0's published weights
 
@@ -42,6 +43,7 @@ class LearnerActor:
         # The latest published weights: the owner must outlive every borrower's use.
         self._weights_ref: ray.ObjectRef | None = None
         self._labels = m.component_labels(role="learner", actor_id=rank)
+        self.scorer = IntrinsicScorer(cfg.rewards, crop_size=cfg.env.crop_size, seed=cfg.run.seed)
 
     def rendezvous_address(self) -> tuple[str, int]:
         """This node's IP and a free port for the process group's TCP store (rank 0)."""
@@ -60,9 +62,19 @@ class LearnerActor:
             world_size=self.world_size,
         )
 
-    def update(self, fragment_refs: list[ray.ObjectRef]) -> dict[str, Any]:
+    def update(
+        self, fragment_refs: list[ray.ObjectRef], reward_model: tuple[int, list] | None = None
+    ) -> dict[str, Any]:
+        """Train on the fragments; ``reward_model`` is (version, [ref to its state]), fetched
+        only when the version is new (ONI relabels each batch with the newest model)."""
         fragments = ray.get(fragment_refs)
-        metrics: dict[str, Any] = self.learner.update(fragments)
+        if reward_model is not None and reward_model[0] != self.scorer.version:
+            self.scorer.set_model(reward_model[0], ray.get(reward_model[1][0]))
+        intrinsic = self.scorer(fragments)
+        metrics: dict[str, Any] = self.learner.update(
+            fragments, intrinsic=intrinsic.reward_model, bonus=intrinsic.bonus
+        )
+        metrics.update(intrinsic.metrics)
         self._record(metrics, len(fragments))
         if self.rank == 0:
             metrics[POLICY_VERSION] = self.learner.policy_version
@@ -79,6 +91,10 @@ class LearnerActor:
         for term, key in (("policy", appo.POLICY_LOSS), ("value", appo.VALUE_LOSS),
                           ("entropy", appo.ENTROPY_LOSS), ("total", appo.TOTAL_LOSS)):
             m.LEARNER_LOSS.labels(**labels, loss=term).set(metrics[key])
+        if INTRINSIC_MEAN in metrics:
+            m.INTRINSIC_REWARD_MEAN.labels(**labels).set(metrics[INTRINSIC_MEAN])
+            m.INTRINSIC_REWARD_SPARSITY.labels(**labels).set(metrics[INTRINSIC_ZERO_FRACTION])
+            m.REWARD_MODEL_VERSION.labels(**labels).set(self.scorer.version)
 
     def _publish(self) -> ray.ObjectRef:
         with m.WEIGHT_SYNC_SECONDS.labels(**self._labels).time():
@@ -148,8 +164,16 @@ class LearnerGroup:
             weights = self.actors[0].get_weights.remote()
             ray.get([a.set_weights.remote(weights) for a in self.actors[1:]])
 
-    def update(self, fragment_refs: Sequence[ray.ObjectRef]) -> ray.ObjectRef:
-        """Start one update; returns the ref to rank 0's metrics (with ``weights_ref``)."""
+    def update(
+        self,
+        fragment_refs: Sequence[ray.ObjectRef],
+        *,
+        reward_model: tuple[int, ray.ObjectRef] | None = None,
+    ) -> ray.ObjectRef:
+        """Start one update; returns the ref to rank 0's metrics (with ``weights_ref``).
+
+        ``reward_model``: (version, ref to its state) of the newest intrinsic reward model.
+        """
         n = len(self.actors)
         if not fragment_refs or len(fragment_refs) % n:
             raise ValueError(
@@ -158,8 +182,10 @@ class LearnerGroup:
         self._raise_peer_errors()
         share = len(fragment_refs) // n
         # A list argument is not resolved by Ray: each learner fetches its own fragments.
+        # The model's ref goes nested too: fetched only by a rank whose version is older.
+        model = None if reward_model is None else (reward_model[0], [reward_model[1]])
         refs = [
-            actor.update.remote(list(fragment_refs[rank * share : (rank + 1) * share]))
+            actor.update.remote(list(fragment_refs[rank * share : (rank + 1) * share]), model)
             for rank, actor in enumerate(self.actors)
         ]
         self._peer_refs += refs[1:]

@@ -58,8 +58,12 @@ class Annotator:
         store: LabelStore,
         canary: CanaryMonitor | None = None,
         seed: int = 0,
+        train_in_step: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``train_in_step=False``: ``step`` only sets ``train_due`` and a thread running
+        :func:`run_trainer` fits, so labelling goes on during a fit (a fit of the char-CNN
+        takes about as long as a few LLM batches)."""
         self.cfg = cfg
         self.judge = judge
         self.store = store
@@ -80,6 +84,12 @@ class Annotator:
         self._failures: dict[str, int] = {}  # pending caption (queued or asked) -> failed asks
         self._published: tuple[int, dict[str, Any] | None] = (0, None)
         self._since_fit = 0
+        self._last_round = self._clock()
+        self.train_in_step = train_in_step
+        self.train_due = threading.Event()
+        if self.model is not None and len(store):
+            self.train_due.set()  # reopened store: the trainer publishes a model without waiting
+        self._fit_lock = threading.Lock()
         self._rate: deque[tuple[float, int]] = deque()
         self._latencies: deque[float] = deque(maxlen=_RECENT_LATENCIES)
         self._last_fit: dict[str, float] = {}
@@ -183,9 +193,18 @@ class Annotator:
         if unparseable:
             self._requeue_failed(unparseable)
         self._since_fit += added
-        if self.model is not None and self._since_fit >= self.cfg.model.train_every_labels:
-            self.retrain()
+        if self.round_due():
+            self.begin_round()
         return added
+
+    def round_due(self) -> bool:
+        """A retrain is due: enough new labels, or some new labels and enough time since the
+        last round (a task with few distinct messages would otherwise never train)."""
+        if self.model is None or self._since_fit == 0:
+            return False
+        model = self.cfg.model
+        return (self._since_fit >= model.train_every_labels
+                or self._clock() - self._last_round >= model.train_every_s)
 
     def _ask(self, captions: list[str], clean: dict[str, str]) -> list[Verdict] | None:
         """The judge's verdicts on the captions' sanitised texts (plus canaries, taken back
@@ -224,16 +243,28 @@ class Annotator:
 
     # -- reward model ----------------------------------------------------------------------
 
+    def begin_round(self) -> None:
+        """A training round: ask new preference pairs (ranking, on the judge's thread, since
+        a judge need not be thread-safe), then fit here or wake the trainer thread."""
+        self._since_fit = 0
+        self._last_round = self._clock()
+        if self.model is not None and self.model.kind == "ranking":
+            self._ask_preferences()
+        if self.train_in_step:
+            self.retrain()
+        else:
+            self.train_due.set()
+
     def retrain(self) -> dict[str, float]:
-        """Fit the reward model on every label (asking new preference pairs first, for
-        ranking), publish its state and return the fit's metrics."""
+        """Fit the reward model on every label and preference so far, publish its state and
+        return the fit's metrics."""
         if self.model is None:
             return {}
-        self._since_fit = 0
-        if self.model.kind == "ranking":
-            self._ask_preferences()
-        metrics = self.model.fit(labels=self.store.labels(), preferences=self.store.preferences())
-        state = self.model.state()
+        with self._fit_lock:
+            metrics = self.model.fit(
+                labels=self.store.labels(), preferences=self.store.preferences()
+            )
+            state = self.model.state()
         with self._lock:
             self._published = (self.model.version, state)
             self._last_fit = metrics
@@ -329,8 +360,21 @@ def run_loop(
         if annotator.consecutive_errors:
             stop.wait(backoff_s * 2 ** min(annotator.consecutive_errors - 1, 6))
         elif annotator.queue_depth() == 0:
+            if annotator.round_due():
+                annotator.begin_round()
             annotator.has_work.wait(timeout=min(flush_interval_s, 0.5))
         if time.monotonic() - last_flush >= flush_interval_s:
             annotator.flush()
             last_flush = time.monotonic()
     annotator.flush()
+
+
+def run_trainer(annotator: Annotator, stop: threading.Event) -> None:
+    """Fit the reward model whenever a round is due, until ``stop`` is set."""
+    while not stop.is_set():
+        if annotator.train_due.wait(timeout=0.5):
+            annotator.train_due.clear()
+            try:
+                annotator.retrain()
+            except Exception:  # a failed fit keeps the last published model; labelling goes on
+                logger.exception("reward model fit failed")

@@ -5,9 +5,9 @@ so neither Ray nor the caller fetches the fragment on the caller's behalf). Emit
 ``reward_model_ref() -> (version, ref)`` for the learners, and ``stats()``.
 
 Lifecycle only; the work is :class:`rewards.annotator.Annotator`. The actor is threaded
-(``max_concurrency`` >= 2) and a background thread runs the judge, so no call waits on the
-judge. On start it reloads the label store from its directory: an actor restarted after a
-crash asks nothing twice.
+(``max_concurrency`` >= 2); one background thread runs the judge and another fits the reward
+model, so no call waits on the judge and labelling goes on during a fit. On start it reloads
+the label store from its directory: an actor restarted after a crash asks nothing twice.
 """
 
 from __future__ import annotations
@@ -22,15 +22,17 @@ import ray
 import torch
 
 from actors.fragment import step_rows
-from rewards.annotator import Annotator, run_loop
+from cluster import metrics as m
+from rewards.annotator import Annotator, run_loop, run_trainer
 from rewards.config import RewardsConfig
 from rewards.judges import Judge, make_judge
 from rewards.label_store import LabelStore
 
 logger = logging.getLogger(__name__)
 
-# submit_fragment, reward_model_ref, stats and flush each get a thread while the loop thread
-# runs the judge; 4 lets a burst of rollout submits queue behind each other, not behind stats.
+# submit_fragment, reward_model_ref, stats and flush each get a thread while the loop and
+# trainer threads run the judge and the fits; 4 lets a burst of rollout submits queue behind
+# each other, not behind stats.
 MAX_CONCURRENCY = 4
 
 
@@ -50,8 +52,12 @@ class AnnotatorActor:
         # threads than reserved CPUs only thrash.
         torch.set_num_threads(max(1, int(cfg.annotator.num_cpus)))
         judge = judge_factory() if judge_factory else make_judge(cfg.judge, env_id=env_id)
-        self._annotator = Annotator(cfg, judge=judge, store=LabelStore(store_dir))
+        self._annotator = Annotator(
+            cfg, judge=judge, store=LabelStore(store_dir), train_in_step=False
+        )
         self._published: tuple[int, ray.ObjectRef | None] = (0, None)
+        self._labels = m.component_labels(role="annotator", actor_id=0)
+        self._exported: dict[str, float] = {}  # counter totals already exported
         self._publish_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -64,12 +70,46 @@ class AnnotatorActor:
             name="annotator-step",
             daemon=True,
         )
+        self._trainer = threading.Thread(
+            target=run_trainer,
+            args=(self._annotator, self._stop),
+            name="annotator-fit",
+            daemon=True,
+        )
         self._thread.start()
+        self._trainer.start()
 
     def submit_fragment(self, refs: list[ray.ObjectRef]) -> None:
         """Queue the new captions of the fragments' step rows (bootstrap rows are repeats)."""
         for fragment in ray.get(refs):
             self._annotator.submit(pc.unique(step_rows(fragment).column("message")))
+
+    def submit_captions(self, refs: list[ray.ObjectRef]) -> None:
+        """Queue captions a rollout actor extracted from a fragment's message column (a small
+        Arrow string array, so only messages travel to the judge's node, not fragments)."""
+        for captions in ray.get(refs):
+            self._annotator.submit(captions)
+
+    def metrics(self) -> bytes:
+        """The service's counters as Prometheus exposition text, for the driver's hub."""
+        stats = self._annotator.stats()
+        labels = self._labels
+        for counter, key in ((m.JUDGE_LABELS, "labels_total"),
+                             (m.JUDGE_PARSE_FAILURES, "parse_failures_total")):
+            total = stats.get(key, 0.0)
+            counter.labels(**labels).inc(max(0.0, total - self._exported.get(key, 0.0)))
+            self._exported[key] = total
+        m.JUDGE_LABELS_PER_SECOND.labels(**labels).set(stats.get("labels_per_s", 0.0))
+        m.QUEUE_DEPTH.labels(**labels, queue="captions").set(stats.get("queue_depth", 0.0))
+        m.JUDGE_CACHE_HIT_RATIO.labels(**labels).set(stats.get("cache_hit_rate", 0.0))
+        m.CANARY_FALSE_POSITIVES.labels(**labels).set(stats.get("canary_fpr", 0.0))
+        m.REWARD_MODEL_VERSION.labels(**labels).set(stats.get("reward_model_version", 0.0))
+        accuracy = stats.get("reward_model_accuracy", float("nan"))
+        if accuracy == accuracy:  # NaN until the first fit with a held-out slice
+            m.REWARD_MODEL_ACCURACY.labels(**labels).set(accuracy)
+        for seconds in self._annotator.drain_latencies():
+            m.JUDGE_LATENCY_SECONDS.labels(**labels).observe(seconds)
+        return m.metrics_snapshot()
 
     def submit(self, captions: list[str]) -> int:
         """Queue captions directly (tools and tests); returns how many were new."""
@@ -98,6 +138,7 @@ class AnnotatorActor:
         self._stop.set()
         self._annotator.has_work.set()
         self._thread.join()
+        self._trainer.join()
         self._annotator.judge.close()
 
     def ready(self) -> bool:

@@ -96,10 +96,6 @@ class AnnotatorConfig:
     canary_max_fpr: float = param(
         0.2, "warn loudly when the judge calls more canaries helpful than this", ge=0, le=1
     )
-    store_dir: str = param(
-        "", "label store directory (reloaded on start: nothing is asked twice across "
-        "restarts); empty = <run dir>/labels"
-    )
     flush_interval_s: float = param(
         5.0, "write new labels to the store at least this often, seconds", gt=0
     )
@@ -121,6 +117,9 @@ class RewardModelConfig:
         0.5, "ranking: reward where the normalised score exceeds this quantile", ge=0, le=1
     )
     train_every_labels: int = param(64, "retrain after this many new labels", ge=1)
+    train_every_s: float = param(
+        10.0, "also retrain when there are new labels and this many seconds passed", gt=0
+    )
     train_steps: int = param(200, "optimiser steps per retraining", ge=1)
     lr: float = param(1e-3, "reward-model learning rate", gt=0)
     holdout_fraction: float = param(

@@ -212,7 +212,7 @@ def test_ranking_asks_new_pairs_in_both_orders(tmp_path: Path) -> None:
     assert compared[5:] == [(b, a) for a, b in compared[:5]]
     assert annotator.store.num_preferences == 5
     assert annotator.reward_model()[0] == 1
-    annotator.retrain()  # a second round never repeats a pair
+    annotator.begin_round()  # a second round never repeats a pair
     pairs = [frozenset(p) for p in annotator.judge.compared]  # type: ignore[attr-defined]
     assert len(set(pairs)) == len(pairs) // 2 == 10
 

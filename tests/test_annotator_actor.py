@@ -130,6 +130,8 @@ def test_labels_arrive_by_reference_and_survive_a_killed_actor(tmp_path: Path) -
     assert _asked(log)[len(asked) :] == ["You kill the Wizard of Yendor!"]
     assert stats["store_labels"] == len(distinct) + 1
     assert stats["cache_hits_total"] == len(distinct)
+    # A reopened store is fitted at once: learners get a model without new labels.
+    _wait(lambda: ray.get(reborn.reward_model_ref.remote())[1] is not None)
     ray.get(reborn.stop.remote())
     assert LabelStore(store_dir).get("You kill the Wizard of Yendor!") is True
     ray.kill(reborn)
