@@ -53,6 +53,12 @@ class Telemetry:
     def start(self) -> None:
         if not self.cfg.enabled:
             return
+        # A labelled counter exists only once used: create the drop reasons at zero, so a
+        # dashboard shows "0 dropped" rather than "no data" in a healthy run.
+        for reason in m.DROP_REASONS:
+            m.FRAGMENTS_DROPPED.labels(**self.driver_labels, reason=reason)
+        for role in ("rollout", "learner", "annotator"):
+            m.ACTOR_RESTARTS.labels(role=role, actor_id="driver")
         self.server, self.port = m.serve_metrics(self.hub, self.cfg.host, self.cfg.port)
         print(f"metrics: http://{self.cfg.host}:{self.port}/metrics", flush=True)
         self._thread = threading.Thread(target=self._run, name="oniray-telemetry", daemon=True)

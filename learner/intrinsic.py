@@ -30,6 +30,7 @@ from rewards.scoring import score_messages
 REWARD_MODEL_VERSION = "reward_model_version"  # the version that scored this batch; -1 = none
 INTRINSIC_MEAN = "intrinsic_mean"
 INTRINSIC_ZERO_FRACTION = "intrinsic_zero_fraction"
+INTRINSIC_NONZERO_STEPS = "intrinsic_nonzero_steps"  # cumulative over the run (this rank)
 RND_LOSS = "rnd_loss"
 
 
@@ -47,6 +48,7 @@ class IntrinsicScorer:
         self.cfg = cfg
         self.version = -1
         self.model: RewardModel | None = None
+        self.nonzero_steps = 0
         self.rnd: RND | None = None
         if cfg.rnd.coef > 0:
             self.rnd = RND(crop_size=crop_size, embedding_dim=cfg.rnd.embedding_dim, seed=seed)
@@ -57,6 +59,31 @@ class IntrinsicScorer:
         if version != self.version:
             self.model = reward_model_from_state(state)
             self.version = version
+            self._model_state = state  # kept for state_dict: a resumed learner scores alike
+
+    def state_dict(self) -> dict[str, Any]:
+        """The reward model in use (version and published state) and RND's networks,
+        optimiser and running statistics: what a resumed learner needs to score alike."""
+        state: dict[str, Any] = {
+            "version": self.version,
+            "model": getattr(self, "_model_state", None) if self.model is not None else None,
+            "nonzero_steps": self.nonzero_steps,
+        }
+        if self.rnd is not None:
+            state["rnd"] = self.rnd.state_dict()
+            state["rnd_optimizer"] = self.rnd_optimizer.state_dict()
+            state["rnd_stats"] = self.rnd_stats.to_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.version, self.model = -1, None
+        if state["model"] is not None:
+            self.set_model(int(state["version"]), state["model"])
+        self.nonzero_steps = int(state.get("nonzero_steps", 0))
+        if self.rnd is not None and "rnd" in state:  # RND may be turned on at resume
+            self.rnd.load_state_dict(state["rnd"])
+            self.rnd_optimizer.load_state_dict(state["rnd_optimizer"])
+            self.rnd_stats = RunningMeanStd.from_dict(state["rnd_stats"])
 
     def __call__(self, fragments: list[pa.RecordBatch]) -> Intrinsic:
         metrics: dict[str, float] = {REWARD_MODEL_VERSION: float(self.version)}
@@ -73,6 +100,8 @@ class IntrinsicScorer:
             r_int = torch.from_numpy(scores)
             metrics[INTRINSIC_MEAN] = float(scores.mean())
             metrics[INTRINSIC_ZERO_FRACTION] = float((scores == 0).mean())
+            self.nonzero_steps += int(np.count_nonzero(scores))
+        metrics[INTRINSIC_NONZERO_STEPS] = float(self.nonzero_steps)
         bonus = None
         if self.rnd is not None:
             bonus, metrics[RND_LOSS] = self._rnd(fragments)

@@ -212,7 +212,7 @@ def _every_metric_exposition(step: int) -> bytes:
         clone = type(value)(value._name, value._documentation, value._labelnames,
                             registry=registry, **kwargs)
         extra = value._labelnames[2:]
-        for role in ("rollout", "learner", "annotator"):
+        for role in ("driver", "rollout", "learner", "annotator"):
             for option in (extra_values[extra[0]] if extra else (None,)):
                 labels = component_labels(role=role, actor_id="0")
                 if option is not None:
