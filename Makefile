@@ -9,7 +9,7 @@ STAMP := $(VENV)/.oniray-installed
 CONFIG ?= configs/default.yaml
 ARGS ?=
 
-.PHONY: install train test lint bench prometheus vllm-venv clean
+.PHONY: install train test lint bench bench-all bench-peers soak prometheus vllm-venv clean
 
 install: $(STAMP)
 
@@ -45,6 +45,24 @@ lint: install
 
 bench: install
 	$(PY) bench/throughput.py
+
+# The long benchmarks (each writes JSON and a plot to bench/results/); an hour or more in all.
+bench-all: install vllm-venv
+	$(PY) bench/throughput.py
+	$(PY) bench/annotation.py
+	$(PY) bench/scaling.py
+	$(PY) bench/learning.py --score-minutes 8
+
+# Fault-injection soak (~15 min, not part of make test): kills a rollout actor, the annotator
+# and the judge server at random times, then checks the accounting and the resume.
+soak: install
+	$(PY) bench/soak.py --minutes 15
+
+# oniray against Sample Factory 2 and RLlib's APPO, interleaved and repeated (~35 min). The
+# peers live in their own venvs (bench/peers/.venv-sf, .venv-rllib; idempotent), never in .venv.
+bench-peers: install
+	bash bench/peers/setup.sh
+	$(PY) bench/peers/compare.py --no-setup $(ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-vllm .pytest_cache .ruff_cache

@@ -24,7 +24,7 @@ from cluster.submit import EXIT_CLUSTER, ClusterError, default_address
 def _train(args: argparse.Namespace) -> int:
     from cluster.driver import run_training
     from cluster.report import write_report
-    from cluster.run_dir import RunDir
+    from cluster.run_dir import IncompatibleCheckpointError, RunDir
 
     resume_state = None
     if args.resume:
@@ -34,7 +34,11 @@ def _train(args: argparse.Namespace) -> int:
             return 2
         overrides = ([args.config] if args.config else []) + args.overrides
         cfg = load_config(run_dir.config, overrides)
-        loaded = run_dir.load_latest_checkpoint()
+        try:
+            loaded = run_dir.load_latest_checkpoint()
+        except IncompatibleCheckpointError as exc:
+            print(f"oniray: cannot resume: {exc}", file=sys.stderr)
+            return 2
         if loaded is None:
             print(f"oniray: {args.resume} has no valid checkpoint to resume from", file=sys.stderr)
             return 2
@@ -48,10 +52,10 @@ def _train(args: argparse.Namespace) -> int:
         name = cfg.run.name or f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = RunDir.create(cfg.run.out_dir, name)
     print(f"run folder: {run_dir.root}", flush=True)
-    run_training(cfg, run_dir, resume_state=resume_state)
+    summary = run_training(cfg, run_dir, resume_state=resume_state)
     report = write_report(run_dir.root)
     print(f"report: {report}", flush=True)
-    return 0
+    return 1 if summary.get("failed") else 0  # a failure stopped it (the summary says which)
 
 
 def _report(args: argparse.Namespace) -> int:

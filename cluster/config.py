@@ -43,6 +43,10 @@ class RunConfig:
     summary_window_episodes: int = param(
         100, "the final mean return is over the last this many episodes", ge=1
     )
+    stop_timeout_s: float = param(
+        60.0, "on SIGINT/SIGTERM, wait at most this long for the update in progress before "
+        "the final checkpoint (updates queued behind it are skipped)", gt=0
+    )
 
 
 @dataclass
@@ -95,6 +99,10 @@ class RolloutConfig:
         factory=dict, doc="custom Ray resources per rollout actor (cluster placement)"
     )
     torch_threads: int = param(1, "torch intra-op threads in a rollout actor", ge=1)
+    max_restarts: int = param(
+        3, "rollout actors restarted after dying, in total per session; one more death stops "
+        "the run with a checkpoint", ge=0
+    )
 
 
 @dataclass
@@ -388,6 +396,28 @@ def _cross_checks(cfg: OniConfig, sources: dict[str, str]) -> list[str]:
             f"{where('env.crop_size')}: 'env.crop_size' = {cfg.env.crop_size} must be odd "
             f"(the agent sits at the centre)"
         )
+    # Checked here, not in an actor: a typo would otherwise surface minutes later as a
+    # RayActorError deep in the rollout actors' construction.
+    from actors.envs import UnknownEnvError, canonical_env_id  # actors imports this module
+
+    try:
+        canonical_env_id(cfg.env.id)
+    except UnknownEnvError as exc:
+        problems.append(f"{where('env.id')}: 'env.id' = {cfg.env.id!r}: {exc}")
+    if cfg.ray.address is None and cfg.ray.num_cpus is not None:
+        # Ray would wait forever for the CPUs of the last actor that does not fit.
+        needed = (
+            cfg.rollout.num_actors * cfg.rollout.num_cpus
+            + cfg.learner.num_learners * cfg.learner.num_cpus
+            + (cfg.rewards.annotator.num_cpus if cfg.rewards.annotator.enabled else 0)
+        )
+        if cfg.ray.num_cpus < needed:
+            problems.append(
+                f"{where('ray.num_cpus')}: 'ray.num_cpus' = {cfg.ray.num_cpus} is less than the "
+                f"{needed:g} CPUs the actors reserve (rollout.num_actors * rollout.num_cpus + "
+                f"learner.num_learners * learner.num_cpus + rewards.annotator.num_cpus): "
+                f"the last actor would wait forever"
+            )
     rewards = cfg.rewards
     if rewards.model.kind != "none" and not rewards.annotator.enabled:
         problems.append(

@@ -31,6 +31,9 @@ carry one more label, listed in the table.
 | JUDGE_CACHE_HIT_RATIO     | oniray_judge_cache_hit_ratio             | gauge     |             |
 | JUDGE_PARSE_FAILURES      | oniray_judge_parse_failures_total        | counter   |             |
 | CANARY_FALSE_POSITIVES    | oniray_judge_canary_false_positive_ratio | gauge     |             |
+| JUDGE_CIRCUIT_STATE       | oniray_judge_circuit_state               | gauge     |             |
+| JUDGE_REQUEST_FAILURES    | oniray_judge_request_failures_total      | counter   | kind        |
+| JUDGE_UNANSWERED          | oniray_judge_unanswered_total            | counter   |             |
 | REWARD_MODEL_VERSION      | oniray_reward_model_version              | gauge     |             |
 | REWARD_MODEL_ACCURACY     | oniray_reward_model_accuracy_ratio       | gauge     |             |
 | INTRINSIC_REWARD_MEAN     | oniray_intrinsic_reward_mean             | gauge     |             |
@@ -153,6 +156,22 @@ JUDGE_PARSE_FAILURES = Counter(
 CANARY_FALSE_POSITIVES = Gauge(
     "oniray_judge_canary_false_positive_ratio",
     "Fraction of known-negative canary messages the judge labelled positive.",
+    _L,
+)
+# 0 closed, 1 half-open (one probe allowed), 2 open (failing fast): breaker.STATE_CODES.
+JUDGE_CIRCUIT_STATE = Gauge(
+    "oniray_judge_circuit_state",
+    "Judge circuit breaker: 0 closed, 1 half-open, 2 open.",
+    _L,
+)
+JUDGE_REQUEST_FAILURES = Counter(
+    "oniray_judge_request_failures_total",
+    "Failed judge HTTP attempts, by kind (timeout, connection, http_5xx, garbage, ...).",
+    (*_L, "kind"),
+)
+JUDGE_UNANSWERED = Counter(
+    "oniray_judge_unanswered_total",
+    "Captions the judge gave no answer for (outage); they wait, they are not dropped.",
     _L,
 )
 REWARD_MODEL_VERSION = Gauge("oniray_reward_model_version", "Reward model version in use.", _L)

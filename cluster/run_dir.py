@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 1
 
 
+class IncompatibleCheckpointError(ValueError):
+    """A checkpoint written by an oniray whose checkpoint format this one cannot read."""
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -114,6 +118,11 @@ class RunDir:
         paths = [p for p in self.checkpoints.glob("ckpt-*.pt") if pattern.search(p.name)]
         return sorted(paths, key=lambda p: int(pattern.search(p.name).group(1)))
 
+    def newest_checkpoint_name(self) -> str | None:
+        """The newest checkpoint file with a checksum (not verified: for messages)."""
+        paths = [p for p in self._checkpoint_paths() if p.with_suffix(".sha256").exists()]
+        return paths[-1].name if paths else None
+
     def load_latest_checkpoint(self) -> tuple[dict[str, Any], Path] | None:
         """The newest checkpoint whose checksum matches; corrupt ones are skipped, loudly."""
         for path in reversed(self._checkpoint_paths()):
@@ -127,7 +136,7 @@ class RunDir:
                 continue
             state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
             if state.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError(
+                raise IncompatibleCheckpointError(
                     f"checkpoint {path} has format {state.get('format')}, this oniray reads "
                     f"format {CHECKPOINT_FORMAT}: it was written by an incompatible version"
                 )

@@ -10,7 +10,9 @@ on GPUs), so all ranks hold the same parameters after every update.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import os
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,9 +29,14 @@ from learner.appo import POLICY_VERSION, Learner
 from learner.intrinsic import INTRINSIC_MEAN, INTRINSIC_ZERO_FRACTION, IntrinsicScorer
 
 WEIGHTS_REF = "weights_ref"  # metrics key: [ref] to rank 0's published weights
+_MAX_REMEMBERED = 64  # update numbers kept for skip_after(); far above max_queued_batches
+SKIPPED = "skipped"  # metrics key of an update skipped at a stop (see skip_after)
+INTRINSIC_STATE = "intrinsic"  # state key: the IntrinsicScorer's reward model and RND
 
 
-@ray.remote
+# "control" runs beside the updates (which stay serial, one at a time, in the default
+# group), so a stopping driver can tell a busy learner to skip the updates queued behind.
+@ray.remote(concurrency_groups={"control": 1})
 class LearnerActor:
     """One rank: a :class:`Learner` plus process-group setup and weight publishing."""
 
@@ -44,6 +51,9 @@ class LearnerActor:
         self._weights_ref: ray.ObjectRef | None = None
         self._labels = m.component_labels(role="learner", actor_id=rank)
         self.scorer = IntrinsicScorer(cfg.rewards, crop_size=cfg.env.crop_size, seed=cfg.run.seed)
+
+    def info(self) -> dict[str, Any]:
+        return {"rank": self.rank, "pid": os.getpid()}
 
     def rendezvous_address(self) -> tuple[str, int]:
         """This node's IP and a free port for the process group's TCP store (rank 0)."""
@@ -62,11 +72,22 @@ class LearnerActor:
             world_size=self.world_size,
         )
 
+    @ray.method(concurrency_group="control")
+    def skip_from(self, seq: int) -> None:
+        """Updates numbered ``seq`` and later return ``{SKIPPED: 1.0}`` without training.
+        Every rank gets the same number, so no rank waits in an all-reduce for a skipper."""
+        self._skip_from = seq
+
     def update(
-        self, fragment_refs: list[ray.ObjectRef], reward_model: tuple[int, list] | None = None
+        self,
+        fragment_refs: list[ray.ObjectRef],
+        reward_model: tuple[int, list] | None = None,
+        seq: int = -1,
     ) -> dict[str, Any]:
         """Train on the fragments; ``reward_model`` is (version, [ref to its state]), fetched
         only when the version is new (ONI relabels each batch with the newest model)."""
+        if seq >= getattr(self, "_skip_from", 1 << 62):
+            return {SKIPPED: 1.0}
         fragments = ray.get(fragment_refs)
         if reward_model is not None and reward_model[0] != self.scorer.version:
             self.scorer.set_model(reward_model[0], ray.get(reward_model[1][0]))
@@ -119,17 +140,19 @@ class LearnerActor:
         self.learner.set_weights(weights)
 
     def state(self) -> dict[str, Any]:
-        return self.learner.state_dict()
+        return {**self.learner.state_dict(), INTRINSIC_STATE: self.scorer.state_dict()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.learner.load_state_dict(state)
+        if INTRINSIC_STATE in state:  # checkpoints from before the scorer was saved lack it
+            self.scorer.load_state_dict(state[INTRINSIC_STATE])
         if self.rank == 0:
             self._publish()
 
     def save(self, path: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(f"{path}.tmp")
-        torch.save(self.learner.state_dict(), tmp)
+        torch.save(self.state(), tmp)
         tmp.replace(path)  # a crash mid-write must not leave a truncated checkpoint
 
     def restore(self, path: str) -> None:
@@ -155,6 +178,10 @@ class LearnerGroup:
             for rank in range(n)
         ]
         self._peer_refs: list[ray.ObjectRef] = []
+        self._seq = 0  # the number of the next update, the same on every rank
+        # By the ref's hex, not the ref: holding an update's ref would pin its result, and
+        # with it the weights it published, in the object store.
+        self._seqs: collections.OrderedDict[str, int] = collections.OrderedDict()
         if n > 1:
             address, port = ray.get(self.actors[0].rendezvous_address.remote())
             # Every rank must be inside init_process_group at once: it blocks until all join.
@@ -185,11 +212,29 @@ class LearnerGroup:
         # The model's ref goes nested too: fetched only by a rank whose version is older.
         model = None if reward_model is None else (reward_model[0], [reward_model[1]])
         refs = [
-            actor.update.remote(list(fragment_refs[rank * share : (rank + 1) * share]), model)
+            actor.update.remote(
+                list(fragment_refs[rank * share : (rank + 1) * share]), model, self._seq
+            )
             for rank, actor in enumerate(self.actors)
         ]
+        self._seqs[refs[0].hex()] = self._seq
+        self._seq += 1
         self._peer_refs += refs[1:]
+        while len(self._seqs) > _MAX_REMEMBERED:
+            self._seqs.popitem(last=False)
         return refs[0]
+
+    def skip_after(self, update_ref: ray.ObjectRef, *, timeout: float = 30) -> None:
+        """Every update started after ``update_ref`` returns ``{SKIPPED: 1.0}`` untrained.
+
+        For a stop: ``ray.cancel`` cannot stop a queued task of a synchronous actor (it runs
+        and its result is thrown away, training lost), so the ranks are told to skip them.
+        """
+        seq = self._seqs[update_ref.hex()] + 1
+        ray.get([a.skip_from.remote(seq) for a in self.actors], timeout=timeout)
+
+    def pids(self) -> list[int]:
+        return [info["pid"] for info in ray.get([a.info.remote() for a in self.actors])]
 
     def _raise_peer_errors(self) -> None:
         """Surface a failed update on a rank > 0 (the caller only waits on rank 0's ref)."""

@@ -13,6 +13,9 @@ The judge is slow (an LLM: ~seconds per batch) and the game repeats itself, so:
   first by default (ONI), since new captions are what the current policy reaches;
 * an unparseable answer is never a label: the caption is re-queued at the front up to
   ``judge.max_retries`` times, then dropped and counted (a later submit may ask it again);
+* no answer at all (server down, HTTP 5xx, a garbage body, the judge's breaker open) is an
+  outage, not a parse failure: the captions wait at the front of the queue without spending
+  retries, counted in ``unanswered``, while the loop backs off;
 * a caption that sanitises to nothing is labelled not helpful without asking (as the judges
   would answer it).
 
@@ -44,6 +47,8 @@ from rewards.parse import sanitize_caption
 logger = logging.getLogger(__name__)
 
 _RATE_WINDOW_S = 60.0  # labels/s is measured over this trailing window
+# decode_message turns bytes that are not UTF-8 (NLE's message buffer) into this character.
+_REPLACEMENT = "\ufffd"
 _RECENT_LATENCIES = 1024  # judge latencies kept for drain_latencies() between metric scrapes
 
 
@@ -97,7 +102,8 @@ class Annotator:
         self._n: dict[str, float] = dict.fromkeys(
             (
                 "submitted", "cache_hits", "empty_captions", "shed", "labels", "judge_calls",
-                "judge_errors", "judge_latency_sum_s", "parse_failures", "gave_up",
+                "judge_errors", "unanswered", "judge_latency_sum_s", "parse_failures",
+                "gave_up", "truncated", "invalid_utf8",
                 "preferences", "preference_failures", "fits",
             ),
             0.0,
@@ -173,13 +179,21 @@ class Annotator:
             return 0
         limit = self.cfg.judge.max_caption_chars
         clean = {c: sanitize_caption(c, limit) for c in batch}
+        with self._lock:  # bad input is handled, and counted so that it is seen
+            self._n["truncated"] += sum(len(c) > limit for c in batch)
+            self._n["invalid_utf8"] += sum(_REPLACEMENT in c for c in batch)
         verdicts = [Verdict(c, False, raw="empty after sanitising") for c in batch if not clean[c]]
         asked = [c for c in batch if clean[c]]
         answers = self._ask(asked, clean) if asked else []
         if answers is None:  # the judge failed: the captions wait for its recovery
             self._requeue_failed(asked, use_retry=False)
         else:
-            verdicts += answers
+            unanswered = [v.caption for v in answers if not v.answered]
+            verdicts += [v for v in answers if v.answered]
+            if unanswered:  # no answer is an outage, not a parse failure: no retry spent
+                with self._lock:
+                    self._n["unanswered"] += len(unanswered)
+                self._requeue_failed(unanswered, use_retry=False)
         parsed = [v for v in verdicts if v.label is not None]
         # Store first, then clear pending: a caption is always in one of the two for submit().
         added = self.store.add(parsed, judge=self.judge.name)
@@ -219,14 +233,20 @@ class Annotator:
                 self._n["judge_errors"] += 1
             self.consecutive_errors += 1
             return None
-        self.consecutive_errors = 0
+        # A judge that answers nothing (its breaker open, its server down) is failing as surely
+        # as one that raises: count it so the loop backs off instead of spinning on the queue.
+        if answers and not any(v.answered for v in answers):
+            self.consecutive_errors += 1
+        else:
+            self.consecutive_errors = 0
         if self.canary:
             answers = self.canary.take(answers)
         # Matched by text, not position: the canary monitor may take any equal caption.
         by_clean = {v.caption: v for v in answers}
         missing = Verdict("", None, raw="no answer")
         return [
-            Verdict(c, by_clean.get(clean[c], missing).label, by_clean.get(clean[c], missing).raw)
+            Verdict(c, by_clean.get(clean[c], missing).label, by_clean.get(clean[c], missing).raw,
+                    by_clean.get(clean[c], missing).answered)
             for c in captions
         ]
 
@@ -346,6 +366,10 @@ class Annotator:
             }
         if self.canary:
             out |= self.canary.stats()
+        # The backend's own counters (transport failures by kind, circuit state), prefixed.
+        judge_stats = getattr(self.judge, "stats", None)
+        if callable(judge_stats):
+            out |= {f"judge_{k}": float(v) for k, v in judge_stats().items()}
         return out
 
 

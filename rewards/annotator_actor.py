@@ -13,6 +13,7 @@ the label store from its directory: an actor restarted after a crash asks nothin
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -95,10 +96,21 @@ class AnnotatorActor:
         stats = self._annotator.stats()
         labels = self._labels
         for counter, key in ((m.JUDGE_LABELS, "labels_total"),
-                             (m.JUDGE_PARSE_FAILURES, "parse_failures_total")):
+                             (m.JUDGE_PARSE_FAILURES, "parse_failures_total"),
+                             (m.JUDGE_UNANSWERED, "unanswered_total")):
             total = stats.get(key, 0.0)
             counter.labels(**labels).inc(max(0.0, total - self._exported.get(key, 0.0)))
             self._exported[key] = total
+        failure_prefix = "judge_http_failures_"  # the openai judge's per-kind transport counts
+        for key, total in stats.items():
+            if key.startswith(failure_prefix):
+                kind = key.removeprefix(failure_prefix)
+                m.JUDGE_REQUEST_FAILURES.labels(**labels, kind=kind).inc(
+                    max(0.0, total - self._exported.get(key, 0.0))
+                )
+                self._exported[key] = total
+        if "judge_circuit_state" in stats:  # only judges with a breaker (openai) report it
+            m.JUDGE_CIRCUIT_STATE.labels(**labels).set(stats["judge_circuit_state"])
         m.JUDGE_LABELS_PER_SECOND.labels(**labels).set(stats.get("labels_per_s", 0.0))
         m.QUEUE_DEPTH.labels(**labels, queue="captions").set(stats.get("queue_depth", 0.0))
         m.JUDGE_CACHE_HIT_RATIO.labels(**labels).set(stats.get("cache_hit_rate", 0.0))
@@ -143,6 +155,10 @@ class AnnotatorActor:
 
     def ready(self) -> bool:
         return True
+
+    def info(self) -> dict[str, Any]:
+        """This actor's process id (fault tests kill it) and the labels it reloaded."""
+        return {"pid": os.getpid(), "store_labels": len(self._annotator.store)}
 
 
 def create_annotator_actor(

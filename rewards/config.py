@@ -97,7 +97,16 @@ class AnnotatorConfig:
         0.2, "warn loudly when the judge calls more canaries helpful than this", ge=0, le=1
     )
     flush_interval_s: float = param(
-        5.0, "write new labels to the store at least this often, seconds", gt=0
+        1.0, "write new labels to the store at least this often, seconds (a kill -9 loses "
+        "at most this much labelling, which is asked again)", gt=0
+    )
+    max_pending_submissions: int = param(
+        16, "caption submissions the driver keeps outstanding; beyond it a fragment's "
+        "captions are skipped (each pending call pins its captions in the object store)", ge=1
+    )
+    max_restarts: int = param(
+        3, "annotator restarts after it dies, per session (it reloads the label store); one "
+        "more death stops the run with a checkpoint", ge=0
     )
     num_cpus: float = param(1.0, "CPUs reserved for the annotator actor", ge=0)
     resources: dict[str, float] = param(factory=dict, doc="custom Ray resources it requires")

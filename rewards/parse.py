@@ -22,6 +22,8 @@ _LABEL_CLOSE = re.compile(r"<\s*/\s*label\s*>", re.IGNORECASE)
 _BEST_OPEN = re.compile(r"<\s*best_description\s*>", re.IGNORECASE)
 _BEST_CLOSE = re.compile(r"<\s*/\s*best_description\s*>", re.IGNORECASE)
 _SPACES = re.compile(r"\s+")
+# A tag the parser reads, written inside a caption (prompt injection), e.g. "<label> FOO".
+_TAG_IN_CAPTION = re.compile(r"<(\s*/?\s*(?:label|best_description)\s*)>", re.IGNORECASE)
 
 
 def final_tag(text: str, opening: re.Pattern[str], closing: re.Pattern[str]) -> str | None:
@@ -64,7 +66,8 @@ def sanitize_caption(caption: str | bytes | None, max_chars: int) -> str:
     """The caption as a judge may see it; "" means: do not ask, label it not helpful.
 
     Invalid UTF-8 (bytes, or lone surrogates in a str) becomes U+FFFD; tabs and newlines become
-    spaces; other control and format characters (NUL, ESC, bidi overrides) are dropped; runs of
+    spaces; other control and format characters (NUL, ESC, bidi overrides) are dropped; tags
+    the parser reads (``<label>``, ``</best_description>``) become ``[label]`` ...; runs of
     whitespace collapse. A caption longer than ``max_chars`` keeps its head and ends with
     :data:`TRUNCATION_MARKER`, so the result never exceeds ``max_chars``.
     """
@@ -77,6 +80,8 @@ def sanitize_caption(caption: str | bytes | None, max_chars: int) -> str:
     else:
         text = caption.encode("utf-8", errors="surrogatepass").decode("utf-8", errors="replace")
     text = "".join(_clean_char(c) for c in text)
+    # Defused to "[label]": a judge that parrots the caption cannot then answer with its tag.
+    text = _TAG_IN_CAPTION.sub(r"[\1]", text)
     text = _SPACES.sub(" ", text).strip()
     if len(text) > max_chars:
         text = text[: max_chars - len(TRUNCATION_MARKER)].rstrip() + TRUNCATION_MARKER

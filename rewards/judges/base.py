@@ -27,8 +27,11 @@ class Verdict:
     """The judge's answer to "is this caption helpful for the goal?"."""
 
     caption: str
-    label: bool | None  # None: the answer could not be parsed
+    label: bool | None  # None: the answer could not be parsed, or there was none
     raw: str = ""  # the judge's text, kept for audit and debugging
+    # False: the judge gave no answer at all (server down, HTTP error, garbage body). That is
+    # an outage, not the caption's fault: the annotator waits instead of spending retries.
+    answered: bool = True
 
 
 @dataclass(frozen=True)

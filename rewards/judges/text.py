@@ -47,10 +47,11 @@ def _ask(
     parse: Callable[[str | None], T | None],
     *,
     kind: str,
-) -> list[tuple[T | None, str]]:
-    """(parsed, raw) per prompt; re-asks the unparsed ones up to ``max_retries`` times."""
+) -> list[tuple[T | None, str | None]]:
+    """(parsed, raw) per prompt; re-asks the unparsed ones up to ``max_retries`` times. raw is
+    None where no attempt got an answer (the request failed every time)."""
     stats = judge.counters
-    results: list[tuple[T | None, str]] = [(None, "")] * len(prompts)
+    results: list[tuple[T | None, str | None]] = [(None, None)] * len(prompts)
     pending = list(range(len(prompts)))
     for _ in range(1 + judge.cfg.max_retries):
         if not pending:
@@ -93,7 +94,8 @@ def label_captions(judge: TextJudge, captions: Sequence[str]) -> list[Verdict]:
     answers = _ask(judge, [judge.render_label(clean[i]) for i in asked], parse_label, kind="label")
     verdicts = [Verdict(caption=c, label=False, raw="") for c in captions]
     for i, (label, raw) in zip(asked, answers, strict=True):
-        verdicts[i] = Verdict(caption=captions[i], label=label, raw=raw)
+        verdicts[i] = Verdict(caption=captions[i], label=label, raw=raw or "",
+                              answered=raw is not None)
     return verdicts
 
 
@@ -109,7 +111,7 @@ def compare_pairs(judge: TextJudge, pairs: Sequence[tuple[str, str]]) -> list[Pr
     answers = _ask(judge, prompts, parse_preference, kind="compare")
     prefs = [Preference(first=a, second=b, preferred=-1) for a, b in pairs]
     for i, (preferred, raw) in zip(asked, answers, strict=True):
-        prefs[i] = Preference(pairs[i][0], pairs[i][1], preferred=preferred, raw=raw)
+        prefs[i] = Preference(pairs[i][0], pairs[i][1], preferred=preferred, raw=raw or "")
     return prefs
 
 

@@ -1,0 +1,210 @@
+"""What the reward-annotation service costs, and how fast each judge labels.
+
+    python bench/annotation.py [--seconds 90] [--rounds 2] [--long-minutes 10] [--skip ...]
+
+Three measurements, written to ``bench/results/annotation.json`` (+ ``annotation.png``):
+  1. on/off     training SPS of the default job with the service on (the default: embedding
+                judge, retrieval reward model) and off (extrinsic reward only), interleaved
+                and repeated in one run, since this machine's speed drifts between runs.
+                Goal: on >= 95% of off.
+  2. backends   labels per second of each judge that runs here, on the same distinct
+                NetHack messages (collected from random play): embedding, rules,
+                transformers (a tiny local model), vllm (the CPU build, tiny model; when
+                .venv-vllm exists).
+  3. cache      judge calls per 1,000 environment steps over a long NetHack run, per report
+                interval: the label cache should drive it toward zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from cluster.config import OniConfig, load_config  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
+SERVICE_OFF = ["rewards.annotator.enabled=false", "rewards.model.kind=none",
+               "rewards.intrinsic_coef=0"]
+
+
+def train(cfg: OniConfig, name: str) -> tuple[dict, list[dict]]:
+    from cluster.driver import run_training
+    from cluster.run_dir import RunDir
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = RunDir.create(tmp, name)
+        summary = run_training(cfg, run_dir)
+        return summary, run_dir.read_metrics()
+
+
+def steady_sps(rows: list[dict], skip_s: float = 15.0) -> float:
+    """SPS after the warm-up (actor start, first weights, the judge's model load)."""
+    rows = [r for r in rows if r["time_s"] >= skip_s]
+    if len(rows) < 2:
+        return float("nan")
+    return (rows[-1]["env_steps"] - rows[0]["env_steps"]) / (rows[-1]["time_s"] - rows[0]["time_s"])
+
+
+def on_off(seconds: float, rounds: int) -> dict:
+    base = [f"run.max_minutes={seconds / 60}", "run.random_baseline_episodes=0",
+            "run.total_env_steps=1000000000", "run.report_every_s=5", "metrics.enabled=false"]
+    runs: dict[str, list[float]] = {"off": [], "on": []}
+    from cluster.driver import init_ray
+
+    # Ray's logical CPUs are fixed at start: size them for the service-on run (one more actor).
+    init_ray(load_config(REPO / "configs" / "default.yaml", base))
+    for i in range(rounds):
+        for mode in ("off", "on"):
+            overrides = base + (SERVICE_OFF if mode == "off" else [])
+            cfg = load_config(REPO / "configs" / "default.yaml", overrides)
+            _, rows = train(cfg, f"{mode}-{i}")
+            runs[mode].append(steady_sps(rows))
+            print(f"round {i}: service {mode}: {runs[mode][-1]:,.0f} steps/s", flush=True)
+    ratios = [on / off for on, off in zip(runs["on"], runs["off"], strict=True)]
+    return {"sps": runs, "ratio_on_over_off": ratios,
+            "median_ratio": statistics.median(ratios), "goal": 0.95}
+
+
+def nethack_messages(limit: int = 300) -> list[str]:
+    """Distinct non-empty messages a random agent sees on NetHackScore."""
+    from actors.envs import decode_message, make_env
+
+    env = make_env("NetHackScore-v0")
+    env.reset(seed=0)
+    seen: dict[str, None] = {}
+    for _ in range(200_000):
+        obs, _, term, trunc, _ = env.step(env.action_space.sample())
+        text = decode_message(obs["message"])
+        if text:
+            seen.setdefault(text)
+        if term or trunc:
+            env.reset()
+        if len(seen) >= limit:
+            break
+    env.close()
+    return list(seen)
+
+
+def backend_rates(messages: list[str], skip: set[str]) -> dict:
+    from rewards.config import JudgeConfig
+    from rewards.judges import make_judge
+
+    rates: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        configs = {"embedding": JudgeConfig(backend="embedding"),
+                   "rules": JudgeConfig(backend="rules")}
+        if "transformers" not in skip or "vllm" not in skip:
+            sys.path.insert(0, str(REPO / "tests"))
+            from tests.tiny_lm import build_tiny_causal_lm
+
+            model_dir = str(build_tiny_causal_lm(Path(tmp) / "tiny"))
+            configs["transformers"] = JudgeConfig(backend="transformers", model=model_dir,
+                                                  max_new_tokens=16, max_retries=0)
+            if (REPO / ".venv-vllm" / "bin" / "python").exists():
+                configs["vllm"] = JudgeConfig(backend="vllm", model=model_dir, max_new_tokens=16,
+                                              max_retries=0, dtype="float32")
+        for name, cfg in configs.items():
+            if name in skip:
+                continue
+            sample = messages if name in ("embedding", "rules") else messages[:32]
+            started = time.perf_counter()
+            judge = make_judge(cfg, env_id="NetHackScore-v0")
+            load_s = time.perf_counter() - started
+            started = time.perf_counter()
+            verdicts = judge.label(sample)
+            elapsed = time.perf_counter() - started
+            judge.close()
+            rates[name] = {
+                "labels_per_s": len(sample) / elapsed,
+                "captions": len(sample),
+                "parsed": sum(v.label is not None for v in verdicts),
+                "load_seconds": load_s,
+                "note": "tiny untrained model: answers are unparseable by design; measures the "
+                        "engine's throughput" if name in ("transformers", "vllm") else "",
+            }
+            print(f"{name}: {rates[name]['labels_per_s']:,.1f} labels/s", flush=True)
+    return rates
+
+
+def cache_effect(minutes: float) -> dict:
+    cfg = load_config(REPO / "configs" / "default.yaml", [
+        f"run.max_minutes={minutes}", "run.random_baseline_episodes=0",
+        "run.total_env_steps=1000000000", "run.report_every_s=30", "metrics.enabled=false"])
+    summary, rows = train(cfg, "cache")
+    series = []
+    for before, after in itertools.pairwise(rows):
+        steps = after["env_steps"] - before["env_steps"]
+        calls = (after.get("labels_total") or 0) - (before.get("labels_total") or 0)
+        if steps > 0:
+            series.append({"env_steps": after["env_steps"], "time_s": after["time_s"],
+                           "judge_calls_per_1000_steps": 1000 * calls / steps,
+                           "cache_hit_rate": after.get("judge_cache_hit_rate")})
+    return {"minutes": minutes, "series": series, "env_steps": summary["env_steps"],
+            "labels_total": rows[-1].get("labels_total") if rows else None}
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    if "on_off" in result:
+        sps = result["on_off"]["sps"]
+        axes[0].bar(["service off", "service on"],
+                    [statistics.median(sps["off"]), statistics.median(sps["on"])],
+                    yerr=[[0, 0], [0, 0]], color=["tab:gray", "tab:blue"])
+        axes[0].set_title(f"training SPS (median ratio {result['on_off']['median_ratio']:.2f})")
+    if "backends" in result:
+        names = list(result["backends"])
+        axes[1].bar(names, [result["backends"][n]["labels_per_s"] for n in names])
+        axes[1].set_yscale("log")
+        axes[1].set_title("judge labels / s")
+    if "cache" in result and result["cache"]["series"]:
+        series = result["cache"]["series"]
+        axes[2].plot([s["env_steps"] for s in series],
+                     [s["judge_calls_per_1000_steps"] for s in series], marker="o")
+        axes[2].set_xlabel("environment steps")
+        axes[2].set_title("judge calls per 1,000 steps")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=90.0, help="length of each on/off run")
+    parser.add_argument("--rounds", type=int, default=2, help="on/off pairs")
+    parser.add_argument("--long-minutes", type=float, default=10.0, help="the cache run")
+    parser.add_argument("--skip", nargs="*", default=[],
+                        help="parts or backends to skip: on_off cache embedding rules "
+                             "transformers vllm")
+    args = parser.parse_args()
+    skip = set(args.skip)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    result: dict = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpus": os.cpu_count()}
+    if "on_off" not in skip:
+        result["on_off"] = on_off(args.seconds, args.rounds)
+    result["backends"] = backend_rates(nethack_messages(), skip)
+    if "cache" not in skip:
+        result["cache"] = cache_effect(args.long_minutes)
+    (RESULTS / "annotation.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, RESULTS / "annotation.png")
+    print(json.dumps({k: v for k, v in result.items() if k != "cache"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

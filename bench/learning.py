@@ -1,0 +1,184 @@
+"""Does ONI's intrinsic reward help? Learning curves with and without it, several seeds.
+
+    python bench/learning.py [--task staircase] [--minutes 4] [--seeds 3]
+                             [--variants extrinsic retrieval classification ranking]
+    python bench/learning.py --score-minutes 8      # NetHackScore against a random agent
+
+Each variant trains ``--seeds`` times for ``--minutes`` of wall-clock on the sparse-reward
+task, with the offline embedding judge for the intrinsic variants and ONI's settings
+(``configs/nethack/<task>_<kind>.yaml``). Success is an episode with a positive extrinsic
+return (Staircase: reaching the stairs down). Runs are interleaved (seed-major), since this
+machine's speed drifts. Writes ``bench/results/learning.{json,md,png}``: mean return and
+success rate against environment steps with 95% bands over seeds, and a table.
+
+The machine's budget is small (2 cores): the default, 4 variants x 3 seeds x 4 minutes, is
+~50 minutes, far from ONI's billions of steps. Read the table as what it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from cluster.config import OniConfig, load_config  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
+TASKS = {"staircase": "NetHackStaircase-v0", "score": "NetHackScore-v0",
+         "oracle": "NetHackOracle-v0"}
+
+
+def config_for(task: str, variant: str, *, minutes: float, seed: int) -> OniConfig:
+    kind = "retrieval" if variant == "extrinsic" else variant
+    overrides = [f"run.max_minutes={minutes}", "run.total_env_steps=1000000000",
+                 f"run.seed={seed}", "run.random_baseline_episodes=0", "run.report_every_s=10",
+                 "metrics.enabled=false"]
+    if variant == "extrinsic":
+        overrides += ["rewards.annotator.enabled=false", "rewards.model.kind=none",
+                      "rewards.intrinsic_coef=0"]
+    return load_config(REPO / "configs" / "nethack" / f"{task}_{kind}.yaml", overrides)
+
+
+def one_run(cfg: OniConfig, name: str) -> dict:
+    """Train; return the curve (per report row) and the per-episode outcomes."""
+    from cluster.driver import run_training
+    from cluster.run_dir import RunDir
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = RunDir.create(tmp, name)
+        summary = run_training(cfg, run_dir)
+        rows = run_dir.read_metrics()
+    curve = [{"env_steps": r["env_steps"], "mean_return": r.get("mean_return"),
+              "success_rate": r.get("success_rate")} for r in rows]
+    return {"summary": summary, "curve": curve}
+
+
+def band(values: list[float]) -> tuple[float, float]:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return float("nan"), float("nan")
+    mean = statistics.fmean(values)
+    half = 1.96 * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    return mean, half
+
+
+def aggregate(runs: list[dict], key: str, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and 95% half-width over seeds of ``key`` interpolated on a common step grid."""
+    curves = []
+    for run in runs:
+        points = [(c["env_steps"], c[key]) for c in run["curve"] if c.get(key) is not None]
+        if len(points) < 2:
+            continue
+        xs, ys = zip(*points, strict=True)
+        curves.append(np.interp(grid, xs, ys, left=np.nan, right=np.nan))
+    if not curves:
+        return np.full_like(grid, np.nan), np.full_like(grid, np.nan)
+    stack = np.vstack(curves)
+    mean = np.nanmean(stack, axis=0)
+    count = np.sum(~np.isnan(stack), axis=0)
+    std = np.nanstd(stack, axis=0, ddof=1) if len(curves) > 1 else np.zeros_like(mean)
+    return mean, 1.96 * np.nan_to_num(std) / np.sqrt(np.maximum(count, 1))
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    max_steps = max((c["env_steps"] for runs in results.values() for r in runs
+                     for c in r["curve"]), default=1)
+    grid = np.linspace(0, max_steps, 50)
+    for variant, runs in results.items():
+        for ax, key in zip(axes, ("mean_return", "success_rate"), strict=True):
+            mean, half = aggregate(runs, key, grid)
+            ax.plot(grid, mean, label=variant)
+            ax.fill_between(grid, mean - half, mean + half, alpha=0.2)
+    for ax, title in zip(axes, ("mean episode return (extrinsic)", "success rate"), strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("environment steps")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def score_against_random(minutes: float) -> dict:
+    cfg = load_config(REPO / "configs" / "default.yaml",
+                      [f"run.max_minutes={minutes}", "run.total_env_steps=1000000000",
+                       "metrics.enabled=false"])
+    run = one_run(cfg, "score")
+    keys = ("final_mean_return", "final_return_ci95", "random_mean_return", "random_return_ci95",
+            "beats_random", "beats_random_z", "env_steps")
+    return {k: run["summary"].get(k) for k in keys} | {"minutes": minutes}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=sorted(TASKS), default="staircase")
+    parser.add_argument("--minutes", type=float, default=4.0, help="per run")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--variants", nargs="+",
+                        default=["extrinsic", "retrieval", "classification", "ranking"])
+    parser.add_argument("--score-minutes", type=float, default=0.0,
+                        help="also train NetHackScore this long and compare with random")
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    from cluster.driver import init_ray
+
+    init_ray(config_for(args.task, "retrieval", minutes=args.minutes, seed=0))
+    results: dict[str, list[dict]] = {v: [] for v in args.variants}
+    for seed in range(args.seeds):
+        for variant in args.variants:
+            cfg = config_for(args.task, variant, minutes=args.minutes, seed=seed)
+            run = one_run(cfg, f"{variant}-{seed}")
+            results[variant].append(run)
+            s = run["summary"]
+            print(f"seed {seed} {variant}: return {s.get('final_mean_return')}, "
+                  f"success {s.get('final_success_rate')}, steps {s['env_steps']:,}", flush=True)
+    table = {}
+    for variant, runs in results.items():
+        table[variant] = {
+            "final_mean_return": band([r["summary"].get("final_mean_return") for r in runs]),
+            "final_success_rate": band([r["summary"].get("final_success_rate") for r in runs]),
+            "env_steps": band([r["summary"]["env_steps"] for r in runs]),
+            "seeds": len(runs),
+        }
+    out = {"task": TASKS[args.task], "minutes_per_run": args.minutes, "seeds": args.seeds,
+           "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "table": table, "runs": results}
+    if args.score_minutes:
+        out["score_vs_random"] = score_against_random(args.score_minutes)
+    (RESULTS / "learning.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+    plot(results, RESULTS / "learning.png")
+    lines = [f"# Learning evidence: {TASKS[args.task]}, {args.seeds} seeds x "
+             f"{args.minutes} min per run", "",
+             "| variant | final mean return (±95%) | success rate (±95%) | env steps |",
+             "|---|---|---|---|"]
+    for variant, row in table.items():
+        (r, rh), (sr, sh), (st, _) = (row["final_mean_return"], row["final_success_rate"],
+                                      row["env_steps"])
+        lines.append(f"| {variant} | {r:.3f} ± {rh:.3f} | {sr:.3f} ± {sh:.3f} | {st:,.0f} |")
+    if "score_vs_random" in out:
+        s = out["score_vs_random"]
+        lines += ["", f"NetHackScore after {s['minutes']} min: {s['final_mean_return']:.1f} ± "
+                  f"{s['final_return_ci95']:.1f} vs random {s['random_mean_return']:.1f} ± "
+                  f"{s['random_return_ci95']:.1f} (beats random: {s['beats_random']})"]
+    (RESULTS / "learning.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

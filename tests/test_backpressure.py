@@ -1,0 +1,57 @@
+"""Smoke tier: under a learner made slow for real, rollouts wait and the object store stays
+bounded (the real CLI; the numbers come from the run's metrics.parquet)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from cluster.run_dir import RunDir
+from tests.fragments import make_fragment
+from tests.test_train import SMALL, finish, oniray
+
+MAX_QUEUED, ACTORS, IN_FLIGHT = 2, 1, 1
+T, E, BATCH, CORE = 16, 8, 256, 1024
+PER_BATCH = BATCH // (T * E)
+
+
+@pytest.mark.slow
+def test_slow_learner_keeps_queues_and_object_store_bounded(tmp_path: Path) -> None:
+    # A GRU of 1024 and 8 epochs per batch: an update takes seconds on this CPU, while the
+    # corridor's actor makes a fragment in milliseconds.
+    finish(oniray("train", "configs/corridor.yaml", f"run.out_dir={tmp_path}", "run.name=b",
+                  "run.total_env_steps=100000000", "run.max_minutes=0.3",
+                  "run.random_baseline_episodes=0", "run.report_every_s=1",
+                  f"model.core_hidden={CORE}", "learner.epochs=8",
+                  f"learner.max_queued_batches={MAX_QUEUED}", f"learner.batch_size={BATCH}",
+                  f"rollout.fragments_in_flight={IN_FLIGHT}", *SMALL), 180)
+    run = RunDir(tmp_path / "b")
+    rows = run.read_metrics()
+    assert len(rows) >= 8, rows
+
+    # The bound of cluster.driver: fragments alive and weight versions alive.
+    fragments = (MAX_QUEUED + 1) * PER_BATCH + ACTORS * IN_FLIGHT
+    fragment_bytes = make_fragment(T=T, E=E, seed=0, core_hidden=CORE).nbytes
+    state, _ = run.load_latest_checkpoint()
+    weight_bytes = sum(t.numel() * t.element_size() for t in state["learner"]["model"].values())
+    # The learner's newest, the driver's, one per sample call in flight, one per actor.
+    versions = 2 + ACTORS * IN_FLIGHT + ACTORS
+    bound_mb = (fragments * fragment_bytes + versions * weight_bytes) / 2**20
+    observed = [r["object_store_mb"] for r in rows if r["object_store_mb"] is not None]
+    print(f"object store: max {max(observed):.1f} MiB observed, bound {bound_mb:.1f} MiB "
+          f"(weights {weight_bytes / 2**20:.1f} MiB, {len(rows)} rows)")
+    assert observed and max(observed) <= bound_mb
+
+    # Rollouts outran the learner: it was saturated most of the time and the actors waited
+    # (the ready queue never grew past one batch plus the calls in flight).
+    saturated = sum(r["updates_queued"] == MAX_QUEUED for r in rows)
+    assert saturated >= len(rows) // 2, [r["updates_queued"] for r in rows]
+    assert max(r["fragments_ready"] for r in rows) <= PER_BATCH - 1 + ACTORS * IN_FLIGHT
+    last = rows[-1]
+    assert last["env_steps"] == last["env_steps_trained"] + last["env_steps_dropped"] + (
+        last["fragments_ready"] + PER_BATCH * last["updates_queued"]) * T * E
+    sps = [r["sps"] for r in rows[1:]]
+    assert min(sps) == 0  # whole report intervals in which the actor waited
+    assert pq.read_table(run.metrics).num_rows == len(rows)

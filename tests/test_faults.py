@@ -1,0 +1,175 @@
+"""Smoke tier: real kill -9 of a run's actors under the real `oniray train` CLI.
+
+A dead rollout actor is restarted (within rollout.max_restarts, then the run stops with a
+checkpoint and exit code 1), a dead annotator is restarted and asks nothing twice, a dead
+learner stops the run with a resume hint, and the resume continues from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from cluster.run_dir import RunDir
+from tests.test_train import SMALL, finish, oniray
+
+FAST = ["run.random_baseline_episodes=0", "run.report_every_s=1", "run.max_minutes=4",
+        "run.total_env_steps=100000000"]
+
+
+class Output:
+    """The lines of a running oniray, read in the background so waits can match them."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc, self.lines = proc, []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, pattern: str, timeout: float = 90, after: int = 0) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines[after:]:
+                found = re.search(pattern, line)
+                if found:
+                    return found
+            if self.proc.poll() is not None and not self._thread.is_alive():
+                break
+            time.sleep(0.2)
+        self.proc.kill()
+        pytest.fail(f"no line matching {pattern!r}:\n{''.join(self.lines)[-3000:]}")
+
+    def updates(self) -> int:
+        found = [re.search(r"updates ([\d,]+)", line) for line in self.lines]
+        return max([int(f.group(1).replace(",", "")) for f in found if f] or [0])
+
+    def wait_updates(self, at_least: int, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while self.updates() < at_least:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.proc.kill()
+                pytest.fail(f"never reached {at_least} updates:\n{''.join(self.lines)[-3000:]}")
+            time.sleep(0.2)
+
+    def finish(self, timeout: float) -> tuple[int, str]:
+        self.proc.wait(timeout=timeout)
+        self._thread.join(timeout=10)
+        return self.proc.returncode, "".join(self.lines)
+
+
+def pids(out: Output) -> dict[str, int]:
+    line = out.wait_for(r"processes: (.*)").group(1)
+    return {name: int(pid) for name, pid in (item.split("=") for item in line.split())}
+
+
+def _invariant_holds(counters: dict) -> bool:
+    return counters["env_steps_produced"] == (
+        counters["env_steps_trained"] + counters["env_steps_dropped"]
+    )
+
+
+@pytest.mark.slow
+def test_rollout_actor_killed_is_restarted_then_the_budget_stops_the_run(tmp_path) -> None:
+    out = Output(oniray("train", "configs/corridor.yaml", f"run.out_dir={tmp_path}",
+                        "run.name=r", "rollout.max_restarts=1", "rollout.fragments_in_flight=2",
+                        *FAST, *SMALL))
+    os.kill(pids(out)["rollout-0"], signal.SIGKILL)
+    killed = time.monotonic()
+    back = out.wait_for(r"rollout actor 0 back after ([\d.]+) s \(pid (\d+)\)")
+    print(f"rollout actor restarted in {time.monotonic() - killed:.1f} s (driver: "
+          f"{back.group(1)} s from noticing)")
+    before = out.updates()
+    out.wait_updates(before + 5)  # training goes on with the replacement
+
+    os.kill(int(back.group(2)), signal.SIGKILL)  # the second death exceeds max_restarts=1
+    code, text = out.finish(120)
+    assert code == 1, text[-3000:]
+    assert "rollout.max_restarts are used up" in text
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["failed"] and summary["actor_restarts"] == 1
+    # Each death loses the fragments in flight (1 or 2 here), each counted once.
+    assert 2 <= summary["fragments_lost"] <= 4, summary
+    assert summary["env_steps"] == summary["env_steps_trained"] + summary["env_steps_dropped"]
+    state, _ = RunDir(tmp_path / "r").load_latest_checkpoint()
+    assert _invariant_holds(state["counters"])
+    assert state["counters"]["updates"] == summary["updates"] == state["learner"]["policy_version"]
+    rows = pq.read_table(tmp_path / "r" / "metrics.parquet").to_pylist()
+    assert rows[-1]["actor_restarts"] == 1 and rows[-1]["fragments_lost"] >= 2
+
+
+@pytest.mark.slow
+def test_annotator_killed_is_restarted_and_asks_nothing_twice(tmp_path: Path) -> None:
+    out = Output(oniray("train", "configs/corridor.yaml", f"run.out_dir={tmp_path}",
+                        "run.name=a", "rewards.annotator.enabled=true",
+                        "rewards.judge.backend=rules", "rewards.judge.rules_positive=[key]",
+                        "rewards.model.kind=retrieval", "rewards.intrinsic_coef=0.5",
+                        "rewards.model.train_every_s=1", "rewards.annotator.num_cpus=0",
+                        *FAST, *SMALL))
+    pid = pids(out)["annotator"]
+    run = RunDir(tmp_path / "a")
+
+    def trained_version() -> float:
+        rows = run.read_metrics() if run.metrics.exists() else []
+        return max([r.get("reward_model_version_trained") or -1 for r in rows] or [-1])
+
+    deadline = time.monotonic() + 90
+    while trained_version() < 1:  # the learners score with a reward model
+        assert time.monotonic() < deadline, "no reward model reached the learners"
+        time.sleep(0.5)
+    time.sleep(1.5)  # > flush_interval_s: every label so far is on disk
+    labelled = len(pq.read_table(run.labels).to_pylist())
+    assert labelled >= 2
+
+    os.kill(pid, signal.SIGKILL)
+    back = out.wait_for(r"annotator back after ([\d.]+) s \(pid \d+, (\d+) labels reloaded\)")
+    print(f"annotator back in {back.group(1)} s")
+    assert int(back.group(2)) >= labelled
+    out.wait_updates(out.updates() + 10)
+    out.proc.send_signal(signal.SIGTERM)
+    code, text = out.finish(120)
+    assert code == 0, text[-3000:]
+
+    captions = pq.read_table(run.labels).column("caption").to_pylist()
+    assert len(captions) == len(set(captions)), "a caption was asked again"
+    summary = json.loads(run.summary.read_text())
+    assert summary["annotator_restarts"] == 1 and not summary["failed"]
+    versions = [r["reward_model_version_trained"] for r in run.read_metrics()]
+    # The learners kept their model through the restart: the version never went back.
+    assert versions == sorted(versions) and versions[-1] >= 1
+
+
+@pytest.mark.slow
+def test_learner_killed_stops_with_resume_hint_and_resume_continues(tmp_path: Path) -> None:
+    out = Output(oniray("train", "configs/corridor.yaml", f"run.out_dir={tmp_path}",
+                        "run.name=l", "run.checkpoint_every_updates=5", *FAST, *SMALL))
+    pid = pids(out)["learner-0"]
+    out.wait_updates(12)
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    code, text = out.finish(120)
+    print(f"learner kill to exit: {time.monotonic() - killed:.1f} s")
+    assert code == 1, text[-3000:]
+    run = RunDir(tmp_path / "l")
+    assert f"Resume with: oniray train --resume {run.root}" in text
+    state, path = run.load_latest_checkpoint()
+    assert f"the newest checkpoint is {path.name}" in text
+    assert _invariant_holds(state["counters"]) and state["counters"]["updates"] >= 10
+
+    steps = state["counters"]["env_steps_produced"]
+    resumed = finish(oniray("train", "--resume", str(run.root),
+                            f"run.total_env_steps={steps + 2000}"), 180)
+    assert f"resumed at {steps:,} env steps, {state['counters']['updates']} updates" in resumed
+    summary = json.loads(run.summary.read_text())
+    assert summary["policy_version"] == summary["updates"] > state["counters"]["updates"]
