@@ -109,8 +109,10 @@ class AnnotatorActor:
                     max(0.0, total - self._exported.get(key, 0.0))
                 )
                 self._exported[key] = total
-        if "judge_circuit_state" in stats:  # only judges with a breaker (openai) report it
-            m.JUDGE_CIRCUIT_STATE.labels(**labels).set(stats["judge_circuit_state"])
+        # Judges without a breaker (embedding, rules, local models) are always "closed".
+        m.JUDGE_CIRCUIT_STATE.labels(**labels).set(stats.get("judge_circuit_state", 0.0))
+        for kind in ("timeout", "connection", "http_5xx", "garbage"):
+            m.JUDGE_REQUEST_FAILURES.labels(**labels, kind=kind)  # zero until one happens
         m.JUDGE_LABELS_PER_SECOND.labels(**labels).set(stats.get("labels_per_s", 0.0))
         m.QUEUE_DEPTH.labels(**labels, queue="captions").set(stats.get("queue_depth", 0.0))
         m.JUDGE_CACHE_HIT_RATIO.labels(**labels).set(stats.get("cache_hit_rate", 0.0))
