@@ -5,9 +5,13 @@
 
 Runs in the RLlib venv (``bench/peers/setup.sh``), never in oniray's. Consumes: the network
 size (``common.NET_SIZES``) and a time budget. Emits: ``PEER_RESULT {json}`` with the
-steady-state env steps/s from RLlib's own counters (the learners'
-``num_env_steps_trained_lifetime``; the env runners' sampled count is reported beside it),
-read from each ``Algorithm.train()`` result and taken over the results after ``--warmup`` s.
+steady-state env steps/s from RLlib's own counter of steps its env runners sampled
+(``env_runners/num_env_steps_sampled_lifetime``), read from each ``Algorithm.train()`` result
+and taken over the results after ``--warmup`` s. The learners'
+``num_env_steps_trained_lifetime`` is reported beside it but not used: with the tiny network
+it ran at ~2x the sampled count, and a count kept inside the envs themselves (a diagnostic
+run, 2026-11) agreed with the sampled counter (52,992 stepped vs 52,620 sampled vs 103,790
+"trained"), so the trained counter over-counts here.
 
 Same job as oniray's configs/default.yaml with rewards off: 2 env runners x 8 envs, rollout
 fragment 32, one learner, batch 1024 per learner, one epoch of one minibatch (no circular
@@ -202,8 +206,8 @@ def main() -> None:
     from importlib.metadata import version
 
     emit({
-        "system": "rllib", "net": args.net, "sps": trained.rate(),
-        "sps_sampled": sampled.rate(), "window_s": list(trained.window()),
+        "system": "rllib", "net": args.net, "sps": sampled.rate(),
+        "sps_trained_counter": trained.rate(), "window_s": list(sampled.window()),
         "env_steps": trained.samples[-1][1], "env_steps_sampled": sampled.samples[-1][1],
         "counters": [(round(t, 1), n, m) for (t, n), (_, m) in
                      zip(trained.samples, sampled.samples, strict=True)],
