@@ -90,3 +90,8 @@ def test_labels_per_second(score_judge: EmbeddingJudge) -> None:
     rate = len(captions) / (time.perf_counter() - start)
     print(f"\nembedding judge: {rate:.0f} labels/s (uncached, CPU)")
     assert rate > 2  # a sanity bound only: the test machine is shared
+
+
+def test_captions_without_words_are_never_helpful(score_judge: EmbeddingJudge) -> None:
+    verdicts = score_judge.label([":", "...", "!!"])
+    assert [v.label for v in verdicts] == [False, False, False]

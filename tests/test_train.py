@@ -101,3 +101,19 @@ def test_sigterm_checkpoints_and_resume_continues(tmp_path: Path) -> None:
     assert summary["policy_version"] == summary["updates"]  # optimiser state went on, too
     state_after, _ = run.load_latest_checkpoint()
     assert state_after["counters"]["elapsed_s"] > state["counters"]["elapsed_s"]
+
+
+@pytest.mark.slow
+def test_fragments_older_than_the_lag_bound_are_dropped_and_counted(tmp_path: Path) -> None:
+    # Three sample calls in flight per actor and a lag bound of 0: fragments acted by an
+    # older policy than the one they would train are dropped, never trained on.
+    finish(oniray("train", "configs/corridor.yaml", f"run.out_dir={tmp_path}", "run.name=lag",
+                  "run.total_env_steps=12000", "run.random_baseline_episodes=0",
+                  "run.report_every_s=1", "rollout.max_policy_lag=0",
+                  "rollout.fragments_in_flight=3", *SMALL), 240)
+    summary = json.loads((tmp_path / "lag" / "summary.json").read_text())
+    rows = pq.read_table(tmp_path / "lag" / "metrics.parquet").to_pylist()
+    assert summary["env_steps_dropped"] > 0
+    assert summary["env_steps"] == summary["env_steps_trained"] + summary["env_steps_dropped"]
+    assert all(r["policy_lag"] == 0 for r in rows)  # every trained fragment was on-policy
+    assert rows[-1]["fragments_dropped"] * 16 * 8 <= summary["env_steps_dropped"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -27,6 +28,9 @@ def top_k_mean(similarities: np.ndarray, k: int) -> np.ndarray:
     """Mean of the k largest entries of each row: [N, M] -> [N] (all M when M < k)."""
     k = min(k, similarities.shape[1])
     return np.sort(similarities, axis=1)[:, -k:].mean(axis=1)
+
+
+_WORD = re.compile(r"[^\W\d_]{2,}")  # two letters in a row: the least a word needs
 
 
 def helpfulness(
@@ -107,10 +111,14 @@ class EmbeddingJudge(Judge):
         return np.stack(rows) if rows else np.zeros((0, self._positives.shape[1]), np.float32)
 
     def scores(self, captions: Sequence[str]) -> np.ndarray:
-        """Helpfulness per caption; -inf for captions empty after sanitising."""
+        """Helpfulness per caption; -inf for captions with no word in them after sanitising.
+
+        A caption of punctuation alone (":", "...") tells nothing about progress, yet its
+        embedding lands anywhere; an LLM judge would not call it helpful, so neither may this.
+        """
         clean = [sanitize_caption(c, self._cfg.max_caption_chars) for c in captions]
         out = np.full(len(clean), -np.inf, dtype=np.float32)
-        asked = [i for i, c in enumerate(clean) if c]
+        asked = [i for i, c in enumerate(clean) if _WORD.search(c)]
         self._counts["labels_empty"] += len(clean) - len(asked)
         if asked:
             emb = self.embed([clean[i] for i in asked])
