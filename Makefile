@@ -38,7 +38,7 @@ vllm-venv:
 
 test: install prometheus vllm-venv
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -61,6 +61,48 @@ REPORT_PANELS = (
 )
 
 
+def _number(value: Any) -> bool:
+    """A value to plot: present and not NaN (a retrieval model has no held-out accuracy)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+def _headline(summary: dict[str, Any], last: dict[str, Any]) -> list[str]:
+    """The run in a few sentences: budget, speed, outcome against random, reward service."""
+    if not summary:
+        return ["The run has no summary yet (still running, or stopped without one)."]
+    minutes = summary.get("elapsed_s", 0) / 60
+    out = [f"Trained **{summary['env_steps']:,}** environment steps in {minutes:.1f} min "
+           f"({summary.get('mean_sps', 0):,.0f} steps/s), {summary.get('updates', 0):,} updates; "
+           f"stopped: {summary.get('stop_reason')}."]
+    if summary.get("final_mean_return") is not None:
+        line = (f"Final mean return **{summary['final_mean_return']:.2f} ± "
+                f"{summary['final_return_ci95']:.2f}** over the last "
+                f"{summary['final_window_episodes']} episodes")
+        if "random_mean_return" in summary:
+            verdict = "beats" if summary.get("beats_random") else "does not beat"
+            line += (f"; a random agent: {summary['random_mean_return']:.2f} ± "
+                     f"{summary['random_return_ci95']:.2f}, so the agent **{verdict}** random "
+                     f"(z = {summary.get('beats_random_z')})")
+        out.append(line + ".")
+    if _number(last.get("labels_total")):
+        sparsity = last.get("intrinsic_sparsity")
+        nonzero = "" if not _number(sparsity) else (
+            f", intrinsic reward non-zero on {100 * (1 - sparsity):.1f}% of the last batch's "
+            "steps")
+        out.append(f"Reward service: {last['labels_total']:,.0f} labels, reward model version "
+                   f"{last.get('reward_model_version_trained')} in use{nonzero}.")
+    out.append(f"Faults: {summary.get('fragments_lost', 0)} fragments lost, "
+               f"{summary.get('actor_restarts', 0)} actor and "
+               f"{summary.get('annotator_restarts', 0)} annotator restarts.")
+    return out
+
+
 def write_report(run: Path) -> Path:
     """``report.png`` + ``report.md`` for a run folder; returns the markdown's path."""
     run_dir = RunDir(run)
@@ -68,13 +110,13 @@ def write_report(run: Path) -> Path:
     if not rows:
         raise FileNotFoundError(f"{run}: no metrics.parquet rows: is this a run folder?")
     summary = json.loads(run_dir.summary.read_text()) if run_dir.summary.exists() else {}
-    panels = [(k, t) for k, t in REPORT_PANELS if any(r.get(k) is not None for r in rows)]
+    panels = [(k, t) for k, t in REPORT_PANELS if any(_number(r.get(k)) for r in rows)]
     cols = 2
     fig, axes = plt.subplots(math.ceil(len(panels) / cols), cols, figsize=(11, 3.2 * math.ceil(
         len(panels) / cols)), squeeze=False)
     for ax, (key, title) in zip(axes.flat, panels, strict=False):
-        xs = [r["env_steps"] for r in rows if r.get(key) is not None]
-        ys = [r[key] for r in rows if r.get(key) is not None]
+        xs = [r["env_steps"] for r in rows if _number(r.get(key))]
+        ys = [r[key] for r in rows if _number(r.get(key))]
         ax.plot(xs, ys)
         ax.set_title(title)
         ax.set_xlabel("environment steps")
@@ -84,9 +126,9 @@ def write_report(run: Path) -> Path:
     fig.tight_layout()
     fig.savefig(run / "report.png", dpi=100)
     plt.close(fig)
-    lines = [f"# oniray run `{run.name}`", ""]
-    for key in sorted(summary):
-        lines.append(f"- **{key}**: {summary[key]}")
+    headline = [f"- {sentence}" for sentence in _headline(summary, rows[-1])]
+    lines = [f"# oniray run `{run.name}`", "", *headline, "", "| summary | value |", "|---|---|"]
+    lines += [f"| {key} | {_fmt(summary[key])} |" for key in sorted(summary)]
     lines += ["", "![report](report.png)", ""]
     md = run / "report.md"
     md.write_text("\n".join(lines))
