@@ -30,6 +30,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# vLLM's CPU engine reserves 4 GiB of KV cache by default; 1 GiB is plenty for a tiny model
+# and leaves the training run's memory alone.
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 from cluster.config import OniConfig, load_config  # noqa: E402
 
@@ -118,13 +121,18 @@ def backend_rates(messages: list[str], skip: set[str]) -> dict:
             if name in skip:
                 continue
             sample = messages if name in ("embedding", "rules") else messages[:32]
-            started = time.perf_counter()
-            judge = make_judge(cfg, env_id="NetHackScore-v0")
-            load_s = time.perf_counter() - started
-            started = time.perf_counter()
-            verdicts = judge.label(sample)
-            elapsed = time.perf_counter() - started
-            judge.close()
+            try:
+                started = time.perf_counter()
+                judge = make_judge(cfg, env_id="NetHackScore-v0")
+                load_s = time.perf_counter() - started
+                started = time.perf_counter()
+                verdicts = judge.label(sample)
+                elapsed = time.perf_counter() - started
+                judge.close()
+            except Exception as exc:  # one backend failing must not lose the others' numbers
+                rates[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+                print(f"{name}: failed: {rates[name]['error']}", flush=True)
+                continue
             rates[name] = {
                 "labels_per_s": len(sample) / elapsed,
                 "captions": len(sample),
@@ -169,6 +177,7 @@ def plot(result: dict, path: Path) -> None:
         axes[0].set_title(f"training SPS (median ratio {result['on_off']['median_ratio']:.2f})")
     if "backends" in result:
         names = list(result["backends"])
+        names = [n for n in names if "labels_per_s" in result["backends"][n]]
         axes[1].bar(names, [result["backends"][n]["labels_per_s"] for n in names])
         axes[1].set_yscale("log")
         axes[1].set_title("judge labels / s")
