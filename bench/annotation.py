@@ -34,29 +34,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # and leaves the training run's memory alone.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
-from cluster.config import OniConfig, load_config  # noqa: E402
+from bench.runs import steady_sps, train  # noqa: E402
+from cluster.config import load_config  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 SERVICE_OFF = ["rewards.annotator.enabled=false", "rewards.model.kind=none",
                "rewards.intrinsic_coef=0"]
-
-
-def train(cfg: OniConfig, name: str) -> tuple[dict, list[dict]]:
-    from cluster.driver import run_training
-    from cluster.run_dir import RunDir
-
-    with tempfile.TemporaryDirectory() as tmp:
-        run_dir = RunDir.create(tmp, name)
-        summary = run_training(cfg, run_dir)
-        return summary, run_dir.read_metrics()
-
-
-def steady_sps(rows: list[dict], skip_s: float = 15.0) -> float:
-    """SPS after the warm-up (actor start, first weights, the judge's model load)."""
-    rows = [r for r in rows if r["time_s"] >= skip_s]
-    if len(rows) < 2:
-        return float("nan")
-    return (rows[-1]["env_steps"] - rows[0]["env_steps"]) / (rows[-1]["time_s"] - rows[0]["time_s"])
 
 
 def on_off(seconds: float, rounds: int) -> dict:

@@ -22,7 +22,6 @@ import json
 import math
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.runs import train  # noqa: E402
 from cluster.config import OniConfig, load_config  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -51,13 +51,7 @@ def config_for(task: str, variant: str, *, minutes: float, seed: int) -> OniConf
 
 def one_run(cfg: OniConfig, name: str) -> dict:
     """Train; return the curve (per report row) and the per-episode outcomes."""
-    from cluster.driver import run_training
-    from cluster.run_dir import RunDir
-
-    with tempfile.TemporaryDirectory() as tmp:
-        run_dir = RunDir.create(tmp, name)
-        summary = run_training(cfg, run_dir)
-        rows = run_dir.read_metrics()
+    summary, rows = train(cfg, name)
     curve = [{"env_steps": r["env_steps"], "mean_return": r.get("mean_return"),
               "success_rate": r.get("success_rate")} for r in rows]
     return {"summary": summary, "curve": curve}

@@ -17,13 +17,13 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.runs import steady_sps, train  # noqa: E402
 from cluster.config import OniConfig, load_config  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -31,21 +31,8 @@ SERVICE_OFF = ["rewards.annotator.enabled=false", "rewards.model.kind=none",
                "rewards.intrinsic_coef=0"]
 
 
-def steady_sps(rows: list[dict], skip_s: float = 15.0) -> float:
-    rows = [r for r in rows if r["time_s"] >= skip_s]
-    if len(rows) < 2:
-        return float("nan")
-    return (rows[-1]["env_steps"] - rows[0]["env_steps"]) / (rows[-1]["time_s"] - rows[0]["time_s"])
-
-
 def train_sps(cfg: OniConfig) -> dict:
-    from cluster.driver import run_training
-    from cluster.run_dir import RunDir
-
-    with tempfile.TemporaryDirectory() as tmp:
-        run_dir = RunDir.create(tmp, "scaling")
-        summary = run_training(cfg, run_dir)
-        rows = run_dir.read_metrics()
+    summary, rows = train(cfg, "scaling")
     return {"sps": steady_sps(rows), "policy_lag": rows[-1].get("policy_lag") if rows else None,
             "updates": summary["updates"], "env_steps": summary["env_steps"]}
 

@@ -19,6 +19,18 @@ RAY_NUM_CPUS = 4
 RAY_OBJECT_STORE_BYTES = 200 * 1024**2
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread in every test: the machine is shared, and two threads under load
+    are ~30x slower than one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
     import ray

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
-import torch
 
 from rewards.annotator import Annotator, run_loop
 from rewards.config import RewardsConfig
@@ -48,13 +47,6 @@ class RecordingJudge(Judge):
             out.append(Preference(a, b, -1 if ha == hb else (0 if ha else 1)))
         return out
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _cfg(**annotator: object) -> RewardsConfig:

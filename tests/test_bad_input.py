@@ -43,13 +43,6 @@ INJECTIONS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 class ScriptedJudge(TextJudge):
     """A text judge without a server: ``answer(prompt)`` writes each answer; prompts are kept."""

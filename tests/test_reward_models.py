@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -18,15 +17,6 @@ from rewards.models.base import holdout_mask
 from rewards.running_stats import RunningMeanStd
 from rewards.scoring import score_messages
 from tests.captions import captions, is_helpful
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    # The machine is shared: two intra-op threads under load are ~30x slower than one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _labels(caps: list[str]) -> pa.Table:

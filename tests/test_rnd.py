@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -12,14 +10,6 @@ from actors.fragment import MAX_GLYPH
 from rewards.rnd import RND, fit_step, fragment_observations, rnd_bonus
 from rewards.running_stats import RunningMeanStd
 from tests.fragments import make_fragment
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_fragment_observations_are_the_step_rows() -> None:
