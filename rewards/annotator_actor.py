@@ -52,6 +52,8 @@ class AnnotatorActor:
         # The fits of the reward model share this actor's CPUs with the judge; more intra-op
         # threads than reserved CPUs only thrash.
         torch.set_num_threads(max(1, int(cfg.annotator.num_cpus)))
+        # The judge is never on training's critical path: on shared cores it yields to them.
+        os.nice(cfg.annotator.nice)
         judge = judge_factory() if judge_factory else make_judge(cfg.judge, env_id=env_id)
         self._annotator = Annotator(
             cfg, judge=judge, store=LabelStore(store_dir), train_in_step=False

@@ -109,6 +109,11 @@ class AnnotatorConfig:
         "more death stops the run with a checkpoint", ge=0
     )
     num_cpus: float = param(1.0, "CPUs reserved for the annotator actor", ge=0)
+    nice: int = param(
+        10, "OS scheduling niceness of the annotator's process: where it shares cores with "
+        "rollouts and learners, the judge takes idle cycles and training keeps its speed", ge=0,
+        le=19,
+    )
     resources: dict[str, float] = param(factory=dict, doc="custom Ray resources it requires")
 
 
