@@ -28,6 +28,8 @@ class RolloutActor:
             env=cfg.env, rollout=cfg.rollout, model=cfg.model, actor_id=actor_id, seed=seed
         )
         self._labels = m.component_labels(role="rollout", actor_id=actor_id)
+        # Without the annotation service nobody reads captions: skip extracting them.
+        self._extract_captions = cfg.rewards.annotator.enabled
 
     def info(self) -> dict:
         return {
@@ -42,7 +44,8 @@ class RolloutActor:
         """One fragment acted by policy ``version``; ``weights`` is ``[ObjectRef]``.
 
         Returns three objects: the fragment, its stats, and the distinct messages of its step
-        rows (the caption column the annotator reads, so fragments never go to the judge).
+        rows (the caption column the annotator reads, so fragments never go to the judge), or
+        None when the annotation service is off.
         """
         if version != self.worker.policy_version:
             with m.WEIGHT_SYNC_SECONDS.labels(**self._labels).time():
@@ -57,7 +60,9 @@ class RolloutActor:
         for ret, length in zip(stats.episode_returns, stats.episode_lengths, strict=True):
             m.EPISODE_RETURN.labels(**labels).observe(ret)
             m.EPISODE_LENGTH.labels(**labels).observe(length)
-        captions = pc.unique(step_rows(fragment).column("message"))
+        captions = (
+            pc.unique(step_rows(fragment).column("message")) if self._extract_captions else None
+        )
         return fragment, stats, captions
 
     def metrics(self) -> bytes:
