@@ -20,6 +20,10 @@ import numpy as np
 
 from actors.fragment import BLSTATS_SIZE, MESSAGE_SIZE
 
+# NLE's StepStatus.TASK_SUCCESSFUL, which goal tasks (Staircase, Oracle) put in
+# info["end_status"] when the goal is reached; the Corridor reports success the same way.
+TASK_SUCCESSFUL = 2
+
 ROWS, COLS = 21, 79
 # Real NLE glyph ids, so embeddings behave as they would on NetHack.
 GLYPH_STONE, GLYPH_WALL, GLYPH_FLOOR, GLYPH_AGENT, GLYPH_KEY, GLYPH_EXIT = (
@@ -91,7 +95,8 @@ class CorridorEnv(gym.Env):
         if reached:
             message = MSG_EXIT
         truncated = not reached and self._steps >= self.max_steps
-        return self._obs(message), float(reached), reached, truncated, {}
+        info = {"end_status": TASK_SUCCESSFUL} if reached else {}
+        return self._obs(message), float(reached), reached, truncated, info
 
 
 def register() -> None:

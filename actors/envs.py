@@ -14,6 +14,7 @@ import gymnasium as gym
 import numpy as np
 
 from actors import corridor
+from actors.corridor import TASK_SUCCESSFUL
 from actors.fragment import MAX_GLYPH
 
 # NLE tasks oniray knows, by the id users may write (with or without "-v0").
@@ -61,6 +62,15 @@ def make_env(env_id: str, *, max_episode_steps: int | None = None) -> gym.Env:
     # unwrapped: gymnasium's wrappers (order enforcing, passive checker) cost ~10% per step and
     # NLE enforces its own step limit.
     return gym.make(env_id, disable_env_checker=True, **kwargs).unwrapped
+
+
+def episode_succeeded(info: dict) -> bool:
+    """Whether an episode that just ended reached its task's goal (False for NetHackScore).
+
+    Read from ``info["end_status"]``, not the return: Staircase adds -0.01 for every step that
+    does not advance the game clock, so reaching the stairs can still end with a negative return.
+    """
+    return int(info.get("end_status", 0)) == TASK_SUCCESSFUL
 
 
 def decode_message(message: np.ndarray) -> str:

@@ -78,6 +78,7 @@ class RolloutActor:
             total.env_steps += stats.env_steps
             total.episode_returns += stats.episode_returns
             total.episode_lengths += stats.episode_lengths
+            total.episode_successes += stats.episode_successes
             total.env_seconds += stats.env_seconds
         self.worker.reset_all()
         return total

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from actors.envs import EncodedObs, ObsEncoder, make_env
+from actors.envs import EncodedObs, ObsEncoder, episode_succeeded, make_env
 from actors.fragment import FragmentBuilder, FragmentMeta
 from cluster.config import EnvConfig, ModelConfig, RolloutConfig
 from learner.model import PolicyNet
@@ -34,6 +34,7 @@ class EpisodeStats:
     env_steps: int
     episode_returns: list[float] = field(default_factory=list)
     episode_lengths: list[int] = field(default_factory=list)
+    episode_successes: list[bool] = field(default_factory=list)  # reached the task's goal
     env_seconds: float = 0.0
     inference_seconds: float = 0.0
 
@@ -154,13 +155,14 @@ class RolloutWorker:
             truncated = np.zeros(self.num_envs, np.bool_)
             raw = []
             for e, environment in enumerate(self.envs):
-                obs, reward, term, trunc, _ = environment.step(int(actions[e]))
+                obs, reward, term, trunc, info = environment.step(int(actions[e]))
                 rewards[e], terminated[e], truncated[e] = reward, term, trunc
                 self.episode_return[e] += reward
                 self.episode_step[e] += 1
                 if term or trunc:
                     stats.episode_returns.append(float(self.episode_return[e]))
                     stats.episode_lengths.append(int(self.episode_step[e]))
+                    stats.episode_successes.append(episode_succeeded(info))
                     obs, _ = environment.reset()
                     self._start_episode(e)
                 raw.append(obs)

@@ -54,6 +54,7 @@ class Counters:
     elapsed_s: float = 0.0  # training wall time over all sessions of this run
     recent_returns: list[float] = field(default_factory=list)
     recent_lengths: list[int] = field(default_factory=list)
+    recent_successes: list[bool] = field(default_factory=list)
 
 
 def checkpoint_state(

@@ -421,6 +421,7 @@ class Trainer:
         window = self.cfg.run.summary_window_episodes
         c.recent_returns = (c.recent_returns + stats.episode_returns)[-window:]
         c.recent_lengths = (c.recent_lengths + stats.episode_lengths)[-window:]
+        c.recent_successes = (c.recent_successes + stats.episode_successes)[-window:]
 
     def _report(self, sps: float, version: int) -> None:
         c = self.counters
@@ -439,7 +440,7 @@ class Trainer:
             "policy_lag": lag,
             "episodes": c.episodes,
             "mean_return": mean_return,
-            "success_rate": _success_rate(c.recent_returns),
+            "success_rate": _success_rate(c.recent_successes),
             "mean_length": float(np.mean(c.recent_lengths)) if c.recent_lengths else None,
             "fragments_lost": c.fragments_lost,
             "actor_restarts": c.actor_restarts,
@@ -521,9 +522,9 @@ def _is_done(ref: ray.ObjectRef) -> bool:
     return bool(ray.wait([ref], timeout=0)[0])
 
 
-def _success_rate(returns: list[float]) -> float | None:
-    """Share of episodes with a positive extrinsic return (sparse tasks: reaching the goal)."""
-    return float(np.mean(np.asarray(returns) > 0)) if returns else None
+def _success_rate(successes: list[bool]) -> float | None:
+    """Share of recent episodes that reached the task's goal (see actors.envs.TASK_SUCCESSFUL)."""
+    return float(np.mean(successes)) if successes else None
 
 
 def _clock(seconds: float) -> str:

@@ -40,10 +40,10 @@ def summarise(
         "final_mean_return": mean,
         "final_return_ci95": half,
         "final_window_episodes": len(c.recent_returns),
-        # Sparse tasks (Staircase, Corridor): the share of recent episodes that scored at all.
+        # Goal tasks (Staircase, Oracle, Corridor): the share of recent episodes that reached
+        # the goal; 0 on NetHackScore, which has none.
         "final_success_rate": (
-            sum(r > 0 for r in c.recent_returns) / len(c.recent_returns)
-            if c.recent_returns else None
+            sum(c.recent_successes) / len(c.recent_successes) if c.recent_successes else None
         ),
     }
     if baseline:

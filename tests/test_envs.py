@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from actors.corridor import GLYPH_AGENT, CorridorEnv
-from actors.envs import OBSERVATION_KEYS, ObsEncoder, UnknownEnvError, canonical_env_id, make_env
+from actors.envs import (
+    OBSERVATION_KEYS,
+    ObsEncoder,
+    UnknownEnvError,
+    canonical_env_id,
+    episode_succeeded,
+    make_env,
+)
 from actors.fragment import MAX_GLYPH, step_rows, validate_fragment
 from actors.rollout_worker import RolloutWorker
 from cluster.config import EnvConfig, ModelConfig, RolloutConfig
@@ -63,6 +70,31 @@ def test_corridor_rewards_reaching_the_exit() -> None:
         messages.append(bytes(obs["message"]).split(b"\0")[0].decode())
         assert not trunc
     assert total == 1.0 and "You see a key here." in messages and messages[-1].endswith("exit!")
+
+
+def test_success_is_the_goal_status_not_the_sign_of_the_return() -> None:
+    from nle.env.tasks import NetHackStaircase
+
+    success = NetHackStaircase.StepStatus.TASK_SUCCESSFUL
+    assert episode_succeeded({"end_status": success})
+    assert not episode_succeeded({"end_status": NetHackStaircase.StepStatus.DEATH})
+    assert not episode_succeeded({})  # NetHackScore's truncation: no goal
+    env = CorridorEnv(length=3)
+    env.reset()
+    infos = [env.step(1)[4] for _ in range(2)]  # east, east: the exit
+    assert [episode_succeeded(i) for i in infos] == [False, True]
+
+
+def test_worker_reports_which_episodes_reached_the_goal() -> None:
+    worker = small_worker("oniray/Corridor-v0", envs=8, length=16)
+    returns, successes = [], []
+    for _ in range(20):
+        stats = worker.sample(random_policy=True)[1]
+        returns += stats.episode_returns
+        successes += stats.episode_successes
+    assert len(successes) == len(returns) > 0
+    # The Corridor pays 1 exactly at the goal, so here the two must agree episode by episode.
+    assert successes == [r > 0 for r in returns] and any(successes) and not all(successes)
 
 
 def small_worker(env_id: str, *, envs: int = 4, length: int = 8) -> RolloutWorker:

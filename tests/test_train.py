@@ -55,6 +55,7 @@ def test_training_improves_return_and_writes_the_run_folder(tmp_path: Path) -> N
     summary = json.loads((run / "summary.json").read_text())
     assert summary["beats_random"], summary
     assert summary["final_mean_return"] > 0.8 > summary["random_mean_return"]
+    assert summary["final_success_rate"] > 0.8  # episodes reach the exit, not just score
     assert summary["env_steps"] == summary["env_steps_trained"] + summary["env_steps_dropped"]
     rows = pq.read_table(run / "metrics.parquet").to_pylist()
     assert len(rows) >= 2 and rows[-1]["env_steps"] >= 40000
