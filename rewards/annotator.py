@@ -84,6 +84,8 @@ class Annotator:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self.has_work = threading.Event()  # set while captions are queued; the loop waits on it
+        self.batch_full = threading.Event()  # set while a full judge batch is queued
+        self._queued_since: float | None = None  # when the queue last became non-empty
         # Bounded by annotator.queue_size: a judge slower than the game must not grow memory.
         self._queue: deque[str] = deque()
         self._failures: dict[str, int] = {}  # pending caption (queued or asked) -> failed asks
@@ -127,9 +129,35 @@ class Annotator:
                     continue
                 self._failures[caption] = 0
                 queued += self._enqueue(caption)
-            if self._queue:
-                self.has_work.set()
+            self._note_queue()
         return queued
+
+    def _note_queue(self) -> None:
+        """Update the queue's events and age; call with the lock held."""
+        if not self._queue:
+            self.has_work.clear()
+            self.batch_full.clear()
+            self._queued_since = None
+            return
+        self.has_work.set()
+        if self._queued_since is None:
+            self._queued_since = self._clock()
+        if len(self._queue) >= self.cfg.judge.batch_size:
+            self.batch_full.set()
+        else:
+            self.batch_full.clear()
+
+    def seconds_until_batch(self) -> float | None:
+        """None with nothing queued; else how long the loop should still wait for a fuller
+        batch (0: ask now, since a full batch is queued or the oldest caption waited
+        ``annotator.batch_wait_s``)."""
+        with self._lock:
+            if not self._queue:
+                return None
+            if len(self._queue) >= self.cfg.judge.batch_size or self._queued_since is None:
+                return 0.0
+            waited = self._clock() - self._queued_since
+            return max(0.0, self.cfg.annotator.batch_wait_s - waited)
 
     def _enqueue(self, caption: str) -> int:
         """Append by priority and shed beyond the bound; 1 if ``caption`` stayed queued."""
@@ -147,8 +175,8 @@ class Annotator:
             n = min(self.cfg.judge.batch_size, len(self._queue))
             newest_first = self.cfg.annotator.priority == "newest"
             batch = [self._queue.pop() if newest_first else self._queue.popleft() for _ in range(n)]
-            if not self._queue:
-                self.has_work.clear()
+            self._queued_since = None  # what is left waits afresh for a fuller batch
+            self._note_queue()
             return batch
 
     def _requeue_failed(self, captions: Sequence[str], *, use_retry: bool = True) -> None:
@@ -167,8 +195,7 @@ class Annotator:
                     self._queue.append(caption)
                 else:
                     self._queue.appendleft(caption)
-            if self._queue:
-                self.has_work.set()
+            self._note_queue()
 
     # -- labelling -------------------------------------------------------------------------
 
@@ -376,17 +403,23 @@ class Annotator:
 def run_loop(
     annotator: Annotator, stop: threading.Event, *, flush_interval_s: float, backoff_s: float
 ) -> None:
-    """Label until ``stop`` is set: step while captions are queued, wait when idle, flush the
-    store every ``flush_interval_s``, back off exponentially while the judge keeps failing."""
+    """Label until ``stop`` is set: ask a batch when it is full or its oldest caption waited
+    ``annotator.batch_wait_s``, train when idle, flush the store every ``flush_interval_s``,
+    back off exponentially while the judge keeps failing. ``stop`` takes effect within a
+    second (or sooner when the caller also sets ``has_work`` and ``batch_full``)."""
     last_flush = time.monotonic()
     while not stop.is_set():
-        annotator.step()
-        if annotator.consecutive_errors:
-            stop.wait(backoff_s * 2 ** min(annotator.consecutive_errors - 1, 6))
-        elif annotator.queue_depth() == 0:
+        wait = annotator.seconds_until_batch()
+        if wait is None:
             if annotator.round_due():
                 annotator.begin_round()
             annotator.has_work.wait(timeout=min(flush_interval_s, 0.5))
+        elif wait > 0:
+            annotator.batch_full.wait(timeout=min(wait, flush_interval_s, 0.5))
+        else:
+            annotator.step()
+            if annotator.consecutive_errors:
+                stop.wait(backoff_s * 2 ** min(annotator.consecutive_errors - 1, 6))
         if time.monotonic() - last_flush >= flush_interval_s:
             annotator.flush()
             last_flush = time.monotonic()

@@ -153,6 +153,7 @@ class AnnotatorActor:
         """Finish the batch in flight, flush the store, release the judge."""
         self._stop.set()
         self._annotator.has_work.set()
+        self._annotator.batch_full.set()
         self._thread.join()
         self._trainer.join()
         self._annotator.judge.close()

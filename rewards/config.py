@@ -56,6 +56,11 @@ class JudgeConfig:
     embedding_cache_size: int = param(
         100_000, "embedding backend: caption embeddings kept (least recently used dropped)", ge=0
     )
+    embedding_per_sentence: bool = param(
+        True, "embedding backend: score each sentence of a caption and keep the best (NetHack "
+        "joins independent events into one message; sentences recur far more often than their "
+        "combinations, so most captions cost no new embedding)"
+    )
     max_caption_chars: int = param(
         512, "captions longer than this are cut (with a marker) before they reach the judge",
         ge=32,
@@ -95,6 +100,11 @@ class AnnotatorConfig:
     )
     canary_max_fpr: float = param(
         0.2, "warn loudly when the judge calls more canaries helpful than this", ge=0, le=1
+    )
+    batch_wait_s: float = param(
+        1.0, "with fewer than judge.batch_size captions queued, wait up to this long for more "
+        "before asking the judge (a full batch costs a local judge several times less CPU per "
+        "caption than a batch of one; 0 = ask at once)", ge=0
     )
     flush_interval_s: float = param(
         1.0, "write new labels to the store at least this often, seconds (a kill -9 loses "

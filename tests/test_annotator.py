@@ -26,6 +26,7 @@ class RecordingJudge(Judge):
 
     def __init__(self, *, canary_helpful: bool = False) -> None:
         self.asked: list[str] = []
+        self.batches: list[int] = []  # the size of each label() call
         self.compared: list[tuple[str, str]] = []
         self.fail = False
         self.canary_helpful = canary_helpful
@@ -34,6 +35,7 @@ class RecordingJudge(Judge):
         if self.fail:
             raise ConnectionError("judge unreachable")
         self.asked += captions
+        self.batches.append(len(captions))
         return [
             Verdict(c, None if "garbled" in c else is_helpful(c) or self.canary_helpful)
             for c in captions
@@ -223,6 +225,49 @@ def test_run_loop_labels_in_the_background_and_flushes_on_stop(tmp_path: Path) -
         stop.wait(0.01)
     stop.set()
     annotator.has_work.set()
+    annotator.batch_full.set()
     thread.join(timeout=10)
     assert not thread.is_alive()
     assert len(LabelStore(tmp_path)) == 30
+
+
+def test_a_partial_batch_waits_for_more_captions_up_to_batch_wait(tmp_path: Path) -> None:
+    now = [0.0]
+    annotator = _annotator(tmp_path, _cfg(batch_wait_s=2.0), clock=lambda: now[0])
+    assert annotator.seconds_until_batch() is None  # nothing queued
+    annotator.submit(captions(3, seed=1))
+    assert annotator.seconds_until_batch() == 2.0 and not annotator.batch_full.is_set()
+    now[0] = 1.5
+    assert annotator.seconds_until_batch() == 0.5
+    annotator.submit(captions(3, seed=2))  # 6 >= judge.batch_size (4): ask now
+    assert annotator.seconds_until_batch() == 0.0 and annotator.batch_full.is_set()
+    annotator.step()
+    # The 2 left over wait afresh for a fuller batch.
+    assert annotator.queue_depth() == 2 and annotator.seconds_until_batch() == 2.0
+    now[0] = 3.5
+    assert annotator.seconds_until_batch() == 0.0
+
+
+def test_run_loop_asks_full_batches_at_once_and_a_partial_one_after_the_wait(
+    tmp_path: Path,
+) -> None:
+    annotator = _annotator(tmp_path, _cfg(batch_wait_s=0.6))
+    judge = annotator.judge
+    assert isinstance(judge, RecordingJudge)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=run_loop, args=(annotator, stop), kwargs={"flush_interval_s": 60, "backoff_s": 0}
+    )
+    thread.start()
+    try:
+        annotator.submit(captions(10, seed=5))  # 4 + 4 at once, the last 2 after the wait
+        stop.wait(0.3)
+        assert judge.batches == [4, 4]
+        stop.wait(0.8)
+        assert judge.batches == [4, 4, 2]
+    finally:
+        stop.set()
+        annotator.has_work.set()
+        annotator.batch_full.set()
+        thread.join(timeout=10)
+    assert not thread.is_alive()

@@ -13,7 +13,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 from rewards.config import JudgeConfig
 from rewards.judges import make_judge
-from rewards.judges.embedding import EmbeddingJudge, helpfulness, top_k_mean
+from rewards.judges.embedding import EmbeddingJudge, helpfulness, sentences, top_k_mean
 
 
 def test_top_k_mean_and_helpfulness_by_hand() -> None:
@@ -95,3 +95,26 @@ def test_labels_per_second(score_judge: EmbeddingJudge) -> None:
 def test_captions_without_words_are_never_helpful(score_judge: EmbeddingJudge) -> None:
     verdicts = score_judge.label([":", "...", "!!"])
     assert [v.label for v in verdicts] == [False, False, False]
+
+
+def test_sentences_of_a_nethack_message() -> None:
+    assert sentences("The kitten picks up a gem. You kill the newt!") == [
+        "The kitten picks up a gem.", "You kill the newt!"]
+    assert sentences('You read: "ad aerarium". It\'s a wall.') == [
+        'You read: "ad aerarium".', "It's a wall."]
+    assert sentences("Really attack the newt? [yn] (n)") == ["Really attack the newt? [yn] (n)"]
+    assert sentences(":") == [] and sentences("... !") == []
+
+
+def test_a_caption_scores_as_its_best_sentence_from_cached_embeddings() -> None:
+    judge = EmbeddingJudge(JudgeConfig(), "score")
+    dull, kill = "It's solid stone.", "You kill the jackal!"
+    alone = judge.scores([dull, kill])
+    misses = judge.stats()["cache_misses"]
+    joined = judge.scores([f"{dull}  {kill}", f"{kill}  {dull}", f"{dull}  {dull}"])
+    np.testing.assert_allclose(joined, [alone[1], alone[1], alone[0]], rtol=1e-6)
+    assert judge.stats()["cache_misses"] == misses  # recombined sentences cost no embedding
+    assert [v.label for v in judge.label([f"{dull}  {kill}"])] == [True]
+    whole = EmbeddingJudge(JudgeConfig(embedding_per_sentence=False), "score")
+    mixed = whole.scores([f"{dull}  {kill}"])[0]
+    assert alone[0] < mixed < alone[1]  # the whole caption's embedding sits between

@@ -31,6 +31,14 @@ def top_k_mean(similarities: np.ndarray, k: int) -> np.ndarray:
 
 
 _WORD = re.compile(r"[^\W\d_]{2,}")  # two letters in a row: the least a word needs
+# A sentence ends at . ! or ? followed by a space and a capital (NetHack joins the messages of
+# one turn with two spaces; the annotator's sanitising has collapsed them to one by now).
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+
+
+def sentences(caption: str) -> list[str]:
+    """The sentences of a caption with a word in them, in order (none for ":" or "...")."""
+    return [part for part in _SENTENCE_END.split(caption) if _WORD.search(part)]
 
 
 def helpfulness(
@@ -115,15 +123,23 @@ class EmbeddingJudge(Judge):
 
         A caption of punctuation alone (":", "...") tells nothing about progress, yet its
         embedding lands anywhere; an LLM judge would not call it helpful, so neither may this.
+        With ``embedding_per_sentence`` a caption scores as its best sentence: "The kitten
+        picks up a gem.  You kill the newt!" is as helpful as the kill.
         """
         clean = [sanitize_caption(c, self._cfg.max_caption_chars) for c in captions]
+        if self._cfg.embedding_per_sentence:
+            parts = [sentences(c) for c in clean]
+        else:
+            parts = [[c] if _WORD.search(c) else [] for c in clean]
         out = np.full(len(clean), -np.inf, dtype=np.float32)
-        asked = [i for i, c in enumerate(clean) if _WORD.search(c)]
-        self._counts["labels_empty"] += len(clean) - len(asked)
-        if asked:
-            emb = self.embed([clean[i] for i in asked])
-            k = self._cfg.embedding_top_k
-            out[asked] = helpfulness(emb, self._positives, self._negatives, k=k)
+        self._counts["labels_empty"] += sum(not p for p in parts)
+        texts = [text for p in parts for text in p]
+        if not texts:
+            return out
+        k = self._cfg.embedding_top_k
+        per_text = helpfulness(self.embed(texts), self._positives, self._negatives, k=k)
+        owner = np.repeat(np.arange(len(parts)), [len(p) for p in parts])
+        np.maximum.at(out, owner, per_text)  # the best sentence of each caption
         return out
 
     def label(self, captions: Sequence[str]) -> list[Verdict]:
