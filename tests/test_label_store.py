@@ -47,19 +47,24 @@ def test_unflushed_labels_are_visible_but_not_durable(tmp_path: Path) -> None:
     assert len(LabelStore(tmp_path)) == 0
 
 
-def test_many_parts_are_compacted_on_open_without_loss(tmp_path: Path) -> None:
+def test_parts_are_compacted_as_they_pile_up_without_loss(tmp_path: Path) -> None:
     store = LabelStore(tmp_path)
-    for i in range(70):
+    counts = []
+    for i in range(150):
         store.add([Verdict(f"caption {i}", i % 3 == 0)])
+        if i % 2:
+            store.add_preferences([Preference(f"caption {i}", f"caption {i - 1}", 0)])
         store.flush()
-    assert len(list(tmp_path.glob("labels-*.parquet"))) == 70
+        counts.append(len(list(tmp_path.glob("labels-*.parquet"))))
+    assert max(counts) == 64 and counts[64] == 1  # the 65th part is merged with the rest
+    assert len(list(tmp_path.glob("prefs-*.parquet"))) <= 64
     reopened = LabelStore(tmp_path)
-    assert len(list(tmp_path.glob("labels-*.parquet"))) == 1
-    assert len(reopened) == 70 and reopened.get("caption 3") is True
-    assert len(LabelStore(tmp_path)) == 70
+    assert len(reopened) == 150 and reopened.get("caption 3") is True
+    assert reopened.labels().column("caption").to_pylist() == [f"caption {i}" for i in range(150)]
+    assert reopened.num_preferences == 75
     reopened.add([Verdict("one more", True)])
     reopened.flush()
-    assert len(LabelStore(tmp_path)) == 71
+    assert len(LabelStore(tmp_path)) == 151
 
 
 _WRITER = textwrap.dedent(
