@@ -13,6 +13,8 @@ Three measurements, written to ``bench/results/annotation.json`` (+ ``annotation
                 .venv-vllm exists).
   3. cache      judge calls per 1,000 environment steps over a long NetHack run, per report
                 interval: the label cache should drive it toward zero.
+Parts skipped with --skip keep their previous figures; earlier on/off results are kept under
+"history" with the commit they measured.
 """
 
 from __future__ import annotations
@@ -145,6 +147,16 @@ def cache_effect(minutes: float) -> dict:
             "labels_total": rows[-1].get("labels_total") if rows else None}
 
 
+def git_commit() -> str | None:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
+                              capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -187,13 +199,27 @@ def main() -> None:
     args = parser.parse_args()
     skip = set(args.skip)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    result: dict = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpus": os.cpu_count()}
+    path = RESULTS / "annotation.json"
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    result: dict = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpus": os.cpu_count(),
+                    "commit": git_commit()}
     if "on_off" not in skip:
         result["on_off"] = on_off(args.seconds, args.rounds)
     result["backends"] = backend_rates(nethack_messages(), skip)
     if "cache" not in skip:
         result["cache"] = cache_effect(args.long_minutes)
-    (RESULTS / "annotation.json").write_text(json.dumps(result, indent=2) + "\n")
+    # Parts skipped this time keep their last figures; replaced on/off figures move to the
+    # history, so a change's before and after stay side by side.
+    for key in ("on_off", "cache"):
+        if key not in result and key in previous:
+            result[key] = previous[key]
+    for name, rates in previous.get("backends", {}).items():
+        result["backends"].setdefault(name, rates)
+    result["history"] = previous.get("history", [])
+    if "on_off" in previous and "on_off" not in skip:
+        result["history"].append({"when": previous.get("when"), "commit": previous.get("commit"),
+                                  **previous["on_off"]})
+    path.write_text(json.dumps(result, indent=2) + "\n")
     plot(result, RESULTS / "annotation.png")
     print(json.dumps({k: v for k, v in result.items() if k != "cache"}, indent=2))
 
