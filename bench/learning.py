@@ -119,6 +119,56 @@ def score_against_random(minutes: float) -> dict:
     return {k: run["summary"].get(k) for k in keys} | {"minutes": minutes}
 
 
+def random_agent(task: str, episodes: int) -> dict:
+    """A uniformly random policy on the task, in this process: the floor every variant must
+    clear (return and success with 95% intervals over episodes)."""
+    from actors.rollout_worker import RolloutWorker
+    from cluster.config import EnvConfig, ModelConfig, RolloutConfig
+
+    worker = RolloutWorker(env=EnvConfig(id=TASKS[task]),
+                           rollout=RolloutConfig(envs_per_actor=8, fragment_length=32),
+                           model=ModelConfig(), actor_id=0, seed=1234)
+    returns: list[float] = []
+    successes: list[bool] = []
+    steps = 0
+    while len(returns) < episodes:
+        stats = worker.sample(random_policy=True)[1]
+        returns += stats.episode_returns
+        successes += stats.episode_successes
+        steps += stats.env_steps
+    worker.close()
+    return {"final_mean_return": band(returns), "final_success_rate": band(
+        [float(x) for x in successes]), "episodes": len(returns), "env_steps": steps}
+
+
+def write_outputs(out: dict) -> None:
+    results = out["runs"]
+    (RESULTS / "learning.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+    plot(results, RESULTS / "learning.png")
+    lines = [f"# Learning evidence: {out['task']}, {out['seeds']} seeds x "
+             f"{out['minutes_per_run']} min per run", "",
+             "Final window: the last episodes of each run (`run.summary_window_episodes`); "
+             "± is a 95% interval over seeds (over episodes for the random agent). Success: "
+             "the episode reached the task's goal (NLE's end status), whatever its return.", "",
+             "| variant | final mean return (±95%) | success rate (±95%) | env steps |",
+             "|---|---|---|---|"]
+    rows = dict(out["table"])
+    if "random" in out:
+        rows["random agent"] = {**out["random"], "env_steps": (out["random"]["env_steps"], 0)}
+    for variant, row in rows.items():
+        (r, rh), (sr, sh), (st, _) = (row["final_mean_return"], row["final_success_rate"],
+                                      row["env_steps"])
+        lines.append(f"| {variant} | {r:.3f} ± {rh:.3f} | {sr:.3f} ± {sh:.3f} | {st:,.0f} |")
+    if "score_vs_random" in out:
+        s = out["score_vs_random"]
+        lines += ["", f"NetHackScore after {s['minutes']} min: {s['final_mean_return']:.1f} ± "
+                  f"{s['final_return_ci95']:.1f} vs random {s['random_mean_return']:.1f} ± "
+                  f"{s['random_return_ci95']:.1f} (beats random: {s['beats_random']}, "
+                  f"z = {s['beats_random_z']})"]
+    (RESULTS / "learning.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -129,8 +179,18 @@ def main() -> None:
                         default=["extrinsic", "retrieval", "classification", "ranking"])
     parser.add_argument("--score-minutes", type=float, default=0.0,
                         help="also train NetHackScore this long and compare with random")
+    parser.add_argument("--random-episodes", type=int, default=200,
+                        help="episodes of a random agent on the task, for the table")
+    parser.add_argument("--random-only", action="store_true",
+                        help="only (re)measure the random agent and add it to the saved results")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.random_only:
+        out = json.loads((RESULTS / "learning.json").read_text())
+        task = next(k for k, v in TASKS.items() if v == out["task"])
+        out["random"] = random_agent(task, args.random_episodes)
+        write_outputs(out)
+        return
     from cluster.driver import init_ray
 
     init_ray(config_for(args.task, "retrieval", minutes=args.minutes, seed=0))
@@ -153,25 +213,11 @@ def main() -> None:
         }
     out = {"task": TASKS[args.task], "minutes_per_run": args.minutes, "seeds": args.seeds,
            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "table": table, "runs": results}
+    if args.random_episodes:
+        out["random"] = random_agent(args.task, args.random_episodes)
     if args.score_minutes:
         out["score_vs_random"] = score_against_random(args.score_minutes)
-    (RESULTS / "learning.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
-    plot(results, RESULTS / "learning.png")
-    lines = [f"# Learning evidence: {TASKS[args.task]}, {args.seeds} seeds x "
-             f"{args.minutes} min per run", "",
-             "| variant | final mean return (±95%) | success rate (±95%) | env steps |",
-             "|---|---|---|---|"]
-    for variant, row in table.items():
-        (r, rh), (sr, sh), (st, _) = (row["final_mean_return"], row["final_success_rate"],
-                                      row["env_steps"])
-        lines.append(f"| {variant} | {r:.3f} ± {rh:.3f} | {sr:.3f} ± {sh:.3f} | {st:,.0f} |")
-    if "score_vs_random" in out:
-        s = out["score_vs_random"]
-        lines += ["", f"NetHackScore after {s['minutes']} min: {s['final_mean_return']:.1f} ± "
-                  f"{s['final_return_ci95']:.1f} vs random {s['random_mean_return']:.1f} ± "
-                  f"{s['random_return_ci95']:.1f} (beats random: {s['beats_random']})"]
-    (RESULTS / "learning.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_outputs(out)
 
 
 if __name__ == "__main__":
