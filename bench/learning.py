@@ -53,7 +53,8 @@ def one_run(cfg: OniConfig, name: str) -> dict:
     """Train; return the curve (per report row) and the per-episode outcomes."""
     summary, rows = train(cfg, name)
     curve = [{"env_steps": r["env_steps"], "mean_return": r.get("mean_return"),
-              "success_rate": r.get("success_rate")} for r in rows]
+              "success_rate": r.get("success_rate"), "mean_length": r.get("mean_length")}
+             for r in rows]
     return {"summary": summary, "curve": curve}
 
 
@@ -90,16 +91,17 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4))
     max_steps = max((c["env_steps"] for runs in results.values() for r in runs
                      for c in r["curve"]), default=1)
     grid = np.linspace(0, max_steps, 50)
     for variant, runs in results.items():
-        for ax, key in zip(axes, ("mean_return", "success_rate"), strict=True):
+        for ax, key in zip(axes, ("mean_return", "success_rate", "mean_length"), strict=True):
             mean, half = aggregate(runs, key, grid)
             ax.plot(grid, mean, label=variant)
             ax.fill_between(grid, mean - half, mean + half, alpha=0.2)
-    for ax, title in zip(axes, ("mean episode return (extrinsic)", "success rate"), strict=True):
+    titles = ("mean episode return (extrinsic)", "success rate", "mean episode length")
+    for ax, title in zip(axes, titles, strict=True):
         ax.set_title(title)
         ax.set_xlabel("environment steps")
         ax.grid(alpha=0.3)
@@ -130,15 +132,18 @@ def random_agent(task: str, episodes: int) -> dict:
                            model=ModelConfig(), actor_id=0, seed=1234)
     returns: list[float] = []
     successes: list[bool] = []
+    lengths: list[int] = []
     steps = 0
     while len(returns) < episodes:
         stats = worker.sample(random_policy=True)[1]
         returns += stats.episode_returns
         successes += stats.episode_successes
+        lengths += stats.episode_lengths
         steps += stats.env_steps
     worker.close()
     return {"final_mean_return": band(returns), "final_success_rate": band(
-        [float(x) for x in successes]), "episodes": len(returns), "env_steps": steps}
+        [float(x) for x in successes]), "final_mean_length": band(lengths),
+        "episodes": len(returns), "env_steps": steps}
 
 
 def write_outputs(out: dict) -> None:
@@ -150,15 +155,18 @@ def write_outputs(out: dict) -> None:
              "Final window: the last episodes of each run (`run.summary_window_episodes`); "
              "± is a 95% interval over seeds (over episodes for the random agent). Success: "
              "the episode reached the task's goal (NLE's end status), whatever its return.", "",
-             "| variant | final mean return (±95%) | success rate (±95%) | env steps |",
-             "|---|---|---|---|"]
+             "| variant | final mean return (±95%) | success rate (±95%) | episode length "
+             "(±95%) | env steps |",
+             "|---|---|---|---|---|"]
     rows = dict(out["table"])
     if "random" in out:
         rows["random agent"] = {**out["random"], "env_steps": (out["random"]["env_steps"], 0)}
     for variant, row in rows.items():
         (r, rh), (sr, sh), (st, _) = (row["final_mean_return"], row["final_success_rate"],
                                       row["env_steps"])
-        lines.append(f"| {variant} | {r:.3f} ± {rh:.3f} | {sr:.3f} ± {sh:.3f} | {st:,.0f} |")
+        ln, lh = row.get("final_mean_length", (float("nan"), float("nan")))
+        lines.append(f"| {variant} | {r:.3f} ± {rh:.3f} | {sr:.3f} ± {sh:.3f} | "
+                     f"{ln:,.0f} ± {lh:,.0f} | {st:,.0f} |")
     if "score_vs_random" in out:
         s = out["score_vs_random"]
         lines += ["", f"NetHackScore after {s['minutes']} min: {s['final_mean_return']:.1f} ± "
@@ -209,6 +217,8 @@ def main() -> None:
             "final_mean_return": band([r["summary"].get("final_mean_return") for r in runs]),
             "final_success_rate": band([r["summary"].get("final_success_rate") for r in runs]),
             "env_steps": band([r["summary"]["env_steps"] for r in runs]),
+            "final_mean_length": band([r["curve"][-1]["mean_length"] if r["curve"] else None
+                                       for r in runs]),
             "seeds": len(runs),
         }
     out = {"task": TASKS[args.task], "minutes_per_run": args.minutes, "seeds": args.seeds,
