@@ -168,11 +168,13 @@ class Trainer:
             [a.random_baseline.remote(per_actor) for a in self.parts.rollouts.actors]
         )
         returns = [r for stats in results for r in stats.episode_returns]
+        successes = [s for stats in results for s in stats.episode_successes]
         steps = sum(stats.env_steps for stats in results)
         mean, half = mean_and_interval(returns)
         self.baseline = {
             "mean_return": mean,
             "ci95": half,
+            "success_rate": sum(successes) / max(len(successes), 1),
             "episodes": len(returns),
             "env_steps": steps,
             "raw_sps": steps / max(time.perf_counter() - started, 1e-9),

@@ -90,6 +90,12 @@ def _headline(summary: dict[str, Any], last: dict[str, Any]) -> list[str]:
                      f"{summary['random_return_ci95']:.2f}, so the agent **{verdict}** random "
                      f"(z = {summary.get('beats_random_z')})")
         out.append(line + ".")
+    success, random_success = summary.get("final_success_rate"), summary.get("random_success_rate")
+    if success or random_success:  # a task with a goal (Staircase, Oracle, Corridor)
+        line = f"Episodes reaching the goal: **{100 * (success or 0):.1f}%** of the last window"
+        if random_success is not None:
+            line += f" (a random agent: {100 * random_success:.1f}%)"
+        out.append(line + ".")
     if _number(last.get("labels_total")):
         sparsity = last.get("intrinsic_sparsity")
         nonzero = "" if not _number(sparsity) else (

@@ -49,6 +49,8 @@ def summarise(
     if baseline:
         summary["random_mean_return"] = baseline["mean_return"]
         summary["random_return_ci95"] = baseline["ci95"]
+        if "success_rate" in baseline:  # older checkpoints' baselines lack it
+            summary["random_success_rate"] = baseline["success_rate"]
         # A one-sided Welch z-test at the 5% level, not merely a higher mean.
         base_mean, base_half = baseline["mean_return"], baseline["ci95"]
         std_error = math.hypot(half, base_half) / 1.96

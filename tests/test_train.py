@@ -55,14 +55,16 @@ def test_training_improves_return_and_writes_the_run_folder(tmp_path: Path) -> N
     summary = json.loads((run / "summary.json").read_text())
     assert summary["beats_random"], summary
     assert summary["final_mean_return"] > 0.8 > summary["random_mean_return"]
-    assert summary["final_success_rate"] > 0.8  # episodes reach the exit, not just score
+    # Episodes reach the exit (NLE's goal status, not just a score), unlike a random agent's.
+    assert summary["final_success_rate"] > 0.8 > summary["random_success_rate"]
     assert summary["env_steps"] == summary["env_steps_trained"] + summary["env_steps_dropped"]
     rows = pq.read_table(run / "metrics.parquet").to_pylist()
     assert len(rows) >= 2 and rows[-1]["env_steps"] >= 40000
     assert rows[-1]["updates"] > rows[0]["updates"]
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["env"]["id"] == "oniray/Corridor-v0" and saved["run"]["name"] == "improves"
-    assert (run / "curve.png").stat().st_size > 10_000 and (run / "report.md").exists()
+    assert (run / "curve.png").stat().st_size > 10_000
+    assert "Episodes reaching the goal" in (run / "report.md").read_text()
     assert RunDir(run).load_latest_checkpoint() is not None
     assert "random agent: mean return" in out and "summary:" in out
 
