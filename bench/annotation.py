@@ -131,9 +131,10 @@ def backend_rates(messages: list[str], skip: set[str]) -> dict:
 
 
 def cache_effect(minutes: float) -> dict:
+    # The default job as `make train` runs it (random baseline included), only longer.
     cfg = load_config(REPO / "configs" / "default.yaml", [
-        f"run.max_minutes={minutes}", "run.random_baseline_episodes=0",
-        "run.total_env_steps=1000000000", "run.report_every_s=30", "metrics.enabled=false"])
+        f"run.max_minutes={minutes}", "run.total_env_steps=1000000000",
+        "run.report_every_s=30", "metrics.enabled=false"])
     summary, rows = train(cfg, "cache")
     series = []
     for before, after in itertools.pairwise(rows):
@@ -143,8 +144,11 @@ def cache_effect(minutes: float) -> dict:
             series.append({"env_steps": after["env_steps"], "time_s": after["time_s"],
                            "judge_calls_per_1000_steps": 1000 * calls / steps,
                            "cache_hit_rate": after.get("judge_cache_hit_rate")})
+    outcome = ("final_mean_return", "final_return_ci95", "random_mean_return",
+               "random_return_ci95", "beats_random", "beats_random_z", "mean_sps")
     return {"minutes": minutes, "series": series, "env_steps": summary["env_steps"],
-            "labels_total": rows[-1].get("labels_total") if rows else None}
+            "labels_total": rows[-1].get("labels_total") if rows else None,
+            **{key: summary.get(key) for key in outcome}}
 
 
 def git_commit() -> str | None:
