@@ -47,7 +47,9 @@ def canonical_env_id(env_id: str) -> str:
     )
 
 
-def make_env(env_id: str, *, max_episode_steps: int | None = None) -> gym.Env:
+def make_env(
+    env_id: str, *, max_episode_steps: int | None = None, penalty_step: float | None = None
+) -> gym.Env:
     """One environment whose observations hold exactly :data:`OBSERVATION_KEYS`."""
     env_id = canonical_env_id(env_id)
     if env_id in OWN_TASKS:
@@ -59,6 +61,8 @@ def make_env(env_id: str, *, max_episode_steps: int | None = None) -> gym.Env:
     kwargs: dict = {"observation_keys": OBSERVATION_KEYS}
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = max_episode_steps
+    if penalty_step is not None:
+        kwargs["penalty_step"] = penalty_step
     # unwrapped: gymnasium's wrappers (order enforcing, passive checker) cost ~10% per step and
     # NLE enforces its own step limit.
     return gym.make(env_id, disable_env_checker=True, **kwargs).unwrapped

@@ -55,7 +55,9 @@ class RolloutWorker:
         self.length, self.num_envs = rollout.fragment_length, rollout.envs_per_actor
         self.crop_size = env.crop_size
         self.envs = [
-            make_env(env.id, max_episode_steps=env.max_episode_steps) for _ in range(self.num_envs)
+            make_env(env.id, max_episode_steps=env.max_episode_steps,
+                     penalty_step=env.penalty_step)
+            for _ in range(self.num_envs)
         ]
         self.num_actions = int(self.envs[0].action_space.n)
         self.encoder = ObsEncoder(env.crop_size)

@@ -3,13 +3,16 @@
     python bench/learning.py [--task staircase] [--minutes 4] [--seeds 3]
                              [--variants extrinsic retrieval classification ranking]
     python bench/learning.py --score-minutes 8      # NetHackScore against a random agent
+    python bench/learning.py --penalty-step 0 --tag no-penalty   # Staircase without NLE's
+                                                                 # frozen-step penalty
 
 Each variant trains ``--seeds`` times for ``--minutes`` of wall-clock on the sparse-reward
 task, with the offline embedding judge for the intrinsic variants and ONI's settings
-(``configs/nethack/<task>_<kind>.yaml``). Success is an episode with a positive extrinsic
-return (Staircase: reaching the stairs down). Runs are interleaved (seed-major), since this
-machine's speed drifts. Writes ``bench/results/learning.{json,md,png}``: mean return and
-success rate against environment steps with 95% bands over seeds, and a table.
+(``configs/nethack/<task>_<kind>.yaml``). Success is an episode that reached the task's goal
+(NLE's end status; Staircase: standing on the stairs down), whatever its return. Runs are
+interleaved (seed-major), since this machine's speed drifts. Writes
+``bench/results/learning.{json,md,png}``: mean return, success rate and episode length against
+environment steps with 95% bands over seeds, and a table with a random agent's row.
 
 The machine's budget is small (2 cores): the default, 4 variants x 3 seeds x 4 minutes, is
 ~50 minutes, far from ONI's billions of steps. Read the table as what it is.
@@ -38,11 +41,12 @@ TASKS = {"staircase": "NetHackStaircase-v0", "score": "NetHackScore-v0",
          "oracle": "NetHackOracle-v0"}
 
 
-def config_for(task: str, variant: str, *, minutes: float, seed: int) -> OniConfig:
+def config_for(task: str, variant: str, *, minutes: float, seed: int,
+               extra: list[str] | None = None) -> OniConfig:
     kind = "retrieval" if variant == "extrinsic" else variant
     overrides = [f"run.max_minutes={minutes}", "run.total_env_steps=1000000000",
                  f"run.seed={seed}", "run.random_baseline_episodes=0", "run.report_every_s=10",
-                 "metrics.enabled=false"]
+                 "metrics.enabled=false", *(extra or [])]
     if variant == "extrinsic":
         overrides += ["rewards.annotator.enabled=false", "rewards.model.kind=none",
                       "rewards.intrinsic_coef=0"]
@@ -121,13 +125,13 @@ def score_against_random(minutes: float) -> dict:
     return {k: run["summary"].get(k) for k in keys} | {"minutes": minutes}
 
 
-def random_agent(task: str, episodes: int) -> dict:
+def random_agent(task: str, episodes: int, *, penalty_step: float | None = None) -> dict:
     """A uniformly random policy on the task, in this process: the floor every variant must
     clear (return and success with 95% intervals over episodes)."""
     from actors.rollout_worker import RolloutWorker
     from cluster.config import EnvConfig, ModelConfig, RolloutConfig
 
-    worker = RolloutWorker(env=EnvConfig(id=TASKS[task]),
+    worker = RolloutWorker(env=EnvConfig(id=TASKS[task], penalty_step=penalty_step),
                            rollout=RolloutConfig(envs_per_actor=8, fragment_length=32),
                            model=ModelConfig(), actor_id=0, seed=1234)
     returns: list[float] = []
@@ -146,12 +150,13 @@ def random_agent(task: str, episodes: int) -> dict:
         "episodes": len(returns), "env_steps": steps}
 
 
-def write_outputs(out: dict) -> None:
+def write_outputs(out: dict, stem: str) -> None:
     results = out["runs"]
-    (RESULTS / "learning.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
-    plot(results, RESULTS / "learning.png")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+    plot(results, RESULTS / f"{stem}.png")
     lines = [f"# Learning evidence: {out['task']}, {out['seeds']} seeds x "
-             f"{out['minutes_per_run']} min per run", "",
+             f"{out['minutes_per_run']} min per run"
+             + (f" ({', '.join(out['overrides'])})" if out.get("overrides") else ""), "",
              "Final window: the last episodes of each run (`run.summary_window_episodes`); "
              "± is a 95% interval over seeds (over episodes for the random agent). Success: "
              "the episode reached the task's goal (NLE's end status), whatever its return.", "",
@@ -173,7 +178,7 @@ def write_outputs(out: dict) -> None:
                   f"{s['final_return_ci95']:.1f} vs random {s['random_mean_return']:.1f} ± "
                   f"{s['random_return_ci95']:.1f} (beats random: {s['beats_random']}, "
                   f"z = {s['beats_random_z']})"]
-    (RESULTS / "learning.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -191,21 +196,28 @@ def main() -> None:
                         help="episodes of a random agent on the task, for the table")
     parser.add_argument("--random-only", action="store_true",
                         help="only (re)measure the random agent and add it to the saved results")
+    parser.add_argument("--penalty-step", type=float, default=None,
+                        help="NLE's frozen-step penalty (env.penalty_step) for every run")
+    parser.add_argument("--tag", default="",
+                        help="results go to bench/results/learning-TAG.* instead of learning.*")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = f"learning-{args.tag}" if args.tag else "learning"
+    extra = [] if args.penalty_step is None else [f"env.penalty_step={args.penalty_step}"]
     if args.random_only:
-        out = json.loads((RESULTS / "learning.json").read_text())
+        out = json.loads((RESULTS / f"{stem}.json").read_text())
         task = next(k for k, v in TASKS.items() if v == out["task"])
-        out["random"] = random_agent(task, args.random_episodes)
-        write_outputs(out)
+        out["random"] = random_agent(task, args.random_episodes,
+                                     penalty_step=args.penalty_step)
+        write_outputs(out, stem)
         return
     from cluster.driver import init_ray
 
-    init_ray(config_for(args.task, "retrieval", minutes=args.minutes, seed=0))
+    init_ray(config_for(args.task, "retrieval", minutes=args.minutes, seed=0, extra=extra))
     results: dict[str, list[dict]] = {v: [] for v in args.variants}
     for seed in range(args.seeds):
         for variant in args.variants:
-            cfg = config_for(args.task, variant, minutes=args.minutes, seed=seed)
+            cfg = config_for(args.task, variant, minutes=args.minutes, seed=seed, extra=extra)
             run = one_run(cfg, f"{variant}-{seed}")
             results[variant].append(run)
             s = run["summary"]
@@ -222,12 +234,14 @@ def main() -> None:
             "seeds": len(runs),
         }
     out = {"task": TASKS[args.task], "minutes_per_run": args.minutes, "seeds": args.seeds,
-           "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "table": table, "runs": results}
+           "overrides": extra, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "table": table,
+           "runs": results}
     if args.random_episodes:
-        out["random"] = random_agent(args.task, args.random_episodes)
+        out["random"] = random_agent(args.task, args.random_episodes,
+                                     penalty_step=args.penalty_step)
     if args.score_minutes:
         out["score_vs_random"] = score_against_random(args.score_minutes)
-    write_outputs(out)
+    write_outputs(out, stem)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,10 @@ class EnvConfig:
     max_episode_steps: int | None = param(
         None, "truncate episodes after this many steps; null = the task's default", ge=1
     )
+    penalty_step: float | None = param(
+        None, "NLE tasks: reward for each step that does not advance the game clock (menus, "
+        "walking into walls); null = NLE's default -0.01, 0 = no penalty", le=0
+    )
 
 
 @dataclass
@@ -404,6 +408,14 @@ def _cross_checks(cfg: OniConfig, sources: dict[str, str]) -> list[str]:
         canonical_env_id(cfg.env.id)
     except UnknownEnvError as exc:
         problems.append(f"{where('env.id')}: 'env.id' = {cfg.env.id!r}: {exc}")
+    else:
+        if cfg.env.penalty_step is not None and not canonical_env_id(cfg.env.id).startswith(
+            "NetHack"
+        ):
+            problems.append(
+                f"{where('env.penalty_step')}: 'env.penalty_step' = {cfg.env.penalty_step} is "
+                f"for NLE tasks; {cfg.env.id!r} has no time penalty"
+            )
     if cfg.ray.address is None and cfg.ray.num_cpus is not None:
         # Ray would wait forever for the CPUs of the last actor that does not fit.
         needed = (

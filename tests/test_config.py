@@ -105,6 +105,10 @@ def test_cross_field_rules(tmp_path: Path) -> None:
     assert "'env.crop_size' = 8 must be odd" in line
     (line,) = problems(write(tmp_path, "rewards:\n  model:\n    kind: retrieval\n"))
     assert "rewards.annotator.enabled" in line
+    (line,) = problems(write(tmp_path, "env:\n  id: oniray/Corridor-v0\n  penalty_step: 0\n"))
+    assert "'env.penalty_step' = 0" in line and "NLE tasks" in line
+    (line,) = problems(write(tmp_path, "env:\n  penalty_step: 0.5\n"))
+    assert "'env.penalty_step' = 0.5" in line
 
 
 def test_yaml_syntax_error_and_missing_file(tmp_path: Path) -> None:

@@ -35,6 +35,17 @@ def test_nle_tasks_step_with_limited_keys(env_id: str) -> None:
     env.close()
 
 
+def test_the_time_penalty_is_configurable() -> None:
+    default, off = make_env("NetHackStaircase"), make_env("NetHackStaircase", penalty_step=0.0)
+    penalties = []
+    for env in (default, off):
+        env.reset(seed=0)
+        # "More" on a screen with no --More-- takes no game time: NLE's frozen step.
+        penalties.append(env.step(0)[1])
+        env.close()
+    assert penalties == [-0.01, 0.0]
+
+
 def test_unknown_env_id_is_a_clear_error() -> None:
     with pytest.raises(UnknownEnvError, match=r"unknown environment id 'NetHackScroe'.*known:"):
         canonical_env_id("NetHackScroe")
