@@ -4,9 +4,10 @@
 
 Three measurements, written to ``bench/results/annotation.json`` (+ ``annotation.png``):
   1. on/off     training SPS of the default job with the service on (the default: embedding
-                judge, retrieval reward model) and off (extrinsic reward only), interleaved
-                and repeated in one run, since this machine's speed drifts between runs.
-                Goal: on >= 95% of off.
+                judge, retrieval reward model), off (extrinsic reward only), and on with the
+                intrinsic reward weighted 0 (the service's cost alone, same agent as off),
+                interleaved and repeated in one run, since this machine's speed drifts
+                between runs. Goal: on >= 95% of off.
   2. backends   labels per second of each judge that runs here, on the same distinct
                 NetHack messages (collected from random play): embedding, rules,
                 transformers (a tiny local model), vllm (the CPU build, tiny model; when
@@ -44,24 +45,38 @@ SERVICE_OFF = ["rewards.annotator.enabled=false", "rewards.model.kind=none",
                "rewards.intrinsic_coef=0"]
 
 
+# The service at work (judge, label store, reward-model fits, learner-side scoring) with the
+# intrinsic reward weighted 0: the agent learns from the same reward as with the service off,
+# so its behaviour, and with it NetHack's cost per step, is alike in both runs.
+SERVICE_COST_ONLY = ["rewards.intrinsic_coef=0"]
+MODES = {"off": SERVICE_OFF, "on": [], "cost": SERVICE_COST_ONLY}
+
+
 def on_off(seconds: float, rounds: int) -> dict:
+    """Training SPS with the service off, on (ONI), and on with c_int = 0 ("cost"), interleaved.
+
+    on/off compares two different agents: the intrinsic reward changes what the agent does,
+    and NetHack's cost per step depends on it (resets, menus, deaths), by tens of percent.
+    cost/off isolates what the service costs the training loop.
+    """
     base = [f"run.max_minutes={seconds / 60}", "run.random_baseline_episodes=0",
             "run.total_env_steps=1000000000", "run.report_every_s=5", "metrics.enabled=false"]
-    runs: dict[str, list[float]] = {"off": [], "on": []}
+    runs: dict[str, list[float]] = {mode: [] for mode in MODES}
     from cluster.driver import init_ray
 
     # Ray's logical CPUs are fixed at start: size them for the service-on run (one more actor).
     init_ray(load_config(REPO / "configs" / "default.yaml", base))
     for i in range(rounds):
-        for mode in ("off", "on"):
-            overrides = base + (SERVICE_OFF if mode == "off" else [])
-            cfg = load_config(REPO / "configs" / "default.yaml", overrides)
+        for mode, overrides in MODES.items():
+            cfg = load_config(REPO / "configs" / "default.yaml", base + overrides)
             _, rows = train(cfg, f"{mode}-{i}")
             runs[mode].append(steady_sps(rows))
             print(f"round {i}: service {mode}: {runs[mode][-1]:,.0f} steps/s", flush=True)
-    ratios = [on / off for on, off in zip(runs["on"], runs["off"], strict=True)]
-    return {"sps": runs, "ratio_on_over_off": ratios,
-            "median_ratio": statistics.median(ratios), "goal": 0.95}
+    on = [a / b for a, b in zip(runs["on"], runs["off"], strict=True)]
+    cost = [a / b for a, b in zip(runs["cost"], runs["off"], strict=True)]
+    return {"sps": runs, "ratio_on_over_off": on, "median_ratio": statistics.median(on),
+            "ratio_cost_over_off": cost, "median_cost_ratio": statistics.median(cost),
+            "goal": 0.95}
 
 
 def nethack_messages(limit: int = 300) -> list[str]:
@@ -170,10 +185,16 @@ def plot(result: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     if "on_off" in result:
         sps = result["on_off"]["sps"]
-        axes[0].bar(["service off", "service on"],
-                    [statistics.median(sps["off"]), statistics.median(sps["on"])],
-                    yerr=[[0, 0], [0, 0]], color=["tab:gray", "tab:blue"])
-        axes[0].set_title(f"training SPS (median ratio {result['on_off']['median_ratio']:.2f})")
+        labels = {"off": "service off", "on": "service on", "cost": "on, c_int = 0"}
+        modes = [mode for mode in labels if sps.get(mode)]
+        for x, mode in enumerate(modes):  # each round a dot, the median a bar
+            axes[0].bar(x, statistics.median(sps[mode]), color="tab:blue", alpha=0.5)
+            axes[0].plot([x] * len(sps[mode]), sps[mode], "k.")
+        axes[0].set_xticks(range(len(modes)), [labels[mode] for mode in modes])
+        title = f"training SPS: on/off {result['on_off']['median_ratio']:.2f}"
+        if "median_cost_ratio" in result["on_off"]:
+            title += f", cost/off {result['on_off']['median_cost_ratio']:.2f}"
+        axes[0].set_title(title)
     if "backends" in result:
         names = list(result["backends"])
         names = [n for n in names if "labels_per_s" in result["backends"][n]]
