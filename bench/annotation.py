@@ -8,6 +8,9 @@ Three measurements, written to ``bench/results/annotation.json`` (+ ``annotation
                 intrinsic reward weighted 0 (the service's cost alone, same agent as off),
                 interleaved and repeated in one run, since this machine's speed drifts
                 between runs. Goal: on >= 95% of off.
+  1b. cpu       CPU seconds by process role (rollout, learner, annotator, driver, Ray) in
+                the default job: the annotator's share is the service's cost, free of the
+                noise that different agents put into SPS.
   2. backends   labels per second of each judge that runs here, on the same distinct
                 NetHack messages (collected from random play): embedding, rules,
                 transformers (a tiny local model), vllm (the CPU build, tiny model; when
@@ -77,6 +80,67 @@ def on_off(seconds: float, rounds: int) -> dict:
     return {"sps": runs, "ratio_on_over_off": on, "median_ratio": statistics.median(on),
             "ratio_cost_over_off": cost, "median_cost_ratio": statistics.median(cost),
             "goal": 0.95}
+
+
+ROLES = {"ray::RolloutActor": "rollout", "ray::LearnerActor": "learner",
+         "ray::AnnotatorActor": "annotator"}
+
+
+def _cpu_by_role() -> dict[str, float]:
+    """Cumulative CPU seconds (user + system, all threads) of this run's processes by role."""
+    import psutil
+
+    out = dict.fromkeys([*ROLES.values(), "driver", "ray system"], 0.0)
+    me = os.getpid()
+    for proc in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
+        times, cmd = proc.info["cpu_times"], " ".join(proc.info["cmdline"] or [])
+        if times is None:
+            continue
+        role = "driver" if proc.info["pid"] == me else next(
+            (r for prefix, r in ROLES.items() if cmd.startswith(prefix)),
+            "ray system" if ("ray" in cmd and "python" in cmd) or "raylet" in cmd
+            or "gcs_server" in cmd else None)
+        if role is not None:
+            out[role] += times.user + times.system
+    return out
+
+
+def cpu_share(seconds: float, warmup_s: float = 20.0) -> dict:
+    """Where the CPU goes in the default job (service on), by process role, after the warm-up.
+
+    A noise-free view of what the service costs: on a machine whose cores training keeps busy,
+    the annotator's share of the CPU is what it takes from training (the learner-side scoring
+    of intrinsic rewards is inside the learner's share, and is small).
+    """
+    import threading
+
+    cfg = load_config(REPO / "configs" / "default.yaml", [
+        f"run.max_minutes={seconds / 60}", "run.random_baseline_episodes=0",
+        "run.total_env_steps=1000000000", "run.report_every_s=5", "metrics.enabled=false"])
+    marks: dict[str, dict[str, float]] = {}
+    finished = threading.Event()
+
+    def sample() -> None:
+        if finished.wait(warmup_s):
+            return
+        marks["start"] = _cpu_by_role() | {"wall": time.monotonic()}
+        while not finished.wait(1.0):
+            marks["end"] = _cpu_by_role() | {"wall": time.monotonic()}  # the last before stop
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        train(cfg, "cpu-share")
+    finally:
+        finished.set()
+        sampler.join()
+    used = {role: marks["end"][role] - marks["start"][role] for role in marks["start"]}
+    wall = used.pop("wall")
+    total = sum(used.values())
+    share = {role: value / total for role, value in used.items()}
+    print("CPU share: " + ", ".join(f"{r} {100 * v:.1f}%" for r, v in share.items()), flush=True)
+    return {"seconds_measured": wall, "cores_busy": total / wall, "cpu_seconds": used,
+            "share": share, "annotator_share": share["annotator"]}
 
 
 def nethack_messages(limit: int = 300) -> list[str]:
@@ -219,7 +283,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="on/off pairs")
     parser.add_argument("--long-minutes", type=float, default=10.0, help="the cache run")
     parser.add_argument("--skip", nargs="*", default=[],
-                        help="parts or backends to skip: on_off cache embedding rules "
+                        help="parts or backends to skip: on_off cpu cache embedding rules "
                              "transformers vllm")
     args = parser.parse_args()
     skip = set(args.skip)
@@ -230,12 +294,14 @@ def main() -> None:
                     "commit": git_commit()}
     if "on_off" not in skip:
         result["on_off"] = on_off(args.seconds, args.rounds)
+    if "cpu" not in skip:
+        result["cpu_share"] = cpu_share(args.seconds)
     result["backends"] = backend_rates(nethack_messages(), skip)
     if "cache" not in skip:
         result["cache"] = cache_effect(args.long_minutes)
     # Parts skipped this time keep their last figures; replaced on/off figures move to the
     # history, so a change's before and after stay side by side.
-    for key in ("on_off", "cache"):
+    for key in ("on_off", "cpu_share", "cache"):
         if key not in result and key in previous:
             result[key] = previous[key]
     for name, rates in previous.get("backends", {}).items():
