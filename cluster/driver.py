@@ -38,7 +38,7 @@ from cluster.config import OniConfig, to_yaml
 from cluster.ray_setup import init_ray
 from cluster.report import mean_and_interval, plot_curve
 from cluster.run_dir import RunDir, atomic_write_text
-from cluster.summary import summarise
+from cluster.summary import success_rate, summarise
 from cluster.supervision import AnnotatorSupervisor, RestartBudgetExceeded, RolloutSupervisor
 from cluster.telemetry import Telemetry, object_store_used_bytes
 from learner import intrinsic as intrinsic_keys
@@ -174,7 +174,7 @@ class Trainer:
         self.baseline = {
             "mean_return": mean,
             "ci95": half,
-            "success_rate": sum(successes) / max(len(successes), 1),
+            "success_rate": success_rate(successes),
             "episodes": len(returns),
             "env_steps": steps,
             "raw_sps": steps / max(time.perf_counter() - started, 1e-9),
@@ -442,7 +442,7 @@ class Trainer:
             "policy_lag": lag,
             "episodes": c.episodes,
             "mean_return": mean_return,
-            "success_rate": _success_rate(c.recent_successes),
+            "success_rate": success_rate(c.recent_successes),
             "mean_length": float(np.mean(c.recent_lengths)) if c.recent_lengths else None,
             "fragments_lost": c.fragments_lost,
             "actor_restarts": c.actor_restarts,
@@ -522,11 +522,6 @@ def _mib(num_bytes: float | None) -> float | None:
 
 def _is_done(ref: ray.ObjectRef) -> bool:
     return bool(ray.wait([ref], timeout=0)[0])
-
-
-def _success_rate(successes: list[bool]) -> float | None:
-    """Share of recent episodes that reached the task's goal (see actors.envs.TASK_SUCCESSFUL)."""
-    return float(np.mean(successes)) if successes else None
 
 
 def _clock(seconds: float) -> str:

@@ -13,6 +13,11 @@ from cluster.checkpointing import Counters
 from cluster.report import mean_and_interval
 
 
+def success_rate(successes: list[bool]) -> float | None:
+    """Share of episodes that reached the task's goal (actors.envs.episode_succeeded)."""
+    return sum(successes) / len(successes) if successes else None
+
+
 def summarise(
     c: Counters,
     baseline: dict[str, float] | None,
@@ -42,14 +47,12 @@ def summarise(
         "final_window_episodes": len(c.recent_returns),
         # Goal tasks (Staircase, Oracle, Corridor): the share of recent episodes that reached
         # the goal; 0 on NetHackScore, which has none.
-        "final_success_rate": (
-            sum(c.recent_successes) / len(c.recent_successes) if c.recent_successes else None
-        ),
+        "final_success_rate": success_rate(c.recent_successes),
     }
     if baseline:
         summary["random_mean_return"] = baseline["mean_return"]
         summary["random_return_ci95"] = baseline["ci95"]
-        if "success_rate" in baseline:  # older checkpoints' baselines lack it
+        if baseline.get("success_rate") is not None:  # older checkpoints' baselines lack it
             summary["random_success_rate"] = baseline["success_rate"]
         # A one-sided Welch z-test at the 5% level, not merely a higher mean.
         base_mean, base_half = baseline["mean_return"], baseline["ci95"]

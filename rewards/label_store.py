@@ -193,8 +193,8 @@ class LabelStore:
     def _compact(self, kind: str, table: pa.Table) -> None:
         """Replace every part of ``kind`` by one holding ``table`` (all rows, in order).
 
-        Rewriting everything costs O(rows) once per ``_COMPACT_ABOVE_PARTS`` flushes: about
-        30 ms for 100k labels, so a run of days keeps a handful of files, not one per second.
+        Rewriting everything costs O(rows) once per ``_COMPACT_ABOVE_PARTS`` flushes, and a run
+        of days keeps a handful of files, not one per second.
         """
         parts = self._parts(kind)
         self._write_part(kind, table)  # the merged part lands first: no instant loses a label
