@@ -56,6 +56,12 @@ def test_slow_learner_keeps_queues_and_object_store_bounded(tmp_path: Path) -> N
     last = rows[-1]
     assert last["env_steps"] == last["env_steps_trained"] + last["env_steps_dropped"] + (
         last["fragments_ready"] + PER_BATCH * last["updates_queued"]) * T * E
-    sps = [r["sps"] for r in rows[1:]]
-    assert min(sps) == 0  # whole report intervals in which the actor waited
+    # Production was held to consumption: at every report the steps made but not yet trained
+    # fit in the queues, however long the run (an actor running free would make ~100k steps/s).
+    # Timing-free on purpose: how long the learner takes per update varies between machines.
+    in_queues = (MAX_QUEUED * PER_BATCH + PER_BATCH - 1 + ACTORS * IN_FLIGHT) * T * E
+    untrained = [r["env_steps"] - r["env_steps_trained"] - r["env_steps_dropped"] for r in rows]
+    assert max(untrained) <= in_queues, untrained
+    print(f"untrained max {max(untrained)} <= {in_queues}; env steps {last['env_steps']}")
+    assert last["env_steps"] > 2 * in_queues  # ... and the run went on well past filling them
     assert pq.read_table(run.metrics).num_rows == len(rows)
