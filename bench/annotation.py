@@ -40,7 +40,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # and leaves the training run's memory alone.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
-from bench.runs import steady_sps, train  # noqa: E402
+from bench.runs import git_commit, steady_sps, train  # noqa: E402
 from cluster.config import load_config  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -228,16 +228,6 @@ def cache_effect(minutes: float) -> dict:
     return {"minutes": minutes, "series": series, "env_steps": summary["env_steps"],
             "labels_total": rows[-1].get("labels_total") if rows else None,
             **{key: summary.get(key) for key in outcome}}
-
-
-def git_commit() -> str | None:
-    import subprocess
-
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
-                              capture_output=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def plot(result: dict, path: Path) -> None:

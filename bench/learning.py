@@ -33,7 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.runs import train  # noqa: E402
+from bench.runs import git_commit, train  # noqa: E402
 from cluster.config import OniConfig, load_config  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -234,7 +234,8 @@ def main() -> None:
             "seeds": len(runs),
         }
     out = {"task": TASKS[args.task], "minutes_per_run": args.minutes, "seeds": args.seeds,
-           "overrides": extra, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "table": table,
+           "overrides": extra, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+           "commit": git_commit(), "table": table,
            "runs": results}
     if args.random_episodes:
         out["random"] = random_agent(args.task, args.random_episodes,

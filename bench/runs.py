@@ -1,12 +1,14 @@
 """What the benchmark scripts share: one training run in a temporary folder, steady-state SPS.
 
-Imported by bench/annotation.py, bench/scaling.py and bench/learning.py (which put the
-checkout on sys.path first).
+Imported by bench/annotation.py, bench/scaling.py, bench/learning.py and
+bench/peers/compare.py (which put the checkout on sys.path first).
 """
 
 from __future__ import annotations
 
+import subprocess
 import tempfile
+from pathlib import Path
 
 from cluster.config import OniConfig
 
@@ -28,3 +30,13 @@ def steady_sps(rows: list[dict], skip_s: float = 15.0) -> float:
     if len(rows) < 2:
         return float("nan")
     return (rows[-1]["env_steps"] - rows[0]["env_steps"]) / (rows[-1]["time_s"] - rows[0]["time_s"])
+
+
+def git_commit() -> str | None:
+    """The checkout's short commit, stored with a result so a figure names the code it measured."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"],
+                              cwd=Path(__file__).resolve().parents[1], text=True,
+                              capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None

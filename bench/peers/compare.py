@@ -20,7 +20,8 @@ counter of environment steps handed to (or trained by) its learner, skipping ``-
 Ratios are per round (ours over theirs in the same round) and their median.
 
 Writes ``bench/results/peers.json`` and ``bench/results/peers.png``; run logs go to a temp dir
-whose path is printed.
+whose path is printed. The previous run's medians and ratios move to the file's "history"
+(with their commit), so repeated runs on a drifting machine stay side by side.
 
 Internally, ``compare.py --oniray-run`` is the oniray worker (in-process training, as
 ``bench/throughput.py`` does it), run by the orchestrator in a subprocess like the peers.
@@ -47,6 +48,9 @@ RESULTS = REPO / "bench" / "results"
 sys.path.insert(0, str(HERE))
 
 from common import NET_SIZES, RESULT_PREFIX  # noqa: E402
+
+sys.path.insert(0, str(REPO))
+from bench.runs import git_commit  # noqa: E402
 
 SYSTEMS = ("oniray", "sample_factory", "rllib")
 VENVS = {"sample_factory": HERE / ".venv-sf", "rllib": HERE / ".venv-rllib"}
@@ -202,6 +206,18 @@ def install_seconds() -> dict[str, int | None]:
     return found
 
 
+def previous_runs(path: Path) -> list[dict[str, Any]]:
+    """The history kept in ``path``, plus that file's own run as its newest entry (summary only:
+    the per-run rows stay in the run's log dir)."""
+    if not path.exists():
+        return []
+    previous = json.loads(path.read_text())
+    history = previous.get("history", [])
+    history.append({key: previous.get(key) for key in
+                    ("when", "commit", "rounds", "seconds", "nets", "systems", "summary")})
+    return history
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -290,8 +306,9 @@ def main() -> None:
         "oniray_overrides": ONIRAY_OVERRIDES, "summary": summary, "runs": runs,
         "peer_install_seconds": install_seconds(), "machine": machine_info(),
         "total_wall_s": round(time.time() - started, 1), "log_dir": str(log_dir),
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": git_commit(),
     }
+    result["history"] = previous_runs(RESULTS / "peers.json")
     (RESULTS / "peers.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, RESULTS / "peers.png")
     for net in args.nets:
