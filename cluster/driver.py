@@ -35,6 +35,7 @@ from cluster.checkpointing import (
     restored_reward_model_version,
 )
 from cluster.config import OniConfig, to_yaml
+from cluster.progress import LoopState, annotator_columns, metrics_row, progress_line
 from cluster.ray_setup import init_ray
 from cluster.report import mean_and_interval, plot_curve
 from cluster.run_dir import RunDir, atomic_write_text
@@ -426,73 +427,28 @@ class Trainer:
         c.recent_successes = (c.recent_successes + stats.episode_successes)[-window:]
 
     def _report(self, sps: float, version: int) -> None:
-        c = self.counters
-        mean_return = float(np.mean(c.recent_returns)) if c.recent_returns else None
         lag = float(np.mean(self._lags)) if self._lags else 0.0
         self._lags.clear()
-        row = {
-            "time_s": c.elapsed_s,
-            "env_steps": c.env_steps_produced,
-            "env_steps_trained": c.env_steps_trained,
-            "env_steps_dropped": c.env_steps_dropped,
-            "fragments_dropped": c.fragments_dropped,
-            "sps": sps,
-            "updates": c.updates,
-            "policy_version": version,
-            "policy_lag": lag,
-            "episodes": c.episodes,
-            "mean_return": mean_return,
-            "success_rate": success_rate(c.recent_successes),
-            "mean_length": float(np.mean(c.recent_lengths)) if c.recent_lengths else None,
-            "fragments_lost": c.fragments_lost,
-            "actor_restarts": c.actor_restarts,
-            "annotator_restarts": c.annotator_restarts,
-            # Backpressure, as seen at the report (tests/test_backpressure.py bounds these).
-            "fragments_ready": len(self.ready),
-            "updates_queued": len(self.updates),
-            "object_store_mb": _mib(object_store_used_bytes()),
-            **{f"learner_{k}": v for k, v in self._last_loss.items()},
-            **self._annotator_row(),
-        }
+        loop = LoopState(sps=sps, policy_version=version, policy_lag=lag,
+                         fragments_ready=len(self.ready), updates_queued=len(self.updates),
+                         object_store_mb=_mib(object_store_used_bytes()))
+        row = metrics_row(self.counters, loop, self._last_loss, self._annotator_columns())
         m.ENV_STEPS_PER_SECOND.labels(**self._labels).set(sps)
         m.POLICY_VERSION.labels(**self._labels).set(version)
         self.metric_rows.append(row)
         self.run_dir.write_metrics(self.metric_rows)
-        ret = "   n/a" if mean_return is None else f"{mean_return:6.2f}"
-        base = f" (random {self.baseline['mean_return']:.2f})" if self.baseline else ""
-        print(
-            f"[{_clock(c.elapsed_s)}] steps {c.env_steps_produced:>10,} | sps {sps:7,.0f} | "
-            f"lag {lag:4.1f} | return {ret}{base} | episodes {c.episodes:,} | "
-            f"updates {c.updates:,} | dropped {c.fragments_dropped}",
-            flush=True,
-        )
+        print(progress_line(self.counters, loop, self.baseline), flush=True)
 
-    def _annotator_row(self) -> dict[str, Any]:
-        """The reward service's numbers for the metrics row (empty when it does not run)."""
+    def _annotator_columns(self) -> dict[str, Any]:
+        """The reward service's columns of the row (none when it does not run)."""
         if self.parts.annotator is None:
             return {}
         try:
             stats = ray.get(self.parts.annotator.handle.stats.remote(), timeout=5)
         except (ray.exceptions.RayError, TimeoutError):
-            # A busy or restarting annotator must not stall training; the learners' side of
-            # the row does not depend on it.
-            return {"reward_model_version_trained": self._reward_model_version}
-        keys = {
-            "store_labels": "labels_total",
-            "labels_per_s": "labels_per_s",
-            "queue_depth": "judge_queue_depth",
-            "cache_hit_rate": "judge_cache_hit_rate",
-            "parse_failures_total": "judge_parse_failures",
-            "canary_fpr": "canary_fpr",
-            "reward_model_version": "reward_model_version_published",
-            "reward_model_accuracy": "reward_model_accuracy",
-            "judge_circuit_state": "judge_circuit_state",
-            "unanswered_total": "judge_unanswered",
-        }
-        row = {name: float(stats[key]) for key, name in keys.items() if key in stats}
-        row["reward_model_version_trained"] = self._reward_model_version
-        row["intrinsic_sparsity"] = self._last_loss.get(intrinsic_keys.INTRINSIC_ZERO_FRACTION)
-        return row
+            stats = None  # a busy or restarting annotator must not stall training
+        return annotator_columns(stats, reward_model_version_trained=self._reward_model_version,
+                                 learner_losses=self._last_loss)
 
     def _finish(self, version: int) -> dict[str, Any]:
         summary = summarise(self.counters, self.baseline, policy_version=version,
@@ -522,11 +478,6 @@ def _mib(num_bytes: float | None) -> float | None:
 
 def _is_done(ref: ray.ObjectRef) -> bool:
     return bool(ray.wait([ref], timeout=0)[0])
-
-
-def _clock(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def _fmt(value: Any) -> str:
