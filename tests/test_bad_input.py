@@ -27,8 +27,8 @@ from cluster.config import ConfigError, OniConfig, load_config, to_yaml
 from cluster.run_dir import CHECKPOINT_FORMAT, IncompatibleCheckpointError, RunDir
 from rewards.annotator import Annotator
 from rewards.config import JudgeConfig, RewardsConfig
-from rewards.judges.base import TextJudge
 from rewards.judges.openai_judge import OpenAIJudge
+from rewards.judges.text import TextJudge
 from rewards.label_store import LabelStore
 from rewards.parse import TRUNCATION_MARKER, parse_label, sanitize_caption
 

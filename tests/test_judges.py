@@ -8,9 +8,8 @@ import pytest
 
 from rewards.config import JudgeConfig
 from rewards.judges import make_judge
-from rewards.judges.base import TextJudge
 from rewards.judges.rules import RulesJudge
-from rewards.judges.text import compare_both_orders
+from rewards.judges.text import TextJudge, compare_both_orders
 
 
 class ScriptedJudge(TextJudge):

@@ -7,7 +7,8 @@ transformers judge a causal LM, vllm an engine, and a run uses exactly one of th
 from __future__ import annotations
 
 from rewards.config import JudgeConfig
-from rewards.judges.base import Judge, Preference, TextJudge, Verdict
+from rewards.judges.base import Judge, Preference, Verdict
+from rewards.judges.text import TextJudge
 from rewards.prompts import task_for_env
 
 __all__ = ["Judge", "Preference", "TextJudge", "Verdict", "judge_task", "make_judge"]

@@ -36,8 +36,8 @@ from typing import Any
 import requests
 
 from rewards.config import JudgeConfig
-from rewards.judges.base import TextJudge
 from rewards.judges.breaker import OPEN, STATE_CODES, CircuitBreaker
+from rewards.judges.text import TextJudge
 
 log = logging.getLogger(__name__)
 

@@ -1,20 +1,26 @@
-"""The shared logic of text judges: sanitise, render, generate, parse strictly, retry, count.
+"""Text judges: the base class of the backends that answer prompts with text, and their
+shared logic: sanitise, render, generate, parse strictly, retry, count.
 
-Consumes a :class:`~rewards.judges.base.TextJudge` (its ``generate`` and ``render_*``) and
-captions or caption pairs. Emits one Verdict / Preference per input, in order. An answer
-that cannot be parsed is asked again, up to ``cfg.max_retries`` times, and is otherwise
-returned as None and counted: it never becomes a label.
+Consumes a :class:`TextJudge` (its ``generate`` and ``render_*``) and captions or caption
+pairs. Emits one Verdict / Preference per input, in order. An answer that cannot be parsed is
+asked again, up to ``cfg.max_retries`` times, and is otherwise returned as None and counted:
+it never becomes a label.
 """
 
 from __future__ import annotations
 
 import time
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from rewards.judges.base import Judge, Preference, TextJudge, Verdict
+from rewards.judges.base import Judge, Preference, Verdict
 from rewards.parse import parse_label, parse_preference, sanitize_caption
+from rewards.prompts import load_prompts
+
+if TYPE_CHECKING:
+    from rewards.config import JudgeConfig
 
 T = TypeVar("T")
 
@@ -39,6 +45,44 @@ class TextJudgeStats:
 
     def as_dict(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items()}
+
+
+class TextJudge(Judge):
+    """A judge that answers prompts with text; see ``rewards.prompts`` and ``rewards.parse``.
+
+    Subclasses implement ``generate``; the shared ``label``/``compare`` (sanitise, render,
+    generate, parse strictly, retry unparseable answers, count) are the functions below. A
+    subclass may override ``render_label``/``render_compare`` to apply its chat template.
+    """
+
+    def __init__(self, cfg: JudgeConfig, task: str) -> None:
+        self.cfg = cfg
+        self.task = task
+        self.prompts = load_prompts(cfg.prompts)
+        self.prompts.goal(task)  # an unknown task fails here, not at the first caption
+        self.counters = TextJudgeStats()
+
+    @abstractmethod
+    def generate(self, prompts: Sequence[str]) -> list[str | None]:
+        """One completion per prompt, in order; None where the request failed for good."""
+
+    def render_label(self, caption: str) -> str:
+        """The prompt sent for one (already sanitised) caption."""
+        return self.prompts.render_label_prompt(caption, task=self.task)
+
+    def render_compare(self, first: str, second: str) -> str:
+        """The prompt sent for one (already sanitised) pair, in that order."""
+        return self.prompts.render_compare_prompt(first, second, task=self.task)
+
+    def label(self, captions: Sequence[str]) -> list[Verdict]:
+        return label_captions(self, captions)
+
+    def compare(self, pairs: Sequence[tuple[str, str]]) -> list[Preference]:
+        return compare_pairs(self, pairs)
+
+    def stats(self) -> dict[str, float]:
+        """Counters since construction (requests, retries, parse failures, generate time)."""
+        return self.counters.as_dict()
 
 
 def _ask(

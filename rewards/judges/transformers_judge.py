@@ -1,6 +1,6 @@
 """TransformersJudge: a local Hugging Face causal LM answering ONI's prompts on CPU.
 
-Consumes prompts rendered by :class:`~rewards.judges.base.TextJudge` (through the tokenizer's
+Consumes prompts rendered by :class:`~rewards.judges.text.TextJudge` (through the tokenizer's
 chat template when it has one); emits the generated text only (never the echoed prompt, whose
 own example tags would otherwise be parsed as the answer). Batched greedy decoding, or sampling
 when ``cfg.temperature > 0``. Loads with ``local_files_only``: nothing is ever downloaded.
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from rewards.config import JudgeConfig
-from rewards.judges.base import TextJudge
+from rewards.judges.text import TextJudge
 
 
 class TransformersJudge(TextJudge):

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from rewards.config import JudgeConfig
-from rewards.judges.base import TextJudge
+from rewards.judges.text import TextJudge
 from rewards.judges.vllm_worker import Prompt, VLLMEngine
 
 log = logging.getLogger(__name__)
