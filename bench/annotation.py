@@ -55,6 +55,13 @@ SERVICE_COST_ONLY = ["rewards.intrinsic_coef=0"]
 MODES = {"off": SERVICE_OFF, "on": [], "cost": SERVICE_COST_ONLY}
 
 
+def timed_job(seconds: float) -> list[str]:
+    """Overrides of the default job for a measured run: a wall-clock budget, no baseline, no
+    metrics server, a row every 5 s for the steady-state rate."""
+    return [f"run.max_minutes={seconds / 60}", "run.random_baseline_episodes=0",
+            "run.total_env_steps=1000000000", "run.report_every_s=5", "metrics.enabled=false"]
+
+
 def on_off(seconds: float, rounds: int) -> dict:
     """Training SPS with the service off, on (ONI), and on with c_int = 0 ("cost"), interleaved.
 
@@ -62,8 +69,7 @@ def on_off(seconds: float, rounds: int) -> dict:
     and NetHack's cost per step depends on it (resets, menus, deaths), by tens of percent.
     cost/off isolates what the service costs the training loop.
     """
-    base = [f"run.max_minutes={seconds / 60}", "run.random_baseline_episodes=0",
-            "run.total_env_steps=1000000000", "run.report_every_s=5", "metrics.enabled=false"]
+    base = timed_job(seconds)
     runs: dict[str, list[float]] = {mode: [] for mode in MODES}
     from cluster.driver import init_ray
 
@@ -114,9 +120,7 @@ def cpu_share(seconds: float, warmup_s: float = 20.0) -> dict:
     """
     import threading
 
-    cfg = load_config(REPO / "configs" / "default.yaml", [
-        f"run.max_minutes={seconds / 60}", "run.random_baseline_episodes=0",
-        "run.total_env_steps=1000000000", "run.report_every_s=5", "metrics.enabled=false"])
+    cfg = load_config(REPO / "configs" / "default.yaml", timed_job(seconds))
     marks: dict[str, dict[str, float]] = {}
     finished = threading.Event()
 

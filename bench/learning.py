@@ -195,7 +195,8 @@ def main() -> None:
     parser.add_argument("--random-episodes", type=int, default=200,
                         help="episodes of a random agent on the task, for the table")
     parser.add_argument("--random-only", action="store_true",
-                        help="only (re)measure the random agent and add it to the saved results")
+                        help="only (re)measure the random agent (with the saved runs' "
+                             "env.penalty_step) and add it to the saved results")
     parser.add_argument("--penalty-step", type=float, default=None,
                         help="NLE's frozen-step penalty (env.penalty_step) for every run")
     parser.add_argument("--tag", default="",
@@ -207,8 +208,11 @@ def main() -> None:
     if args.random_only:
         out = json.loads((RESULTS / f"{stem}.json").read_text())
         task = next(k for k, v in TASKS.items() if v == out["task"])
+        # The random agent plays what the saved runs played, whatever this command line says.
+        saved = dict(o.split("=", 1) for o in out.get("overrides", []))
+        penalty = saved.get("env.penalty_step")
         out["random"] = random_agent(task, args.random_episodes,
-                                     penalty_step=args.penalty_step)
+                                     penalty_step=None if penalty is None else float(penalty))
         write_outputs(out, stem)
         return
     from cluster.driver import init_ray
@@ -235,8 +239,7 @@ def main() -> None:
         }
     out = {"task": TASKS[args.task], "minutes_per_run": args.minutes, "seeds": args.seeds,
            "overrides": extra, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-           "commit": git_commit(), "table": table,
-           "runs": results}
+           "commit": git_commit(), "table": table, "runs": results}
     if args.random_episodes:
         out["random"] = random_agent(args.task, args.random_episodes,
                                      penalty_step=args.penalty_step)

@@ -405,11 +405,11 @@ def _cross_checks(cfg: OniConfig, sources: dict[str, str]) -> list[str]:
     from actors.envs import NLE_TASKS, UnknownEnvError, canonical_env_id  # actors imports this
 
     try:
-        canonical_env_id(cfg.env.id)
+        env_id = canonical_env_id(cfg.env.id)
     except UnknownEnvError as exc:
         problems.append(f"{where('env.id')}: 'env.id' = {cfg.env.id!r}: {exc}")
     else:
-        if cfg.env.penalty_step is not None and canonical_env_id(cfg.env.id) not in NLE_TASKS:
+        if cfg.env.penalty_step is not None and env_id not in NLE_TASKS:
             problems.append(
                 f"{where('env.penalty_step')}: 'env.penalty_step' = {cfg.env.penalty_step} is "
                 f"for NLE tasks; {cfg.env.id!r} has no time penalty"

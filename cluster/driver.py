@@ -437,7 +437,7 @@ class Trainer:
         m.POLICY_VERSION.labels(**self._labels).set(version)
         self.metric_rows.append(row)
         self.run_dir.write_metrics(self.metric_rows)
-        print(progress_line(self.counters, loop, self.baseline), flush=True)
+        print(progress_line(row, self.baseline), flush=True)
 
     def _annotator_columns(self) -> dict[str, Any]:
         """The reward service's columns of the row (none when it does not run)."""

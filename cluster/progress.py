@@ -84,14 +84,13 @@ def annotator_columns(stats: dict[str, Any] | None, *, reward_model_version_trai
     return row
 
 
-def progress_line(c: Counters, loop: LoopState, baseline: dict[str, float] | None) -> str:
-    """The console line: ``[hh:mm:ss] steps ... | sps ... | lag ... | return ... | ...``."""
-    mean_return = float(np.mean(c.recent_returns)) if c.recent_returns else None
-    ret = "   n/a" if mean_return is None else f"{mean_return:6.2f}"
+def progress_line(row: dict[str, Any], baseline: dict[str, float] | None) -> str:
+    """The console line of a metrics row: ``[hh:mm:ss] steps ... | sps ... | lag ... | ...``."""
+    ret = "   n/a" if row["mean_return"] is None else f"{row['mean_return']:6.2f}"
     base = f" (random {baseline['mean_return']:.2f})" if baseline else ""
-    return (f"[{clock(c.elapsed_s)}] steps {c.env_steps_produced:>10,} | sps {loop.sps:7,.0f} | "
-            f"lag {loop.policy_lag:4.1f} | return {ret}{base} | episodes {c.episodes:,} | "
-            f"updates {c.updates:,} | dropped {c.fragments_dropped}")
+    return (f"[{clock(row['time_s'])}] steps {row['env_steps']:>10,} | sps {row['sps']:7,.0f} | "
+            f"lag {row['policy_lag']:4.1f} | return {ret}{base} | episodes {row['episodes']:,} | "
+            f"updates {row['updates']:,} | dropped {row['fragments_dropped']}")
 
 
 def clock(seconds: float) -> str:

@@ -60,10 +60,10 @@ def test_annotator_columns_without_an_answer_keep_the_learners_side() -> None:
 
 
 def test_progress_line() -> None:
-    line = progress_line(counters(), LOOP, {"mean_return": -1.234})
+    line = progress_line(metrics_row(counters(), LOOP, {}, {}), {"mean_return": -1.234})
     assert line == ("[01:02:05] steps      4,096 | sps   1,234 | lag  1.5 | return   3.00 "
                     "(random -1.23) | episodes 4 | updates 3 | dropped 1")
-    assert "return    n/a |" in progress_line(Counters(), LOOP, None)
+    assert "return    n/a |" in progress_line(metrics_row(Counters(), LOOP, {}, {}), None)
 
 
 def test_clock_counts_hours_past_a_day() -> None:
