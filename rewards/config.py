@@ -42,6 +42,24 @@ class JudgeConfig:
     max_retries: int = param(3, "retries of a failed or unparseable request", ge=0)
     backoff_s: float = param(0.5, "first retry delay; doubles each retry", ge=0)
     max_new_tokens: int = param(256, "generation budget per answer", ge=1)
+    scoring: Literal["generate", "logprob"] = param(
+        "generate", "text judges: generate = write an answer and parse its label tag; logprob = "
+        "one forward pass per caption, P(helpful) from the label tokens' probabilities after "
+        "the prompt and the opening tag (no generation)"
+    )
+    constrained: bool = param(
+        True, "text judges, scoring=generate: force the answer into the label grammar where "
+        "the backend can (vLLM guided choice, logits restricted to the label tokens), so every "
+        "answer parses; off = free text read by the strict parser"
+    )
+    think_tokens: int = param(
+        0, "text judges, constrained or logprob: tokens the judge may write freely (think "
+        "aloud) before the opening label tag is forced; 0 = the tag comes first", ge=0
+    )
+    threshold: float = param(
+        0.5, "a caption is labelled helpful when the judge's P(helpful) exceeds this (logprob "
+        "scoring and every backend that gives a probability)", ge=0, le=1
+    )
     temperature: float = param(0.0, "sampling temperature of the judge", ge=0)
     batch_size: int = param(32, "captions per judge batch", ge=1)
     rules_positive: list[str] = param(

@@ -26,6 +26,9 @@ class Verdict:
     # False: the judge gave no answer at all (server down, HTTP error, garbage body). That is
     # an outage, not the caption's fault: the annotator waits instead of spending retries.
     answered: bool = True
+    # P(helpful) where the backend gives one (log-probability scoring, embedding similarity);
+    # None where it gives only a verdict. ``label`` is then ``prob > rewards.judge.threshold``.
+    prob: float | None = None
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,9 @@ class Preference:
     second: str
     preferred: int | None  # 0 = first, 1 = second, -1 = tie, None = unparseable
     raw: str = ""
+    # P(first is better than second) where the backend gives one (log-probability scoring);
+    # None otherwise.
+    prob_first: float | None = None
 
 
 class Judge(ABC):

@@ -1,10 +1,22 @@
 """Text judges: the base class of the backends that answer prompts with text, and their
 shared logic: sanitise, render, generate, parse strictly, retry, count.
 
-Consumes a :class:`TextJudge` (its ``generate`` and ``render_*``) and captions or caption
-pairs. Emits one Verdict / Preference per input, in order. An answer that cannot be parsed is
-asked again, up to ``cfg.max_retries`` times, and is otherwise returned as None and counted:
-it never becomes a label.
+Consumes a :class:`TextJudge` (its ``generate``, ``choose``, ``choice_probs`` and
+``render_*``) and captions or caption pairs. Emits one Verdict / Preference per input, in
+order. An answer that cannot be parsed is asked again, up to ``cfg.max_retries`` times, and is
+otherwise returned as None and counted: it never becomes a label.
+
+Three ways to get an answer, chosen by ``cfg.scoring`` and ``cfg.constrained``:
+
+* free text (``scoring: generate``, not constrained, or a backend without choices): the judge
+  writes its whole answer, and the strict parser reads the final tag;
+* constrained (``scoring: generate``, ``constrained: true``): the prompt is followed by the
+  answer's opening tag (after at most ``think_tokens`` tokens of free thought), and the backend
+  continues with exactly one of the tag's values (:meth:`TextJudge.choose`), so every answer
+  parses by construction;
+* log-probabilities (``scoring: logprob``): the same prompt and opening tag, one forward pass,
+  and P(value) for each of the tag's values (:meth:`TextJudge.choice_probs`); P(helpful) is
+  normalised over FOO and BAR and thresholded at ``cfg.threshold``.
 """
 
 from __future__ import annotations
@@ -13,7 +25,7 @@ import time
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rewards.judges.base import Judge, Preference, Verdict
 from rewards.parse import parse_label, parse_preference, sanitize_caption
@@ -23,6 +35,16 @@ if TYPE_CHECKING:
     from rewards.config import JudgeConfig
 
 T = TypeVar("T")
+A = TypeVar("A")
+# A prompt as a backend takes it: a completion string, or chat messages (role, content).
+Prompt = str | list[dict[str, str]]
+
+# The answer grammar of ONI's prompts (rewards/parse.py reads it): an opening tag, one value,
+# a closing tag. Values carry their leading space, as the prompts write them ("<label> FOO").
+LABEL_OPEN, LABEL_CLOSE = "<label>", " </label>"
+LABEL_CHOICES = (" FOO", " BAR")  # helpful, not helpful
+COMPARE_OPEN, COMPARE_CLOSE = "<best_description>", " </best_description>"
+COMPARE_CHOICES = (" 1", " 2", " none")  # first, second, neither
 
 
 @dataclass
@@ -61,10 +83,55 @@ class TextJudge(Judge):
         self.prompts = load_prompts(cfg.prompts)
         self.prompts.goal(task)  # an unknown task fails here, not at the first caption
         self.counters = TextJudgeStats()
+        if cfg.scoring == "logprob" and not self.supports_choices:
+            raise ValueError(
+                f"rewards.judge.scoring=logprob: the {self.name} backend cannot score "
+                "log-probabilities (use transformers, vllm or openai)"
+            )
+
+    @property
+    def answer_mode(self) -> str:
+        """How this judge answers: ``logprob``, ``constrained`` or ``free`` (module doc)."""
+        if self.cfg.scoring == "logprob":
+            return "logprob"
+        return "constrained" if self.cfg.constrained and self.supports_choices else "free"
+
+    #: The backend implements ``choose`` and ``choice_probs`` (constrained answers and
+    #: log-probability scoring). Backends that cannot leave it False: they answer in free text,
+    #: and ``scoring: logprob`` is refused at construction.
+    supports_choices: bool = False
 
     @abstractmethod
-    def generate(self, prompts: Sequence[str]) -> list[str | None]:
-        """One completion per prompt, in order; None where the request failed for good."""
+    def generate(
+        self, prompts: Sequence[Any], *, max_new_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> list[str | None]:
+        """One completion per prompt, in order; None where the request failed for good.
+        ``max_new_tokens`` overrides ``cfg.max_new_tokens``; generation ends before any of
+        ``stop`` (the stop string itself is not returned)."""
+
+    def choose(self, prompts: Sequence[Any], choices: Sequence[str]) -> list[str | None]:
+        """For each prompt, which ends inside the judge's answer right after an opening tag
+        (:meth:`answer_prompt`), the continuation, constrained to be exactly one of ``choices``
+        (greedy, or sampled at ``cfg.temperature``); None where the request failed."""
+        raise NotImplementedError(f"{self.name} judge cannot constrain its answers")
+
+    def choice_probs(
+        self, prompts: Sequence[Any], choices: Sequence[str]
+    ) -> list[list[float] | None]:
+        """For each prompt (as for :meth:`choose`), the probability of each of ``choices`` as
+        the continuation, normalised to sum to 1 over ``choices``, from one forward pass;
+        None where the request failed. Choices that share their first token are scored on
+        their whole token sequence."""
+        raise NotImplementedError(f"{self.name} judge cannot score log-probabilities")
+
+    def answer_prompt(self, prompt: Any, answer_start: str) -> Any:
+        """``prompt`` followed by the beginning of the judge's own answer. A completion string
+        gets it appended; chat messages get a final assistant message that the backend must
+        continue (``continue_final_message``), not close."""
+        if isinstance(prompt, str):
+            return prompt + answer_start
+        return [*prompt, {"role": "assistant", "content": answer_start}]
 
     def render_label(self, caption: str) -> str:
         """The prompt sent for one (already sanitised) caption."""
@@ -87,21 +154,24 @@ class TextJudge(Judge):
 
 def _ask(
     judge: TextJudge,
-    prompts: list[str],
-    parse: Callable[[str | None], T | None],
+    prompts: list[Any],
+    parse: Callable[[A], T | None],
     *,
     kind: str,
-) -> list[tuple[T | None, str | None]]:
+    ask: Callable[[list[Any]], list[A | None]] | None = None,
+) -> list[tuple[T | None, A | None]]:
     """(parsed, raw) per prompt; re-asks the unparsed ones up to ``max_retries`` times. raw is
-    None where no attempt got an answer (the request failed every time)."""
+    None where no attempt got an answer (the request failed every time). ``ask`` defaults to
+    free-text generation."""
+    ask = ask or judge.generate
     stats = judge.counters
-    results: list[tuple[T | None, str | None]] = [(None, None)] * len(prompts)
+    results: list[tuple[T | None, A | None]] = [(None, None)] * len(prompts)
     pending = list(range(len(prompts)))
     for _ in range(1 + judge.cfg.max_retries):
         if not pending:
             break
         start = time.perf_counter()
-        answers = judge.generate([prompts[i] for i in pending])
+        answers = ask([prompts[i] for i in pending])
         stats.generate_seconds += time.perf_counter() - start
         if len(answers) != len(pending):
             raise RuntimeError(
@@ -135,12 +205,76 @@ def label_captions(judge: TextJudge, captions: Sequence[str]) -> list[Verdict]:
     judge.counters.labels += len(captions)
     asked = [i for i, c in enumerate(clean) if c]
     judge.counters.labels_empty += len(captions) - len(asked)
-    answers = _ask(judge, [judge.render_label(clean[i]) for i in asked], parse_label, kind="label")
+    prompts = [judge.render_label(clean[i]) for i in asked]
     verdicts = [Verdict(caption=c, label=False, raw="") for c in captions]
-    for i, (label, raw) in zip(asked, answers, strict=True):
-        verdicts[i] = Verdict(caption=captions[i], label=label, raw=raw or "",
-                              answered=raw is not None)
+    mode = judge.answer_mode
+    if mode == "free":
+        answers = _ask(judge, prompts, parse_label, kind="label")
+        for i, (label, raw) in zip(asked, answers, strict=True):
+            verdicts[i] = Verdict(captions[i], label, raw=raw or "", answered=raw is not None)
+        return verdicts
+    starts = _answer_starts(judge, prompts, LABEL_OPEN)
+    prompts = [judge.answer_prompt(p, s) for p, s in zip(prompts, starts, strict=True)]
+    if mode == "constrained":
+        chosen = _ask(judge, prompts, parse_label, kind="label",
+                      ask=_choose_answers(judge, LABEL_CHOICES, starts, prompts, LABEL_CLOSE))
+        for i, (label, raw) in zip(asked, chosen, strict=True):
+            verdicts[i] = Verdict(captions[i], label, raw=raw or "", answered=raw is not None)
+        return verdicts
+    scored = _ask(judge, prompts, _checked_probs(len(LABEL_CHOICES)), kind="label",
+                  ask=lambda ps: judge.choice_probs(ps, LABEL_CHOICES))
+    for i, start, (probs, _) in zip(asked, starts, scored, strict=True):
+        if probs is None:
+            verdicts[i] = Verdict(captions[i], None, raw="no answer", answered=False)
+            continue
+        p_helpful = probs[0]
+        label = p_helpful > judge.cfg.threshold
+        raw = f"{start}{LABEL_CHOICES[0 if label else 1]}{LABEL_CLOSE} (P(FOO)={p_helpful:.4f})"
+        verdicts[i] = Verdict(captions[i], label, raw=raw, prob=p_helpful)
     return verdicts
+
+
+def _answer_starts(judge: TextJudge, prompts: list[Any], opening: str) -> list[str]:
+    """The start of each answer: up to ``think_tokens`` tokens of free thought, then the
+    opening tag. A thought that fails or runs out of budget is kept as it is; the tag follows."""
+    if judge.cfg.think_tokens <= 0 or not prompts:
+        return [opening] * len(prompts)
+    start = time.perf_counter()
+    thoughts = judge.generate(prompts, max_new_tokens=judge.cfg.think_tokens, stop=[opening])
+    judge.counters.generate_seconds += time.perf_counter() - start
+    # A thought must not leave a tag open: the forced tag would then sit inside it.
+    return [_close_thought(t or "") + opening for t in thoughts]
+
+
+def _close_thought(thought: str) -> str:
+    thought = thought.rstrip()
+    return f"{thought}\n" if thought else ""
+
+
+def _choose_answers(
+    judge: TextJudge, choices: Sequence[str], starts: list[str], prompts: list[Any], close: str
+) -> Callable[[list[Any]], list[str | None]]:
+    """``ask`` for constrained answers: the full answer text (thought, tag, value, closing
+    tag), so the strict parser reads it like any other answer and counts what it can't read."""
+    start_of = {id(p): s for p, s in zip(prompts, starts, strict=True)}
+
+    def ask(batch: list[Any]) -> list[str | None]:
+        values = judge.choose(batch, choices)
+        return [None if v is None else f"{start_of[id(p)]}{v}{close}"
+                for p, v in zip(batch, values, strict=True)]
+
+    return ask
+
+
+def _checked_probs(n: int) -> Callable[[list[float]], list[float] | None]:
+    """Accept a probability vector only if it has ``n`` finite entries summing to ~1."""
+
+    def check(probs: list[float]) -> list[float] | None:
+        if len(probs) != n or not all(0.0 <= p <= 1.0 for p in probs):
+            return None
+        return probs if abs(sum(probs) - 1.0) < 1e-3 else None
+
+    return check
 
 
 def compare_pairs(judge: TextJudge, pairs: Sequence[tuple[str, str]]) -> list[Preference]:
@@ -152,10 +286,34 @@ def compare_pairs(judge: TextJudge, pairs: Sequence[tuple[str, str]]) -> list[Pr
     asked = [i for i, (a, b) in enumerate(clean) if a or b]
     judge.counters.comparisons_empty += len(pairs) - len(asked)
     prompts = [judge.render_compare(*clean[i]) for i in asked]
-    answers = _ask(judge, prompts, parse_preference, kind="compare")
     prefs = [Preference(first=a, second=b, preferred=-1) for a, b in pairs]
-    for i, (preferred, raw) in zip(asked, answers, strict=True):
-        prefs[i] = Preference(pairs[i][0], pairs[i][1], preferred=preferred, raw=raw or "")
+    mode = judge.answer_mode
+    if mode == "free":
+        answers = _ask(judge, prompts, parse_preference, kind="compare")
+        for i, (preferred, raw) in zip(asked, answers, strict=True):
+            prefs[i] = Preference(pairs[i][0], pairs[i][1], preferred=preferred, raw=raw or "")
+        return prefs
+    starts = _answer_starts(judge, prompts, COMPARE_OPEN)
+    prompts = [judge.answer_prompt(p, s) for p, s in zip(prompts, starts, strict=True)]
+    if mode == "constrained":
+        chosen = _ask(judge, prompts, parse_preference, kind="compare",
+                      ask=_choose_answers(judge, COMPARE_CHOICES, starts, prompts, COMPARE_CLOSE))
+        for i, (preferred, raw) in zip(asked, chosen, strict=True):
+            prefs[i] = Preference(pairs[i][0], pairs[i][1], preferred=preferred, raw=raw or "")
+        return prefs
+    scored = _ask(judge, prompts, _checked_probs(len(COMPARE_CHOICES)), kind="compare",
+                  ask=lambda ps: judge.choice_probs(ps, COMPARE_CHOICES))
+    for i, start, (probs, _) in zip(asked, starts, scored, strict=True):
+        if probs is None:
+            prefs[i] = Preference(pairs[i][0], pairs[i][1], preferred=None, raw="no answer")
+            continue
+        best = max(range(len(probs)), key=probs.__getitem__)
+        preferred = (0, 1, -1)[best]
+        decided = probs[0] + probs[1]
+        prob_first = probs[0] / decided if decided > 0 else 0.5
+        raw = (f"{start}{COMPARE_CHOICES[best]}{COMPARE_CLOSE} "
+               f"(P(1)={probs[0]:.4f}, P(2)={probs[1]:.4f}, P(none)={probs[2]:.4f})")
+        prefs[i] = Preference(pairs[i][0], pairs[i][1], preferred, raw=raw, prob_first=prob_first)
     return prefs
 
 
