@@ -153,7 +153,8 @@ class RewardModelConfig:
         "none", "ONI's reward model: retrieval (label table), classification, ranking"
     )
     threshold: float = param(
-        0.5, "classification: reward 1 where P(helpful) exceeds it", ge=0, le=1
+        0.5, "classification: reward 1 where the model's P(helpful) exceeds it (the judge's "
+        "own probabilities are cut at rewards.judge.threshold)", ge=0, le=1
     )
     ranking_quantile: float = param(
         0.5, "ranking: reward where the normalised score exceeds this quantile", ge=0, le=1
