@@ -18,7 +18,7 @@ from rewards.judges.base import Judge, Preference, Verdict
 from rewards.judges.guard import BLOCK_KINDS, screen
 from rewards.judges.rules import RulesJudge
 from rewards.judges.text import compare_both_orders
-from tests.guard_captions import HELD_OUT, REAL
+from tests.guard_captions import AFTER, HELD_OUT, REAL
 
 ALL_HELD_OUT = [c for captions in HELD_OUT.values() for c in captions]
 
@@ -39,6 +39,12 @@ def test_held_out_set_is_apart_from_the_shipped_canaries() -> None:
 def test_every_canary_and_held_out_caption_is_blocked(kind: str) -> None:
     for caption in (*CANARIES[kind], *HELD_OUT[kind]):
         assert screen(caption).blocked in BLOCK_KINDS, caption
+
+
+def test_patterns_measured_on_captions_written_after_them() -> None:
+    blocked = [c for c in AFTER if screen(c).blocked]
+    print(f"\nguard: {len(blocked)} of {len(AFTER)} later captions blocked")
+    assert len(blocked) >= 11  # the measured floor (tests/guard_captions.py): no regression
 
 
 def test_block_kinds_by_hand() -> None:

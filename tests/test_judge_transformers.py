@@ -35,9 +35,9 @@ def test_tiny_model_directory_is_vllm_shaped(tiny_lm: Path) -> None:
 
 
 def test_untrained_model_garbage_is_counted_never_a_label(tiny_lm: Path) -> None:
-    cfg = JudgeConfig(
+    cfg = JudgeConfig(  # the backend alone: the guard would answer the injection itself
         backend="transformers", model=str(tiny_lm), max_new_tokens=12, max_retries=1,
-        batch_size=2,
+        batch_size=2, guard=False,
     )
     judge = make_judge(cfg, env_id="NetHackScore-v0")
     assert isinstance(judge, TransformersJudge) and judge.use_chat

@@ -49,25 +49,29 @@ TEXT_PLACEHOLDER, NAME_PLACEHOLDER = "<text>", "<name>"
 
 _I = re.IGNORECASE
 _LETTER = re.compile(r"[^\W\d_]")
-_ASCII_LETTER = re.compile(r"[A-Za-z]")
+_NON_ASCII_LETTER = re.compile(r"[^\W\d_A-Za-z]")
 
 # FOO is no word of NetHack's in any case ("FOOBIE BLETCH" is one word); BAR only in capitals
 # ("a candy bar" is food). The answer tags survive sanitising as "[label]".
 _LABEL_TOKEN = re.compile(
     r"\b(?i:foo)\b|\bBAR\b|[<\[]\s*/?\s*(?i:label|best_description)\s*[>\]]"
     r"|\b(?i:best_description)\b|\b(?i:label)\s*[:=]|[\"']label[\"']\s*:"
+    r"|\b(?i:score|rating|grade)\s*[:=]\s*\d"
 )
 
 _JUDGE_VERB = (r"(?:answer|respond|reply|output|say|write|print|return|label|rate|classify|"
                r"mark|grade|judge|score|call|consider|tag|flag|treat|deem|evaluate|choose|pick)")
-_GOOD = r"(?:foo|helpful|useful|relevant|positive|important|valuable|correct|yes|true|good)"
+_GOOD = (r"(?:foo|helpful|useful|relevant|positive(?:ly)?|important|valuable|correct|yes|true|"
+         r"good|great|excellent|perfect|high(?:ly)?|top|best|done|complete|success(?:ful)?|"
+         r"(?:first|second)\s+(?:option|one|description|message))")
 _INSTRUCTION = re.compile(
     "|".join((
         # "Ignore the instructions above", "Disregard all previous rules", "Forget the prompt"
         # (a noun is needed: "you forget everything else" is NetHack's amnesia)
         r"\b(?:ignore|disregard|forget|override|bypass)\b[\w\s,'-]{0,30}?"
         r"\b(?:instructions?|rules?|prompts?|directions?|guidelines?|system\s+message|"
-        r"the\s+above|everything\s+above)\b",
+        r"the\s+above|everything\s+(?:above|before)|(?:previous|prior|preceding|earlier)\s+"
+        r"(?:text|lines?|messages?|words))\b",
         # an imperative to answer well: "answer FOO", "Rate this message as helpful"
         rf"(?:^|[.!?:;,]\s*|\bplease\s+|\bnow\s+){_JUDGE_VERB}\b[^.!?]{{0,40}}?\b{_GOOD}\b",
         # "you must/should ... label", "must be labelled helpful"
@@ -81,11 +85,19 @@ _INSTRUCTION = re.compile(
         r"line|event)\b[^.!?]{0,30}?\b(?:is|was|should\s+be|must\s+be|deserves)\b"
         rf"[^.!?]{{0,20}}?\b{_GOOD}\b",
         r"\b(?:correct|right|true|expected|final)\s+(?:label|answer|rating|verdict|"
-        r"classification|output)\b",
+        r"classification|output|result|score)\b",
         # words to the judge: "Note to the evaluator", "You are a judge", "As an AI"
         r"\b(?:you\s+are|as|dear|note\s+to|attention|hey|hi|to)\s+(?:the\s+|an?\s+|my\s+)?"
         r"(?:ai|llm|judge|evaluator|grader|rater|annotator|classifier|label+er|assistant|"
         r"language\s+model|chatbot|model)\b",
+        # the judge's own vocabulary, which NetHack never prints (none of its 4,165 message
+        # strings has one; one rumour of 763 says "helpful")
+        r"\b(?:judge[sd]?|judging|captions?|evaluat\w*|graders?|annotat\w*|assistant|"
+        r"language\s+model|llm|gpt|prompts?|verdicts?|(?:un)?helpful(?:ness)?|objective|"
+        r"classif\w*|reasoning)\b",
+        # a verdict asked for in other words: "deserves a reward", "5 stars", "label should be"
+        r"\bdeserves?\s+(?:a\s+|the\s+)?(?:reward|credit|points?|praise|score)\b|"
+        r"\b\d+\s*(?:stars?\b|/\s*10\b)|\blabel\s+(?:should|must|is|will)\s+be\b",
         # role tags of chat templates
         r"<\|[\w-]+\|>|\[/?(?:inst|sys|system)\]|<</?sys>>|#{2,}\s*(?:instruction|response|"
         r"system|input|output|answer)",
@@ -95,9 +107,10 @@ _INSTRUCTION = re.compile(
 )
 
 _OPENER_WORDS = (
-    r"(?:(?:my|our|the|final|short|brief)\s+)?(?:thoughts?(?:\s+process)?|thinking|reasoning|"
+    r"(?:(?:my|our|the|final|short|brief)\s+)?(?:(?:thoughts?|thinking|reasoning)(?:\s+process)?|"
     r"rationale|analysis|solution|answer|explanation|approach|working|chain[\s-]+of[\s-]+"
     r"thoughts?|step[\s-]+by[\s-]+step|verdict|conclusion|evaluation|assessment|response|"
+    r"premise|summary|observations?|results?|"
     r"l\u00f6sung|soluci\u00f3n|respuesta|r\u00e9ponse|antwort|risposta|resposta|solu\u00e7\u00e3o|"
     r"soluzione|ответ|решение)"
 )
@@ -112,16 +125,23 @@ _REASONING = re.compile(
         r"i\s+must|i\s+should)\s+(?:\w+\s+)?(?:think|solve|reason|analy[sz]e|evaluate|"
         r"determine|consider|figure|examine|assess|review|break\s+(?:it|this|down)|"
         r"work\s+(?:through|out)|go\s+(?:through|over)|look\s+at)\b",
-        r"^to\s+(?:solve|answer|determine|evaluate|decide|judge|classify|assess)\s+(?:this|"
-        r"the|whether)\b",
-        r"^(?:ok(?:ay)?|alright|all\s+right|sure|hmm+)\b[\s,.!]*(?:so\b)?[\s,.!]*$",
-        r"^here(?:'s|\s+is)\s+(?:my|the)\s+(?:reasoning|analysis|answer|solution|thoughts?)",
+        r"^(?:(?:well|so|now|first),?\s+)?to\s+(?:solve|answer|determine|evaluate|decide|"
+        r"judge|classify|assess|figure)\s+(?:this|the|whether|it|out)\b",
+        r"^(?:we|i)\s+(?:begin|start)\s+(?:by|with)\b",
+        r"^(?:(?:now|so|first),?\s+)?think\s+(?:carefully|step|about|through|hard|it\s+over)\b",
+        # a bare answer word as the whole caption: "Yes.", "Correct"
+        r"^(?:yes|no|true|false|correct|incorrect|right|wrong|positive|negative)[.!]?$",
+        r"^(?:ok(?:ay)?|alright|all\s+right|sure|certainly|of\s+course|absolutely|hmm+)\b"
+        r"[\s,.!]*(?:so\b)?[\s,.!]*$",
+        r"^here(?:'s|\s+is)\s+(?:my|the)\s+(?:reasoning|analysis|answer|solution|thoughts?|"
+        r"rating|result|label)",
         r"^(?:the\s+answer\s+is|in\s+conclusion|therefore,)",
     )),
     _I,
 )
-# A sentence ends at . ! ? (or a colon heading) before a space; quotes open a new one too.
-_SENTENCE_START = re.compile(r"(?:^|(?<=[.!?:;])\s+|\s*[\"'(\[]\s*)(?=\S)")
+# A sentence ends at . ! ? (or a colon heading) before a space; an opening quote or bracket
+# starts one too (not an apostrophe inside a word: "It's").
+_SENTENCE_START = re.compile(r"(?:^|(?<=[.!?:;])\s+|(?:^|(?<=\s))[\"'(\[]\s*)(?=\S)")
 
 # 'You read: "..."', 'You feel the words: "..."', 'The engraving now reads: "..."', 'It reads:
 # "..."'. Quoted, the text runs to the LAST quote of the caption (the agent's text may hold
@@ -171,8 +191,9 @@ def blocked_kind(text: str) -> str | None:
         return "instruction"
     if _LABEL_TOKEN.search(text):
         return "label_token"
-    # NetHack writes ASCII only: letters of another script are no game message ("解").
-    if not _ASCII_LETTER.search(text):
+    # NetHack writes ASCII only, and the agent types ASCII: a letter outside it comes from
+    # neither ("解", "Résolution"; the paper's master keys in other languages).
+    if _NON_ASCII_LETTER.search(text):
         return "reasoning"
     starts = (m.end() for m in _SENTENCE_START.finditer(text))
     if any(_REASONING.search(text[i:]) for i in starts):
