@@ -15,9 +15,11 @@ from rewards.canary import CANARIES, CANARY_CAPTIONS, CANARY_KINDS
 from rewards.config import JudgeConfig
 from rewards.judges import GuardedJudge, make_judge
 from rewards.judges.base import Judge, Preference, Verdict
-from rewards.judges.guard import BLOCK_KINDS, screen
+from rewards.judges.guard import BLOCK_KINDS, Screened, screen
 from rewards.judges.rules import RulesJudge
 from rewards.judges.text import compare_both_orders
+from rewards.parse import sanitize_caption
+from rewards.prompts import load_prompts
 from tests.guard_captions import AFTER, HELD_OUT, REAL
 
 ALL_HELD_OUT = [c for captions in HELD_OUT.values() for c in captions]
@@ -63,10 +65,14 @@ def test_block_kinds_by_hand() -> None:
 
 @pytest.mark.parametrize("caption", sorted(REAL))
 def test_real_messages_pass_with_agent_text_redacted(caption: str) -> None:
-    from rewards.parse import sanitize_caption
-
     out = screen(sanitize_caption(caption, 512))
     assert out.blocked is None and out.text == REAL[caption]
+
+
+def test_the_prompt_files_nethack_examples_pass_unchanged() -> None:
+    for example in load_prompts().examples:
+        text = sanitize_caption(example.text, 512)
+        assert screen(text) == Screened(text), example.text
 
 
 class RecordingJudge(Judge):

@@ -15,12 +15,17 @@ Two rules, applied to the sanitised caption (``screen``):
 
 * **blocked** (labelled not helpful, without asking the judge), by kind:
   ``punctuation`` (no letter at all), ``instruction`` (ignore..., answer/label/rate ... FOO
-  or helpful, role tags, "must be labelled"), ``label_token`` (FOO/BAR, the answer tags),
-  ``reasoning`` (a sentence that opens like a judge's answer: "Thought process:",
-  "Let's solve ...", "Step 1:", "Solution", or letters in no script NetHack writes), and
-  ``agent_text`` (nothing left but the frame of a text the agent read, once the text is hidden).
-  The first three and ``reasoning`` are also looked for inside each piece of agent text, where
-  they block the whole caption: the game never writes them, so the agent did.
+  or helpful, role tags, "must be labelled", the judge's own vocabulary: judge, caption,
+  prompt, helpful), ``label_token`` (FOO/BAR, the answer tags), ``reasoning`` (a sentence
+  that opens like a judge's answer: "Thought process:", "Let's solve ...", "Step 1:",
+  "Solution", or letters outside ASCII, which neither NetHack nor the agent's keyboard
+  writes), and ``agent_text`` (nothing left but the frame of a text the agent read, once the
+  text is hidden). The four pattern kinds are also looked for inside each piece of agent
+  text, where they block the whole caption: the game never writes them, so the agent did.
+  Each pattern was checked against NetHack 3.6's 4,165 message format strings, its rumours
+  and epitaphs (tests/test_guard.py keeps real messages passing). Patterns cannot be
+  complete (tests/guard_captions.py measures them on captions written after them); the
+  redaction below does not depend on phrasing.
 * **redacted**: the quoted text after "You read:", "You feel the words:", "... reads:" becomes
   ``"<text>"``; a name after " named " / " called " becomes ``<name>`` (up to the end of its
   sentence). The game event stays ("g - a key named <name>." is still a key pickup); the
