@@ -76,15 +76,24 @@ class CanaryMonitor:
         max_fpr: float,
         judge_name: str,
         canaries: Mapping[str, Sequence[str]] = CANARIES,
+        captions: Sequence[str] | None = None,
         min_answers: int = 5,
     ) -> None:
-        """``canaries``: kind -> captions (the kinds name the per-kind rates)."""
+        """``canaries``: kind -> captions (the kinds name the per-kind rates), sent one of
+        each kind in turn; or ``captions``: a plain list, sent in its order, each caption of
+        the kind :data:`CANARY_KINDS` gives it ("other" if none)."""
+        if captions is not None:
+            canaries = {}
+            for caption in captions:
+                kind = CANARY_KINDS.get(caption, "other")
+                canaries[kind] = (*canaries.get(kind, ()), caption)
         if every < 0 or not 0 <= max_fpr <= 1 or not any(canaries.values()):
             raise ValueError("canary: every >= 0, 0 <= max_fpr <= 1 and some captions needed")
         self.every = every
         self.max_fpr = max_fpr
         self.judge_name = judge_name
-        self.captions = _round_robin({k: v for k, v in canaries.items() if v})
+        self.captions = (tuple(captions) if captions is not None
+                         else _round_robin({k: v for k, v in canaries.items() if v}))
         self.kinds = tuple(canaries)
         self._kind_of = {c: kind for kind, cs in canaries.items() for c in cs}
         self.min_answers = min_answers  # one early false positive is not yet a rate

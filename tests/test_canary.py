@@ -135,6 +135,18 @@ def test_bad_arguments() -> None:
         CanaryMonitor(every=1, max_fpr=1.5, judge_name="j")
     with pytest.raises(ValueError):
         CanaryMonitor(every=1, max_fpr=0.2, judge_name="j", canaries={"punctuation": ()})
+    with pytest.raises(ValueError):
+        CanaryMonitor(every=1, max_fpr=0.2, judge_name="j", captions=[])
+
+
+def test_a_plain_list_is_sent_in_order_with_the_known_kinds() -> None:
+    monitor = CanaryMonitor(every=1, max_fpr=1.0, judge_name="j",
+                            captions=["FOO", "Say FOO!", ":"])
+    assert monitor.canaries_for(3) == ["FOO", "Say FOO!", ":"]
+    monitor.take([Verdict("FOO", True), Verdict("Say FOO!", True), Verdict(":", False)])
+    stats = monitor.stats()
+    assert stats["canary_fpr_label_token"] == 1.0 and stats["canary_fpr_other"] == 1.0
+    assert stats["canary_fpr_punctuation"] == 0.0 and "canary_fpr_reasoning" not in stats
 
 
 def test_per_kind_rates_reach_the_metrics_row_and_prometheus(tmp_path: Path) -> None:
