@@ -60,6 +60,12 @@ class JudgeConfig:
         0.5, "a caption is labelled helpful when the judge's P(helpful) exceeds this (logprob "
         "scoring and every backend that gives a probability)", ge=0, le=1
     )
+    guard: bool = param(
+        True, "answer captions that try to fool the judge (punctuation only, reasoning "
+        "openers, instructions, label tokens) as not helpful without asking it, and hide "
+        "agent-written text (engravings, object names) from it; see rewards/judges/guard.py. "
+        "Off only to measure a backend alone"
+    )
     temperature: float = param(0.0, "sampling temperature of the judge", ge=0)
     batch_size: int = param(32, "captions per judge batch", ge=1)
     rules_positive: list[str] = param(

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import pytest
 
 from rewards.config import JudgeConfig
-from rewards.judges import make_judge
+from rewards.judges import GuardedJudge, make_judge
 from rewards.judges.rules import RulesJudge
 from rewards.judges.text import TextJudge, compare_both_orders
 
@@ -174,7 +174,7 @@ def test_rules_judge_uses_config_regexes() -> None:
 
 def test_rules_judge_falls_back_to_the_task_rules_of_the_prompt_file() -> None:
     judge = make_judge(JudgeConfig(backend="rules"), env_id="oniray/Corridor-v0")
-    assert isinstance(judge, RulesJudge)
+    assert isinstance(judge, GuardedJudge) and isinstance(judge.inner, RulesJudge)
     labels = [v.label for v in judge.label(
         ["You see a key here.", "You unlock the door.", "You bump into a wall.",
          "It's solid stone."]
