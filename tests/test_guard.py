@@ -132,7 +132,7 @@ def test_an_injected_caption_never_wins_a_comparison() -> None:
     assert [p.prob_first for p in prefs[:3]] == [0.0, 1.0, 0.5]
     assert inner.seen == ["It's solid stone.", "You kill the newt!"]
     # Both orders, as the annotator asks them: the injection still loses.
-    assert compare_both_orders(judge, pairs[:2]) == [1, 0]
+    assert [p.preferred for p in compare_both_orders(judge, pairs[:2])] == [1, 0]
 
 
 def test_make_judge_guards_every_backend_unless_switched_off() -> None:
