@@ -72,16 +72,17 @@ class EnvConfig:
     """The environments the rollout actors step."""
 
     id: str = param(
-        "NetHackScore-v0", "NLE task id (NetHackScore-v0, NetHackStaircase-v0, ...) or "
-        "oniray/Corridor-v0, the small test environment"
+        "NetHackScore-v0", "NLE task id (NetHackScore-v0, NetHackStaircase-v0, ...), any id "
+        "the minihack package registers (MiniHack-Room-5x5-v0, MiniHack-KeyRoom-S15-v0, ...) "
+        "or oniray/Corridor-v0, the small test environment"
     )
     crop_size: int = param(9, "side of the glyph crop around the agent (odd)", ge=3)
     max_episode_steps: int | None = param(
         None, "truncate episodes after this many steps; null = the task's default", ge=1
     )
     penalty_step: float | None = param(
-        None, "NLE tasks: reward for each step that does not advance the game clock (menus, "
-        "walking into walls); null = NLE's default -0.01, 0 = no penalty", le=0
+        None, "NLE and MiniHack tasks: reward for each step that does not advance the game "
+        "clock (menus, walking into walls); null = NLE's default -0.01, 0 = no penalty", le=0
     )
 
 
@@ -402,17 +403,17 @@ def _cross_checks(cfg: OniConfig, sources: dict[str, str]) -> list[str]:
         )
     # Checked here, not in an actor: a typo would otherwise surface minutes later as a
     # RayActorError deep in the rollout actors' construction.
-    from actors.envs import NLE_TASKS, UnknownEnvError, canonical_env_id  # actors imports this
+    from actors.envs import UnknownEnvError, canonical_env_id, has_penalty_step  # imports this
 
     try:
         env_id = canonical_env_id(cfg.env.id)
     except UnknownEnvError as exc:
         problems.append(f"{where('env.id')}: 'env.id' = {cfg.env.id!r}: {exc}")
     else:
-        if cfg.env.penalty_step is not None and env_id not in NLE_TASKS:
+        if cfg.env.penalty_step is not None and not has_penalty_step(env_id):
             problems.append(
                 f"{where('env.penalty_step')}: 'env.penalty_step' = {cfg.env.penalty_step} is "
-                f"for NLE tasks; {cfg.env.id!r} has no time penalty"
+                f"for NLE and MiniHack tasks; {cfg.env.id!r} has no time penalty"
             )
     if cfg.ray.address is None and cfg.ray.num_cpus is not None:
         # Ray would wait forever for the CPUs of the last actor that does not fit.
