@@ -42,6 +42,7 @@ from cluster.run_dir import RunDir, atomic_write_text
 from cluster.summary import success_rate, summarise
 from cluster.supervision import AnnotatorSupervisor, RestartBudgetExceeded, RolloutSupervisor
 from cluster.telemetry import Telemetry, object_store_used_bytes
+from cluster.tensorboard import EventWriter
 from learner import intrinsic as intrinsic_keys
 from learner.learner_group import SKIPPED, LearnerGroup
 
@@ -104,8 +105,9 @@ class Trainer:
     """The training loop over already-built components."""
 
     def __init__(self, cfg: OniConfig, run_dir: RunDir, parts: Components,
-                 telemetry: Telemetry | None = None) -> None:
+                 telemetry: Telemetry | None = None, events: EventWriter | None = None) -> None:
         self.cfg, self.run_dir, self.parts, self.telemetry = cfg, run_dir, parts, telemetry
+        self.events = events  # TensorBoard: the same rows as metrics.parquet
         self.counters = Counters()
         self.baseline: dict[str, float] | None = None
         self.metric_rows: list[dict[str, Any]] = run_dir.read_metrics()
@@ -437,6 +439,8 @@ class Trainer:
         m.POLICY_VERSION.labels(**self._labels).set(version)
         self.metric_rows.append(row)
         self.run_dir.write_metrics(self.metric_rows)
+        if self.events is not None:
+            self.events.write_row(row)
         print(progress_line(row, self.baseline), flush=True)
 
     def _annotator_columns(self) -> dict[str, Any]:
@@ -496,7 +500,8 @@ def run_training(cfg: OniConfig, run_dir: RunDir, *, resume_state: dict | None =
     parts = build_components(cfg, labels_dir=str(run_dir.labels))
     telemetry.set_sources(telemetry_sources(parts))
     log.info("processes: %s", _pids(parts))
-    trainer = Trainer(cfg, run_dir, parts, telemetry)
+    events = EventWriter(run_dir.root)
+    trainer = Trainer(cfg, run_dir, parts, telemetry, events)
     if resume_state is not None:
         trainer.restore(resume_state)
         print(f"resumed at {trainer.counters.env_steps_produced:,} env steps, "
@@ -515,6 +520,7 @@ def run_training(cfg: OniConfig, run_dir: RunDir, *, resume_state: dict | None =
             signal.signal(sig, handler)
         telemetry.refresh()  # the final numbers, for a scrape that comes right after the end
         telemetry.stop()
+        events.close()
         for actor in parts.rollouts.actors:
             ray.kill(actor)
         parts.learners.shutdown()
