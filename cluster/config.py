@@ -430,7 +430,9 @@ def _cross_checks(cfg: OniConfig, sources: dict[str, str]) -> list[str]:
                 f"the last actor would wait forever"
             )
     rewards = cfg.rewards
-    if rewards.model.kind != "none" and not rewards.annotator.enabled:
+    from rewards.models import needs_labels
+
+    if needs_labels(rewards.model.kind) and not rewards.annotator.enabled:
         problems.append(
             f"{where('rewards.model.kind')}: 'rewards.model.kind' = {rewards.model.kind!r} "
             f"needs rewards.annotator.enabled = true (the labels come from the annotator)"
