@@ -134,17 +134,12 @@ def random_agent(task: str, episodes: int, *, penalty_step: float | None = None)
     worker = RolloutWorker(env=EnvConfig(id=TASKS[task], penalty_step=penalty_step),
                            rollout=RolloutConfig(envs_per_actor=8, fragment_length=32),
                            model=ModelConfig(), actor_id=0, seed=1234)
-    returns: list[float] = []
-    successes: list[bool] = []
-    lengths: list[int] = []
-    steps = 0
-    while len(returns) < episodes:
-        stats = worker.sample(random_policy=True)[1]
-        returns += stats.episode_returns
-        successes += stats.episode_successes
-        lengths += stats.episode_lengths
-        steps += stats.env_steps
+    # Each env's first episodes (RolloutWorker.play_random): not whichever end first.
+    stats = worker.play_random(episodes_per_env=-(-episodes // worker.num_envs))
     worker.close()
+    returns, successes, lengths = (stats.episode_returns, stats.episode_successes,
+                                   stats.episode_lengths)
+    steps = stats.env_steps
     return {"final_mean_return": band(returns), "final_success_rate": band(
         [float(x) for x in successes]), "final_mean_length": band(lengths),
         "episodes": len(returns), "env_steps": steps}

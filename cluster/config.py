@@ -38,7 +38,12 @@ class RunConfig:
     checkpoint_every_updates: int = param(100, "write a checkpoint every K learner updates", ge=1)
     report_every_s: float = param(10.0, "seconds between progress lines and metric rows", gt=0)
     random_baseline_episodes: int = param(
-        16, "episodes of a uniformly random agent measured before training; 0 = skip", ge=0
+        16, "at least this many episodes of a uniformly random agent are measured before "
+        "training (each env plays the same number, its first ones: unbiased); 0 = skip", ge=0
+    )
+    random_baseline_min_steps: int = param(
+        0, "and at least this many of its environment steps (more episodes per env until "
+        "reached): a trustworthy baseline on tasks with short episodes", ge=0
     )
     summary_window_episodes: int = param(
         100, "the final mean return is over the last this many episodes", ge=1

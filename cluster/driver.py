@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from actors.envs import has_goal
 from actors.rollout_worker import EpisodeStats
 from cluster import metrics as m
 from cluster.checkpointing import (
@@ -108,6 +109,7 @@ class Trainer:
                  telemetry: Telemetry | None = None, events: EventWriter | None = None) -> None:
         self.cfg, self.run_dir, self.parts, self.telemetry = cfg, run_dir, parts, telemetry
         self.events = events  # TensorBoard: the same rows as metrics.parquet
+        self._has_goal = has_goal(cfg.env.id)
         self.counters = Counters()
         self.baseline: dict[str, float] | None = None
         self.metric_rows: list[dict[str, Any]] = run_dir.read_metrics()
@@ -165,10 +167,14 @@ class Trainer:
         episodes = self.cfg.run.random_baseline_episodes
         if episodes == 0 or self.baseline is not None:
             return
-        per_actor = max(1, -(-episodes // len(self.parts.rollouts.actors)))
+        actors = self.parts.rollouts.actors
+        envs = len(actors) * self.cfg.rollout.envs_per_actor
+        per_env = max(1, -(-episodes // envs))
+        min_steps = -(-self.cfg.run.random_baseline_min_steps // len(actors))
         started = time.perf_counter()
         results: list[EpisodeStats] = ray.get(
-            [a.random_baseline.remote(per_actor) for a in self.parts.rollouts.actors]
+            [a.random_baseline.remote(episodes_per_env=per_env, min_steps=min_steps)
+             for a in actors]
         )
         returns = [r for stats in results for r in stats.episode_returns]
         successes = [s for stats in results for s in stats.episode_successes]
@@ -177,7 +183,7 @@ class Trainer:
         self.baseline = {
             "mean_return": mean,
             "ci95": half,
-            "success_rate": success_rate(successes),
+            "success_rate": success_rate(successes) if self._has_goal else None,
             "episodes": len(returns),
             "env_steps": steps,
             "raw_sps": steps / max(time.perf_counter() - started, 1e-9),
@@ -426,7 +432,8 @@ class Trainer:
         window = self.cfg.run.summary_window_episodes
         c.recent_returns = (c.recent_returns + stats.episode_returns)[-window:]
         c.recent_lengths = (c.recent_lengths + stats.episode_lengths)[-window:]
-        c.recent_successes = (c.recent_successes + stats.episode_successes)[-window:]
+        if self._has_goal:  # no goal (NetHackScore): no success rate, rather than 0
+            c.recent_successes = (c.recent_successes + stats.episode_successes)[-window:]
 
     def _report(self, sps: float, version: int) -> None:
         lag = float(np.mean(self._lags)) if self._lags else 0.0
