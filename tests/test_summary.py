@@ -54,3 +54,14 @@ def test_random_baseline_plays_each_envs_first_episodes() -> None:
     assert len(more.episode_returns) % 4 == 0 and more.env_steps >= stats.env_steps + 1
     assert len(more.episode_returns) > 4
     worker.close()
+
+
+def test_report_headline_gives_the_verdict_with_the_measure_it_used() -> None:
+    from cluster.report import _headline
+
+    baseline = {"mean_return": -0.5, "ci95": 0.01, "success_rate": 0.0, "episodes": 500}
+    goal = _summary([-0.05] * 100, [False] * 100, baseline)
+    lines = _headline({**goal, "env_steps": 1000}, {})
+    success_line = next(line for line in lines if line.startswith("Episodes reaching the goal"))
+    assert "**0.0%**" in success_line and "does not beat** random" in success_line
+    assert not any("beat" in line for line in lines if line.startswith("Final mean return"))
