@@ -155,8 +155,10 @@ class AnnotatorConfig:
 class RewardModelConfig:
     """The intrinsic reward model distilled from the judge's labels (ONI)."""
 
-    kind: Literal["none", "retrieval", "classification", "ranking"] = param(
-        "none", "ONI's reward model: retrieval (label table), classification, ranking"
+    kind: Literal["none", "retrieval", "classification", "ranking", "count"] = param(
+        "none", "ONI's reward model: retrieval (label table), classification, ranking; or "
+        "count: label-free, every non-empty message scores 1, so the reward is its episodic "
+        "count alone, c_int * N^-beta (message novelty; needs no judge or annotator)"
     )
     threshold: float = param(
         0.5, "classification: reward 1 where the model's P(helpful) exceeds it (the judge's "

@@ -234,3 +234,31 @@ def test_score_messages_scores_each_distinct_message_once() -> None:
     assert out.dtype == np.float32
     assert out.tolist() == [2, 0, 3, 2, 0, 3, 2]
     assert sorted(model.seen) == ["", "ab", "abc"]
+
+
+def test_count_model_rewards_every_message_by_its_count_alone() -> None:
+    """kind=count: every non-empty caption scores 1 with no labels, so ONI's combination
+    leaves c_int * N^-beta: 0.4 for a first sighting, 0.4 / 2**3 = 0.05 for a second."""
+    from learner.intrinsic import IntrinsicScorer
+    from rewards.combine import combine_rewards
+    from rewards.config import RewardsConfig
+    from rewards.models import needs_labels
+    from tests.fragments import make_fragment
+
+    model = make_reward_model(RewardModelConfig(kind="count"))
+    assert not needs_labels("count") and needs_labels("retrieval") and not needs_labels("none")
+    assert model.score(["", "  ", "The door opens.", "g - a key."]).tolist() == [0, 0, 1, 1]
+    model.fit(labels=_labels(["The door opens."]))  # labels change nothing
+    again = reward_model_from_state(model.state())
+    assert again.kind == "count" and again.score(["x", ""]).tolist() == [1, 0]
+    # On the learner it exists before any annotator publishes anything.
+    scorer = IntrinsicScorer(RewardsConfig(model=RewardModelConfig(kind="count")), crop_size=9)
+    fragment = make_fragment(T=8, E=2, seed=0)
+    r_int = scorer([fragment]).reward_model
+    messages = np.array(fragment.column("message").to_pylist()[2:]).reshape(8, 2)
+    assert r_int is not None and (r_int.numpy() == (messages != "")).all()
+    reward = combine_rewards(
+        extrinsic=torch.zeros(3), intrinsic=torch.ones(3), msg_count=torch.tensor([1, 2, 3]),
+        extrinsic_coef=10.0, extrinsic_clip=None, intrinsic_coef=0.4, count_exponent=3.0,
+    )
+    assert torch.allclose(reward, torch.tensor([0.4, 0.05, 0.4 / 27]))

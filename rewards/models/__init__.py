@@ -13,20 +13,24 @@ from typing import Any
 from rewards.config import RewardModelConfig
 from rewards.models.base import RewardModel
 from rewards.models.classification import ClassificationRewardModel, soft_label_loss
+from rewards.models.count import CountRewardModel
 from rewards.models.ranking import RankingRewardModel, bradley_terry_loss
 from rewards.models.retrieval import RetrievalRewardModel
 
 _KINDS: dict[str, type[RewardModel]] = {
-    m.kind: m for m in (RetrievalRewardModel, ClassificationRewardModel, RankingRewardModel)
+    m.kind: m for m in (RetrievalRewardModel, ClassificationRewardModel, RankingRewardModel,
+                        CountRewardModel)
 }
 
 __all__ = [
     "ClassificationRewardModel",
+    "CountRewardModel",
     "RankingRewardModel",
     "RetrievalRewardModel",
     "RewardModel",
     "bradley_terry_loss",
     "make_reward_model",
+    "needs_labels",
     "reward_model_from_state",
     "soft_label_loss",
 ]
@@ -42,6 +46,11 @@ def make_reward_model(
     if cfg.kind not in _KINDS:
         raise ValueError(f"unknown reward model kind {cfg.kind!r}; one of {sorted(_KINDS)}")
     return _KINDS[cfg.kind](cfg, label_threshold=label_threshold)
+
+
+def needs_labels(kind: str) -> bool:
+    """Whether reward models of ``kind`` learn from the judge's labels (all but count)."""
+    return kind != "none" and _KINDS[kind].needs_labels
 
 
 def reward_model_from_state(state: dict[str, Any]) -> RewardModel:

@@ -28,6 +28,9 @@ class RewardModel(ABC):
     """An intrinsic reward model of captions; see the module docstring."""
 
     kind: ClassVar[str]
+    # False for a model that scores without any label (count): it is built on the learner at
+    # start, and the run needs no annotator.
+    needs_labels: ClassVar[bool] = True
 
     def __init__(self, cfg: RewardModelConfig, *, label_threshold: float = 0.5) -> None:
         """``label_threshold``: ``rewards.judge.threshold`` (default 0.5, as there), the P(helpful)
