@@ -1,6 +1,7 @@
 # oniray: the two commands of the README, plus the developer targets.
 #   make train   set up .venv if needed, then run configs/default.yaml
 #   make test    set up .venv (and test tools) if needed, then run the whole suite
+#   make test-fast   the unit and local-runtime tiers only (no Ray, CLI, vLLM or Prometheus)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +10,7 @@ STAMP := $(VENV)/.oniray-installed
 CONFIG ?= configs/default.yaml
 ARGS ?=
 
-.PHONY: install train test lint bench bench-all bench-peers soak prometheus vllm-venv judge-model clean
+.PHONY: install train test test-fast lint bench bench-all bench-peers soak prometheus vllm-venv judge-model clean
 
 install: $(STAMP)
 
@@ -45,12 +46,18 @@ JUDGE_MODEL := .cache/models/smollm2-135m-instruct
 judge-model: install
 	$(PY) -m rewards.judges.judge_model --out $(JUDGE_MODEL)
 
-test: install prometheus vllm-venv judge-model
-	$(VENV)/bin/ruff check .
+test: install prometheus vllm-venv judge-model lint
 	$(PY) -m pytest -q --durations=15 tests
 
+# The tiers are pytest markers (pyproject.toml; tests/conftest.py assigns them): unit, local
+# (the in-process runtime), system (Ray, the oniray CLI, vLLM, Prometheus).
+test-fast: install judge-model lint
+	$(PY) -m pytest -q --durations=10 -m "unit or local" tests
+
+# ruff, and the import-linter contract: packages import only downward (pyproject.toml).
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 bench: install
 	$(PY) bench/throughput.py

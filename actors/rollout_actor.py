@@ -13,15 +13,15 @@ import pyarrow.compute as pc
 import ray
 import torch
 
+from actors import metrics as m
+from actors.config import RolloutSections
 from actors.fragment import step_rows
 from actors.rollout_worker import EpisodeStats, RolloutWorker
-from cluster import metrics as m
-from cluster.config import OniConfig
 
 
 @ray.remote
 class RolloutActor:
-    def __init__(self, cfg: OniConfig, *, actor_id: int, seed: int) -> None:
+    def __init__(self, cfg: RolloutSections, *, actor_id: int, seed: int) -> None:
         # One intra-op thread: actors share the machine's cores with each other and the learner.
         torch.set_num_threads(cfg.rollout.torch_threads)
         self.worker = RolloutWorker(

@@ -18,10 +18,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from actors.config import EnvConfig, ModelConfig, RolloutConfig
 from actors.envs import EncodedObs, ObsEncoder, episode_succeeded, make_env
 from actors.fragment import FragmentBuilder, FragmentMeta
-from cluster.config import EnvConfig, ModelConfig, RolloutConfig
-from learner.model import PolicyNet
+from actors.model import PolicyNet
 
 
 @dataclass

@@ -44,8 +44,8 @@ def component_costs(cfg: OniConfig) -> dict:
     import torch
 
     from actors.envs import ObsEncoder, make_env
+    from actors.model import PolicyNet
     from learner.appo import Learner
-    from learner.model import PolicyNet
     from tests.fragments import make_fragment
 
     torch.set_num_threads(1)

@@ -94,7 +94,7 @@ def inference_rate(cfg, seconds: float) -> float:
     import torch
 
     from actors.envs import ObsEncoder, make_env
-    from learner.model import PolicyNet
+    from actors.model import PolicyNet
 
     torch.set_num_threads(cfg.rollout.torch_threads)
     env = make_env(cfg.env.id)

@@ -20,7 +20,10 @@ from typing import Any, Literal
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cluster.fields import bounds_error, param, section
+from actors.config import EnvConfig, ModelConfig, RolloutConfig
+from actors.envs import UnknownEnvError, canonical_env_id, has_penalty_step
+from actors.fields import bounds_error, param, section
+from learner.config import LearnerConfig
 from rewards.config import RewardsConfig
 
 
@@ -70,92 +73,6 @@ class RayConfig:
     namespace: str = param("oniray", "Ray namespace of the run's actors")
     include_dashboard: bool = param(False, "start Ray's dashboard with a local Ray")
     dashboard_host: str = param("127.0.0.1", "address the local dashboard binds to")
-
-
-@dataclass
-class EnvConfig:
-    """The environments the rollout actors step."""
-
-    id: str = param(
-        "NetHackScore-v0", "NLE task id (NetHackScore-v0, NetHackStaircase-v0, ...), any id "
-        "the minihack package registers (MiniHack-Room-5x5-v0, MiniHack-KeyRoom-S15-v0, ...) "
-        "or oniray/Corridor-v0, the small test environment"
-    )
-    crop_size: int = param(9, "side of the glyph crop around the agent (odd)", ge=3)
-    max_episode_steps: int | None = param(
-        None, "truncate episodes after this many steps; null = the task's default", ge=1
-    )
-    penalty_step: float | None = param(
-        None, "NLE and MiniHack tasks: reward for each step that does not advance the game "
-        "clock (menus, walking into walls); null = NLE's default -0.01, 0 = no penalty", le=0
-    )
-
-
-@dataclass
-class RolloutConfig:
-    """Rollout actors: who steps the environments and how fragments are shaped."""
-
-    num_actors: int = param(2, "rollout actors (Ray actors)", ge=1)
-    envs_per_actor: int = param(8, "E: environments stepped together by one actor", ge=1)
-    fragment_length: int = param(32, "T: steps per fragment", ge=1)
-    max_policy_lag: int = param(
-        8, "drop fragments acted by a policy this many versions older than the learner's", ge=0
-    )
-    fragments_in_flight: int = param(
-        1, "sample calls outstanding per actor; bounds object-store use", ge=1
-    )
-    num_cpus: float = param(1.0, "CPUs Ray reserves per rollout actor", ge=0)
-    resources: dict[str, float] = param(
-        factory=dict, doc="custom Ray resources per rollout actor (cluster placement)"
-    )
-    torch_threads: int = param(1, "torch intra-op threads in a rollout actor", ge=1)
-    max_restarts: int = param(
-        3, "rollout actors restarted after dying, in total per session; one more death stops "
-        "the run with a checkpoint", ge=0
-    )
-
-
-@dataclass
-class ModelConfig:
-    """The policy network (defaults: the reference network of the benchmarks, ~1M params)."""
-
-    glyph_embedding_dim: int = param(32, "size of a glyph id's embedding", ge=1)
-    crop_channels: int = param(16, "channels of the crop's convolutions", ge=1)
-    crop_conv_layers: int = param(2, "3x3 convolutions over the crop", ge=1)
-    blstats_hidden: int = param(64, "units of the bottom-line stats layer", ge=1)
-    message_hidden: int = param(64, "units of the message-bytes layer; 0 = ignore messages", ge=0)
-    fused_hidden: int = param(256, "units after concatenating the encoders", ge=1)
-    core_hidden: int = param(256, "GRU state size", ge=1)
-
-
-@dataclass
-class LearnerConfig:
-    """APPO with V-trace targets, data-parallel over num_learners."""
-
-    num_learners: int = param(1, "learners in the group (torch.distributed data parallel)", ge=1)
-    batch_size: int = param(
-        1024, "environment steps per update, summed over learners; a multiple of T * E", ge=1
-    )
-    epochs: int = param(1, "passes over each batch", ge=1)
-    lr: float = param(4e-4, "Adam learning rate", gt=0)
-    adam_eps: float = param(1e-6, "Adam epsilon", gt=0)
-    gamma: float = param(0.999, "discount", ge=0, le=1)
-    clip_ratio: float = param(0.1, "PPO clip: ratios outside [1-eps, 1+eps] get no gradient", gt=0)
-    value_coef: float = param(0.5, "weight of the value loss", ge=0)
-    entropy_coef: float = param(0.001, "weight of the entropy bonus", ge=0)
-    max_grad_norm: float = param(4.0, "clip the global gradient norm to this", gt=0)
-    vtrace_rho_clip: float = param(1.0, "V-trace rho-bar", gt=0)
-    vtrace_c_clip: float = param(1.0, "V-trace c-bar", gt=0)
-    max_queued_batches: int = param(
-        2, "batches waiting for the learner; rollouts pause beyond it (backpressure)", ge=1
-    )
-    backend: Literal["auto", "gloo", "nccl"] = param(
-        "auto", "torch.distributed backend; auto = nccl with GPUs, else gloo"
-    )
-    num_cpus: float = param(1.0, "CPUs Ray reserves per learner", ge=0)
-    num_gpus: float = param(0.0, "GPUs per learner", ge=0)
-    resources: dict[str, float] = param(factory=dict, doc="custom Ray resources per learner")
-    torch_threads: int = param(1, "torch intra-op threads in a learner", ge=1)
 
 
 @dataclass
@@ -408,8 +325,6 @@ def _cross_checks(cfg: OniConfig, sources: dict[str, str]) -> list[str]:
         )
     # Checked here, not in an actor: a typo would otherwise surface minutes later as a
     # RayActorError deep in the rollout actors' construction.
-    from actors.envs import UnknownEnvError, canonical_env_id, has_penalty_step  # imports this
-
     try:
         env_id = canonical_env_id(cfg.env.id)
     except UnknownEnvError as exc:
@@ -435,7 +350,7 @@ def _cross_checks(cfg: OniConfig, sources: dict[str, str]) -> list[str]:
                 f"the last actor would wait forever"
             )
     rewards = cfg.rewards
-    from rewards.models import needs_labels
+    from rewards.models import needs_labels  # here, not on top: it imports torch (seconds)
 
     if needs_labels(rewards.model.kind) and not rewards.annotator.enabled:
         problems.append(

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import ray
 
+from actors import metrics as m
 from actors.envs import has_goal
 from actors.rollout_worker import EpisodeStats
-from cluster import metrics as m
 from cluster.checkpointing import (
     Counters,
     checkpoint_state,

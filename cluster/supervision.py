@@ -19,8 +19,8 @@ from typing import Any
 
 import ray
 
+from actors import metrics as m
 from actors.rollout_actor import RolloutActor
-from cluster import metrics as m
 from cluster.config import OniConfig
 from rewards.annotator_actor import create_annotator_actor
 

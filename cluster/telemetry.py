@@ -15,8 +15,9 @@ from collections.abc import Callable
 
 import ray
 
-from cluster import metrics as m
+from actors import metrics as m
 from cluster.config import MetricsConfig
+from cluster.metrics import MetricsHub, serve_metrics
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class Telemetry:
 
     def __init__(self, cfg: MetricsConfig) -> None:
         self.cfg = cfg
-        self.hub = m.MetricsHub()
+        self.hub = MetricsHub()
         self.server = None
         self.port: int | None = None
         self._sources: list[Source] = []
@@ -59,7 +60,7 @@ class Telemetry:
             m.FRAGMENTS_DROPPED.labels(**self.driver_labels, reason=reason)
         for role in ("rollout", "learner", "annotator"):
             m.ACTOR_RESTARTS.labels(role=role, actor_id="driver")
-        self.server, self.port = m.serve_metrics(self.hub, self.cfg.host, self.cfg.port)
+        self.server, self.port = serve_metrics(self.hub, self.cfg.host, self.cfg.port)
         print(f"metrics: http://{self.cfg.host}:{self.port}/metrics", flush=True)
         self._thread = threading.Thread(target=self._run, name="oniray-telemetry", daemon=True)
         self._thread.start()

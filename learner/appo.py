@@ -18,10 +18,10 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
-from cluster.config import OniConfig
+from actors.model import PolicyNet
 from learner.batch import FragmentTensors, fragment_tensors, stack_fragments
+from learner.config import LearnerSections
 from learner.losses import entropy_loss, policy_loss, value_loss
-from learner.model import PolicyNet
 from learner.vtrace import vtrace
 from rewards.combine import combine_rewards
 
@@ -51,7 +51,7 @@ class Learner:
     """
 
     def __init__(
-        self, cfg: OniConfig, *, num_actions: int, rank: int = 0, world_size: int = 1
+        self, cfg: LearnerSections, *, num_actions: int, rank: int = 0, world_size: int = 1
     ) -> None:
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         self.device = torch.device(

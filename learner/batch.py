@@ -18,7 +18,7 @@ import pyarrow as pa
 import torch
 
 from actors.fragment import FragmentMeta, validate_fragment
-from learner.model import OBS_KEYS
+from actors.model import OBS_KEYS
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,10 @@ import numpy as np
 import ray
 import torch
 
-from cluster import metrics as m
-from cluster.config import OniConfig
+from actors import metrics as m
 from learner import appo
 from learner.appo import POLICY_VERSION, Learner
+from learner.config import LearnerSections
 from learner.intrinsic import INTRINSIC_MEAN, INTRINSIC_ZERO_FRACTION, IntrinsicScorer
 
 WEIGHTS_REF = "weights_ref"  # metrics key: [ref] to rank 0's published weights
@@ -40,7 +40,9 @@ INTRINSIC_STATE = "intrinsic"  # state key: the IntrinsicScorer's reward model a
 class LearnerActor:
     """One rank: a :class:`Learner` plus process-group setup and weight publishing."""
 
-    def __init__(self, cfg: OniConfig, *, num_actions: int, rank: int, world_size: int) -> None:
+    def __init__(
+        self, cfg: LearnerSections, *, num_actions: int, rank: int, world_size: int
+    ) -> None:
         torch.set_num_threads(cfg.learner.torch_threads)
         self.rank, self.world_size = rank, world_size
         self.learner = Learner(cfg, num_actions=num_actions, rank=rank, world_size=world_size)
@@ -168,7 +170,7 @@ class LearnerActor:
 class LearnerGroup:
     """``cfg.learner.num_learners`` learner actors training one policy together."""
 
-    def __init__(self, cfg: OniConfig, *, num_actions: int) -> None:
+    def __init__(self, cfg: LearnerSections, *, num_actions: int) -> None:
         lc = cfg.learner
         n = lc.num_learners
         self.actors = [

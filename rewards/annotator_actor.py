@@ -22,8 +22,8 @@ import pyarrow.compute as pc
 import ray
 import torch
 
+from actors import metrics as m
 from actors.fragment import step_rows
-from cluster import metrics as m
 from rewards.annotator import Annotator, run_loop, run_trainer
 from rewards.canary import CANARY_KIND_NAMES
 from rewards.config import RewardsConfig

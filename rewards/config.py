@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from cluster.fields import param, section
+from actors.fields import param, section
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cluster.metrics import component_labels, metrics_snapshot
+from actors.metrics import component_labels, metrics_snapshot
 from cluster.progress import annotator_columns
 from rewards.annotator import Annotator
 from rewards.annotator_actor import record_stats

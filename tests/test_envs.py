@@ -17,9 +17,9 @@ from actors.envs import (
     make_env,
 )
 from actors.fragment import MAX_GLYPH, step_rows, validate_fragment
+from actors.model import PolicyNet
 from actors.rollout_worker import RolloutWorker
 from cluster.config import EnvConfig, ModelConfig, RolloutConfig
-from learner.model import PolicyNet
 
 
 @pytest.mark.parametrize("env_id", ["NetHackScore-v0", "NetHackStaircase", "NetHackOracle-v0"])

@@ -27,7 +27,7 @@ import pytest
 import yaml
 from prometheus_client import Counter, Gauge, Histogram
 
-from cluster import metrics
+from actors import metrics
 from tests.dashboard_queries import (
     DATASOURCE_UID,
     dashboard_paths,

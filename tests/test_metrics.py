@@ -11,8 +11,9 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cluster import metrics
-from cluster.metrics import MetricsHub, component_labels, metrics_snapshot, serve_metrics
+from actors import metrics
+from actors.metrics import component_labels, metrics_snapshot
+from cluster.metrics import MetricsHub, serve_metrics
 from tests.dashboard_queries import dashboard_paths, panel_queries, prometheus_expr
 from tests.prometheus_fixture import query, wait_for_result
 

@@ -9,10 +9,10 @@ import ray
 from actors import minihack_envs
 from actors.envs import UnknownEnvError, canonical_env_id, has_goal, make_env
 from actors.fragment import MAX_GLYPH, step_rows, validate_fragment
+from actors.model import PolicyNet
 from actors.rollout_actor import RolloutActor
 from actors.rollout_worker import RolloutWorker
 from cluster.config import ConfigError, load_config
-from learner.model import PolicyNet
 from rewards.prompts import MINIHACK_GENERIC_TASK, load_prompts, task_for_env
 
 SMALL_MODEL = [

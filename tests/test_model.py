@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from actors.fragment import MAX_GLYPH
+from actors.model import PolicyNet
 from cluster.config import ModelConfig
-from learner.model import PolicyNet
 
 A = 23  # NetHackScore-v0
 

@@ -4,7 +4,7 @@ encoder, the two network sizes, and the steady-state rate of a step counter.
 Imported by ``sample_factory_nethack.py`` and ``rllib_nethack.py`` inside the peers' own
 virtualenvs, so it needs only torch, gymnasium, numpy and nle — never oniray's packages. The
 shapes and constants mirror ``actors/envs.py``, ``actors/fragment.py`` and
-``learner/model.py``; ``compare.py`` checks the resulting parameter counts against oniray's
+``actors/model.py``; ``compare.py`` checks the resulting parameter counts against oniray's
 ``PolicyNet`` so a drift between the copies shows up as a failed check, not a skewed ratio.
 
 Emits, per peer run, one line ``PEER_RESULT {json}`` on stdout (and the same JSON in a file
@@ -96,7 +96,7 @@ class CroppedNetHack(gym.Wrapper):
 
 
 class Encoder(nn.Module):
-    """``learner/model.py::PolicyNet.encode``: observations [N, ...] -> [N, fused_hidden]."""
+    """``actors/model.py::PolicyNet.encode``: observations [N, ...] -> [N, fused_hidden]."""
 
     def __init__(self, size: NetSize) -> None:
         super().__init__()

@@ -4,7 +4,7 @@
                                   [--nets reference tiny] [--systems oniray sample_factory rllib]
     (or: make bench-peers)
 
-The job, for every system: NetHackScore-v0, oniray's policy network (``learner/model.py``,
+The job, for every system: NetHackScore-v0, oniray's policy network (``actors/model.py``,
 re-implemented for each peer in ``bench/peers/``; parameter counts are checked to match),
 2 workers x 8 envs, T = 32, batch 1024, one epoch, APPO with V-trace, on this machine's cores.
 oniray runs ``configs/default.yaml`` with the reward service off (``rewards.annotator.enabled
@@ -70,10 +70,10 @@ PARAM_TOLERANCE = 0.03  # "the three match within a few %"
 
 def oniray_run(net: str, seconds: float, warmup: float, out: str | None) -> None:
     sys.path.insert(0, str(REPO))
+    from actors.model import PolicyNet
     from cluster.config import load_config
     from cluster.driver import run_training
     from cluster.run_dir import RunDir
-    from learner.model import PolicyNet
 
     cfg = load_config(str(REPO / "configs" / "default.yaml"), [
         *ONIRAY_OVERRIDES, f"run.max_minutes={seconds / 60}",

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from actors.config import ModelConfig
 from actors.fragment import BLSTATS_SIZE, MAX_GLYPH, MESSAGE_SIZE
-from cluster.config import ModelConfig
 
 OBS_KEYS = ("glyph_crop", "blstats", "message_bytes")
 
