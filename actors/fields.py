@@ -21,7 +21,8 @@ def param(
     le: float | None = None,
     lt: float | None = None,
 ) -> Any:
-    """A dataclass field with a doc line and optional numeric bounds (checked at load)."""
+    """A dataclass field with a doc line and optional numeric bounds (``cluster.config`` checks
+    both type and bounds at load, with pydantic)."""
     metadata = {"doc": doc, "ge": ge, "gt": gt, "le": le, "lt": lt}
     if factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=factory, metadata=metadata)
@@ -31,20 +32,3 @@ def param(
 def section(cls: type) -> Any:
     """A nested config section (a dataclass) with its defaults."""
     return dataclasses.field(default_factory=cls, metadata={"doc": (cls.__doc__ or "").strip()})
-
-
-def bounds_error(value: Any, meta: dict[str, Any]) -> str | None:
-    """Why ``value`` breaks the field's bounds, or None if it is within them."""
-    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    checks = (
-        ("ge", lambda b: value >= b, ">="),
-        ("gt", lambda b: value > b, ">"),
-        ("le", lambda b: value <= b, "<="),
-        ("lt", lambda b: value < b, "<"),
-    )
-    for key, ok, sign in checks:
-        bound = meta.get(key)
-        if bound is not None and not ok(bound):
-            return f"must be {sign} {bound}"
-    return None

@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 
 from actors.config import EnvConfig, ModelConfig, RolloutConfig
 from actors.envs import UnknownEnvError, canonical_env_id, has_penalty_step
-from actors.fields import bounds_error, param, section
+from actors.fields import param, section
 from learner.config import LearnerConfig
 from rewards.config import RewardsConfig
 
@@ -194,58 +197,32 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp)
 
 
-def _check_value(value: Any, tp: Any) -> tuple[bool, Any]:
-    """Whether ``value`` fits the annotation ``tp``; ints are accepted (and kept) as floats."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return True, value
-    if origin in (typing.Union, types.UnionType):
-        if value is None:
-            return (type(None) in args), None
-        for arg in args:
-            if arg is type(None):
-                continue
-            ok, coerced = _check_value(value, arg)
-            if ok:
-                return True, coerced
-        return False, value
-    if origin is Literal:
-        return (value in args), value
-    if tp is bool:
-        return isinstance(value, bool), value
-    if tp is int:
-        return (isinstance(value, int) and not isinstance(value, bool)), value
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return True, float(value)
-        return False, value
-    if tp is str:
-        return isinstance(value, str), value
-    if origin is list:
-        if not isinstance(value, list):
-            return False, value
-        item_tp = args[0] if args else Any
-        out = []
-        for item in value:
-            ok, coerced = _check_value(item, item_tp)
-            if not ok:
-                return False, value
-            out.append(coerced)
-        return True, out
-    if origin is dict:
-        if not isinstance(value, dict):
-            return False, value
-        key_tp, val_tp = args if args else (Any, Any)
-        out_d = {}
-        for k, v in value.items():
-            ok_k, _ = _check_value(k, key_tp)
-            ok_v, coerced = _check_value(v, val_tp)
-            if not (ok_k and ok_v):
-                return False, value
-            out_d[k] = coerced
-        return True, out_d
-    return isinstance(value, tp), value
+# A bound's pydantic error type -> its key in the field's metadata, and its sign.
+_BOUND_ERRORS = {
+    "greater_than_equal": ("ge", ">="),
+    "greater_than": ("gt", ">"),
+    "less_than_equal": ("le", "<="),
+    "less_than": ("lt", "<"),
+}
+
+
+@functools.cache
+def _validator(cls: type, name: str) -> TypeAdapter:
+    """The field's type and bounds as a strict pydantic validator: no string turns into a
+    number, a bool is no int, an int is accepted for a float (and made one)."""
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    bounds = {k: field.metadata[k] for k in ("ge", "gt", "le", "lt")
+              if field.metadata.get(k) is not None}
+    tp = typing.get_type_hints(cls)[name]
+    return TypeAdapter(Annotated[tp, Field(**bounds)], config=ConfigDict(strict=True))
+
+
+def _why_invalid(exc: ValidationError, meta: Mapping[str, Any], tp: Any) -> str:
+    kind = exc.errors()[0]["type"]
+    if kind in _BOUND_ERRORS:
+        key, sign = _BOUND_ERRORS[kind]
+        return f"is out of range (must be {sign} {meta[key]})"
+    return f"is not valid (expected {_type_name(tp)})"
 
 
 def _merge_layer(
@@ -272,17 +249,12 @@ def _merge_layer(
             _merge_layer(target.setdefault(key, {}), value, tp, source, f"{full}.", sources,
                          problems)
             continue
-        ok, coerced = _check_value(value, tp)
-        if not ok:
-            problems.append(
-                f"{source}: '{full}' = {value!r} is not valid (expected {_type_name(tp)})"
-            )
+        try:
+            target[key] = _validator(cls, key).validate_python(value)
+        except ValidationError as exc:
+            why = _why_invalid(exc, fields[key].metadata, tp)
+            problems.append(f"{source}: '{full}' = {value!r} {why}")
             continue
-        why = bounds_error(coerced, fields[key].metadata)
-        if why:
-            problems.append(f"{source}: '{full}' = {value!r} is out of range ({why})")
-            continue
-        target[key] = coerced
         sources[full] = source
 
 
