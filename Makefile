@@ -51,7 +51,7 @@ test: install prometheus vllm-venv judge-model lint
 
 # The tiers are pytest markers (pyproject.toml; tests/conftest.py assigns them): unit, local
 # (the in-process runtime), system (Ray, the oniray CLI, vLLM, Prometheus).
-test-fast: install judge-model lint
+test-fast: install lint
 	$(PY) -m pytest -q --durations=10 -m "unit or local" tests
 
 # ruff, and the import-linter contract: packages import only downward (pyproject.toml).

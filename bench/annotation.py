@@ -177,7 +177,7 @@ def backend_rates(messages: list[str], skip: set[str]) -> dict:
                    "rules": JudgeConfig(backend="rules")}
         if "transformers" not in skip or "vllm" not in skip:
             sys.path.insert(0, str(REPO / "tests"))
-            from tests.tiny_lm import build_tiny_causal_lm
+            from tests.helpers.tiny_lm import build_tiny_causal_lm
 
             model_dir = str(build_tiny_causal_lm(Path(tmp) / "tiny"))
             configs["transformers"] = JudgeConfig(backend="transformers", model=model_dir,

@@ -46,7 +46,7 @@ def component_costs(cfg: OniConfig) -> dict:
     from actors.envs import ObsEncoder, make_env
     from actors.model import PolicyNet
     from learner.appo import Learner
-    from tests.fragments import make_fragment
+    from tests.helpers.fragments import make_fragment
 
     torch.set_num_threads(1)
     env = make_env(cfg.env.id)

@@ -1,4 +1,15 @@
-"""Shared fixtures of oniray's tests.
+"""Shared fixtures of oniray's tests, and their tiers.
+
+Tiers (pytest markers, registered in pyproject.toml); every test has exactly one:
+
+    unit    one process, no service started: pure functions and components, real models
+    local   the in-process runtime (`oniray train --local`): the loop without Ray
+    system  starts Ray, the `oniray` CLI, vLLM or Prometheus, or runs the real LLM judge
+
+``make test-fast`` runs ``-m "unit or local"``, ``make test`` everything. A module states its
+tier with ``pytestmark = pytest.mark.local`` (or ``system``), a single test with the
+decorator; an unmarked test is ``system`` if it requests a fixture in ``SYSTEM_FIXTURES``
+(Ray, Prometheus), else ``unit``.
 
 ``ray_session``: ONE local Ray for the whole test session (starting Ray costs seconds, and
 the machine is small). Request it in any test that needs Ray; never call ``ray.init`` or
@@ -6,7 +17,8 @@ the machine is small). Request it in any test that needs Ray; never call ``ray.i
 ``oniray-tests``; Ray's default token authentication stays on. Actors a test creates should
 be killed by that test (or its component's ``shutdown``) so later tests get the CPUs back.
 
-Fragments for tests: ``tests.fragments.make_fragment``.
+Fragments for tests: ``tests.helpers.fragments.make_fragment``. Tests share helpers through
+``tests/helpers/``, never by importing another test module.
 """
 
 from __future__ import annotations
@@ -17,6 +29,20 @@ import pytest
 
 RAY_NUM_CPUS = 4
 RAY_OBJECT_STORE_BYTES = 200 * 1024**2
+
+TIERS = ("unit", "local", "system")
+SYSTEM_FIXTURES = frozenset({"ray_session", "prometheus_factory"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give every test its tier (see the module docstring); two tiers on one test is a bug."""
+    for item in items:
+        tiers = [tier for tier in TIERS if item.get_closest_marker(tier)]
+        if len(tiers) > 1:
+            raise pytest.UsageError(f"{item.nodeid}: more than one tier marker {tiers}")
+        if not tiers:
+            system = SYSTEM_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+            item.add_marker("system" if system else "unit")
 
 
 @pytest.fixture(autouse=True)
@@ -48,4 +74,4 @@ def ray_session() -> Iterator[None]:
 
 
 # Real-Prometheus fixtures (`prometheus_factory`) for the metrics and dashboard tests.
-pytest_plugins = ["tests.prometheus_fixture"]
+pytest_plugins = ["tests.helpers.prometheus_fixture"]

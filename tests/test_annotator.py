@@ -14,7 +14,7 @@ from rewards.annotator import Annotator, run_loop
 from rewards.config import RewardsConfig
 from rewards.judges.base import Judge, Preference, Verdict
 from rewards.label_store import LabelStore
-from tests.captions import captions, is_helpful
+from tests.helpers.captions import captions, is_helpful
 
 
 class RecordingJudge(Judge):

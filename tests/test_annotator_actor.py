@@ -20,8 +20,8 @@ from rewards.judges.rules import RulesJudge
 from rewards.label_store import LabelStore
 from rewards.models import reward_model_from_state
 from rewards.scoring import score_messages
-from tests.captions import HELPFUL_PATTERN, captions, is_helpful
-from tests.fragments import make_fragment
+from tests.helpers.captions import HELPFUL_PATTERN, captions, is_helpful
+from tests.helpers.fragments import make_fragment
 
 T, E = 16, 4
 BOOTSTRAP_ONLY = "You hear the footsteps of a guard on patrol."  # only ever in bootstrap rows

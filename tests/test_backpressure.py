@@ -9,8 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from cluster.run_dir import RunDir
-from tests.fragments import make_fragment
-from tests.test_train import SMALL, finish, oniray
+from tests.helpers.cli import SMALL, finish, oniray
+from tests.helpers.fragments import make_fragment
+
+pytestmark = pytest.mark.system
 
 MAX_QUEUED, ACTORS, IN_FLIGHT = 2, 1, 1
 T, E, BATCH, CORE = 16, 8, 256, 1024

@@ -86,6 +86,7 @@ def test_unknown_env_id_fails_at_config_load_naming_key_value_and_choices() -> N
     assert load_config(CORRIDOR, ["env.id=NetHackScore"]).env.id == "NetHackScore"
 
 
+@pytest.mark.system
 def test_unknown_env_id_stops_the_cli_before_ray_starts(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "cluster.cli", "train", str(CORRIDOR), "env.id=Pong-v5",
@@ -244,6 +245,7 @@ def test_wrong_format_from_an_http_judge_is_counted_apart_from_outages(tmp_path:
 # ---- checkpoints from another version ---------------------------------------------------------
 
 
+@pytest.mark.system
 def test_checkpoint_of_an_incompatible_format_gives_a_clear_error(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "old")
     run.checkpoints.mkdir(parents=True)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from learner.batch import FragmentTensors, fragment_tensors, stack_fragments
-from tests.fragments import make_fragment
+from tests.helpers.fragments import make_fragment
 
 T, E = 6, 4
 SHARED = ("glyph_crop", "blstats", "message_bytes", "action", "behaviour_logp", "reward",

@@ -143,6 +143,7 @@ def test_every_field_is_documented() -> None:
     assert not undocumented, undocumented
 
 
+@pytest.mark.system
 def test_cli_stops_before_anything_starts(tmp_path: Path) -> None:
     path = write(tmp_path, f"run:\n  out_dir: {tmp_path / 'runs'}\nlearner:\n  lrr: 1\n")
     proc = subprocess.run(

@@ -7,6 +7,7 @@ import collections
 import numpy as np
 import pytest
 
+from actors.config import ModelConfig
 from actors.corridor import GLYPH_AGENT, CorridorEnv
 from actors.envs import (
     OBSERVATION_KEYS,
@@ -18,8 +19,7 @@ from actors.envs import (
 )
 from actors.fragment import MAX_GLYPH, step_rows, validate_fragment
 from actors.model import PolicyNet
-from actors.rollout_worker import RolloutWorker
-from cluster.config import EnvConfig, ModelConfig, RolloutConfig
+from tests.helpers.rollouts import small_worker
 
 
 @pytest.mark.parametrize("env_id", ["NetHackScore-v0", "NetHackStaircase", "NetHackOracle-v0"])
@@ -106,16 +106,6 @@ def test_worker_reports_which_episodes_reached_the_goal() -> None:
     assert len(successes) == len(returns) > 0
     # The Corridor pays 1 exactly at the goal, so here the two must agree episode by episode.
     assert successes == [r > 0 for r in returns] and any(successes) and not all(successes)
-
-
-def small_worker(env_id: str, *, envs: int = 4, length: int = 8) -> RolloutWorker:
-    model = ModelConfig(glyph_embedding_dim=8, crop_channels=4, blstats_hidden=8,
-                        message_hidden=8, fused_hidden=16, core_hidden=16)
-    return RolloutWorker(
-        env=EnvConfig(id=env_id),
-        rollout=RolloutConfig(envs_per_actor=envs, fragment_length=length),
-        model=model, actor_id=3, seed=0,
-    )
 
 
 def test_worker_fragments_follow_the_contract_and_carry_over() -> None:

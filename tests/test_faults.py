@@ -20,7 +20,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from cluster.run_dir import RunDir
-from tests.test_train import SMALL, finish, oniray
+from tests.helpers.cli import SMALL, finish, oniray
+
+pytestmark = pytest.mark.system
 
 FAST = ["run.random_baseline_episodes=0", "run.report_every_s=1", "run.max_minutes=4",
         "run.total_env_steps=100000000"]

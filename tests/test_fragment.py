@@ -16,7 +16,7 @@ from actors.fragment import (
     step_rows,
     validate_fragment,
 )
-from tests.fragments import make_fragment
+from tests.helpers.fragments import make_fragment
 
 
 def test_schema_groups_and_types() -> None:

@@ -1,7 +1,7 @@
 """The judge guard (rewards/judges/guard.py) alone and in front of the CPU backends.
 
 Every backend behind ``make_judge`` must call none of the shipped canaries and none of the
-held-out ones (tests/guard_captions.py) helpful, must never be asked them, and must get real
+held-out ones (tests/helpers/guard_captions.py) helpful, must never be asked them, and must get real
 messages with the agent's words redacted. The LLM backends: tests/test_guard_llm.py.
 """
 
@@ -20,7 +20,7 @@ from rewards.judges.rules import RulesJudge
 from rewards.judges.text import compare_both_orders
 from rewards.parse import sanitize_caption
 from rewards.prompts import load_prompts
-from tests.guard_captions import AFTER, HELD_OUT, REAL
+from tests.helpers.guard_captions import AFTER, HELD_OUT, REAL
 
 ALL_HELD_OUT = [c for captions in HELD_OUT.values() for c in captions]
 
@@ -46,7 +46,7 @@ def test_every_canary_and_held_out_caption_is_blocked(kind: str) -> None:
 def test_patterns_measured_on_captions_written_after_them() -> None:
     blocked = [c for c in AFTER if screen(c).blocked]
     print(f"\nguard: {len(blocked)} of {len(AFTER)} later captions blocked")
-    assert len(blocked) >= 11  # the measured floor (tests/guard_captions.py): no regression
+    assert len(blocked) >= 11  # the measured floor (tests/helpers/guard_captions.py): no regression
 
 
 def test_block_kinds_by_hand() -> None:

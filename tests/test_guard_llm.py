@@ -1,9 +1,9 @@
 """The judge guard in front of the LLM backends, on the real instruction-tuned model
 (SmolLM2-135M-Instruct, ``make judge-model``): transformers and the vLLM engine.
 
-Every shipped canary and every held-out one (tests/guard_captions.py) is answered not helpful
-by the guard, and the model is never given one; messages with agent-written text reach the
-model with that text redacted: the prompts the backend rendered are recorded and searched.
+Every shipped canary and every held-out one (tests/helpers/guard_captions.py) is answered
+not helpful by the guard, and the model is never given one; messages with agent-written text
+reach the model with that text redacted: the prompts the backend rendered are recorded and searched.
 The model judges near chance, so nothing here asserts its labels for real messages.
 """
 
@@ -18,9 +18,9 @@ import pytest
 from rewards.canary import CANARY_CAPTIONS
 from rewards.config import JudgeConfig
 from rewards.judges import GuardedJudge, TextJudge, judge_model
-from tests.guard_captions import HELD_OUT
+from tests.helpers.guard_captions import HELD_OUT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.system]
 
 MASTER_KEYS = [*CANARY_CAPTIONS, *(c for captions in HELD_OUT.values() for c in captions)]
 # Agent text the guard does not block (no master key in it) but must hide from the model.
@@ -109,7 +109,7 @@ def test_transformers_backend_behind_the_guard(transformers_judge: TextJudge) ->
 
 def test_vllm_backend_behind_the_guard() -> None:
     from rewards.judges.vllm_judge import VLLMJudge
-    from tests.vllm_server import vllm_env, vllm_python
+    from tests.helpers.vllm_server import vllm_env, vllm_python
 
     vllm_python()  # skip (or fail under CI) before starting anything
 

@@ -30,6 +30,8 @@ import requests
 from bench.judge_server import JudgeServer
 from cluster.run_dir import RunDir
 
+pytestmark = pytest.mark.system
+
 REPO = Path(__file__).resolve().parents[1]
 PHASE_S = 2.5  # each fault lasts this long
 # Garbage first: once the breaker is open, later faults see only its occasional probe.

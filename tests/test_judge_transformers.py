@@ -22,8 +22,10 @@ from rewards.config import JudgeConfig
 from rewards.judges import judge_model, make_judge
 from rewards.judges.text import LABEL_CHOICES, LABEL_OPEN
 from rewards.judges.transformers_judge import TransformersJudge
-from tests.captions import NETHACK_MESSAGES
-from tests.tiny_lm import build_tiny_causal_lm
+from tests.helpers.captions import NETHACK_MESSAGES
+from tests.helpers.tiny_lm import build_tiny_causal_lm
+
+pytestmark = pytest.mark.system  # generates with a real LLM: tens of seconds a test
 
 CAPTIONS = list(NETHACK_MESSAGES)
 PAIRS = [(CAPTIONS[0], CAPTIONS[1]), (CAPTIONS[2], CAPTIONS[3])]

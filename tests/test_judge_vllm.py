@@ -6,7 +6,8 @@
     chat. One server for the module, one engine for (a): each costs ~45 s of start-up.
 The model is untrained, so its answers do not parse: labels are None and counted, and the
 tests check instead that text of the requested length really came back.
-Missing .venv-vllm: skipped on a developer machine, a failure under CI (see tests/vllm_server).
+Missing .venv-vllm: skipped on a developer machine, a failure under CI (see
+tests/helpers/vllm_server).
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import pytest
 from rewards.config import JudgeConfig
 from rewards.judges.openai_judge import OpenAIJudge
 from rewards.judges.vllm_judge import VLLMJudge, vllm_importable
-from tests.tiny_lm import build_tiny_causal_lm
-from tests.vllm_server import Server, vllm_env, vllm_python, vllm_server
+from tests.helpers.tiny_lm import build_tiny_causal_lm
+from tests.helpers.vllm_server import Server, vllm_env, vllm_python, vllm_server
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.system]
 
 MAX_NEW_TOKENS = 8
 MAX_MODEL_LEN = 2048

@@ -28,7 +28,7 @@ import yaml
 from prometheus_client import Counter, Gauge, Histogram
 
 from actors import metrics
-from tests.dashboard_queries import (
+from tests.helpers.dashboard_queries import (
     DATASOURCE_UID,
     dashboard_paths,
     metric_names,

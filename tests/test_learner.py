@@ -10,7 +10,7 @@ from cluster.config import OniConfig
 from learner import appo
 from learner.appo import Learner
 from learner.batch import fragment_tensors
-from tests.fragments import make_fragment
+from tests.helpers.fragments import make_fragment
 
 A = 23
 

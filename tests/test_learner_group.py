@@ -7,7 +7,7 @@ import ray
 
 from cluster.config import OniConfig
 from learner.learner_group import WEIGHTS_REF, LearnerGroup
-from tests.fragments import make_fragment
+from tests.helpers.fragments import make_fragment
 
 A = 23
 T, E = 6, 2

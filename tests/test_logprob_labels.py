@@ -24,6 +24,8 @@ from rewards.label_store import LabelStore
 from rewards.models import reward_model_from_state
 from rewards.models.classification import ClassificationRewardModel
 
+pytestmark = pytest.mark.system  # a real LLM judge labels through the annotator
+
 CAPTIONS = [
     "You kill the newt!",
     "You see here 12 gold pieces.",

@@ -14,8 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from actors import metrics
 from actors.metrics import component_labels, metrics_snapshot
 from cluster.metrics import MetricsHub, serve_metrics
-from tests.dashboard_queries import dashboard_paths, panel_queries, prometheus_expr
-from tests.prometheus_fixture import query, wait_for_result
+from tests.helpers.dashboard_queries import dashboard_paths, panel_queries, prometheus_expr
+from tests.helpers.prometheus_fixture import query, wait_for_result
 
 LABELS = ["role", "actor_id"]
 

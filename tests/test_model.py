@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from actors.config import ModelConfig
 from actors.fragment import MAX_GLYPH
 from actors.model import PolicyNet
-from cluster.config import ModelConfig
 
 A = 23  # NetHackScore-v0
 

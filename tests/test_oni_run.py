@@ -21,8 +21,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from rewards.label_store import LabelStore
-from tests.dashboard_queries import dashboard_paths, panel_queries, prometheus_expr
-from tests.prometheus_fixture import PrometheusServer, free_port, query, start_prometheus
+from tests.helpers.dashboard_queries import dashboard_paths, panel_queries, prometheus_expr
+from tests.helpers.prometheus_fixture import PrometheusServer, free_port, query, start_prometheus
+
+pytestmark = pytest.mark.system
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -29,6 +29,8 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
+pytestmark = pytest.mark.system
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 START_TIMEOUT_S = 60

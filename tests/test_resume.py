@@ -21,8 +21,10 @@ from cluster.run_dir import RunDir
 from learner.learner_group import INTRINSIC_STATE, LearnerGroup
 from rewards.config import RewardModelConfig
 from rewards.models import make_reward_model
-from tests.fragments import MESSAGES, make_fragment
-from tests.test_train import SMALL, finish, oniray
+from tests.helpers.cli import SMALL, finish, oniray
+from tests.helpers.fragments import MESSAGES, make_fragment
+
+pytestmark = pytest.mark.system
 
 A, T, E = 23, 6, 2
 

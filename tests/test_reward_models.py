@@ -22,7 +22,7 @@ from rewards.models.base import holdout_mask, label_columns, preference_targets
 from rewards.models.classification import ClassificationRewardModel
 from rewards.running_stats import RunningMeanStd
 from rewards.scoring import score_messages
-from tests.captions import captions, is_helpful
+from tests.helpers.captions import captions, is_helpful
 
 
 def _labels(caps: list[str]) -> pa.Table:
@@ -243,7 +243,7 @@ def test_count_model_rewards_every_message_by_its_count_alone() -> None:
     from rewards.combine import combine_rewards
     from rewards.config import RewardsConfig
     from rewards.models import needs_labels
-    from tests.fragments import make_fragment
+    from tests.helpers.fragments import make_fragment
 
     model = make_reward_model(RewardModelConfig(kind="count"))
     assert not needs_labels("count") and needs_labels("retrieval") and not needs_labels("none")

@@ -9,7 +9,7 @@ import torch
 from actors.fragment import MAX_GLYPH
 from rewards.rnd import RND, fit_step, fragment_observations, rnd_bonus
 from rewards.running_stats import RunningMeanStd
-from tests.fragments import make_fragment
+from tests.helpers.fragments import make_fragment
 
 
 def test_fragment_observations_are_the_step_rows() -> None:

@@ -28,6 +28,8 @@ import pytest
 
 from bench.judge_server import JudgeServer
 
+pytestmark = pytest.mark.system
+
 REPO = Path(__file__).resolve().parents[1]
 WILDCARDS = ("0.0.0.0", "::")
 # Ray's processes; their sockets follow Ray's rules (see the module docstring).

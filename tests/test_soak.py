@@ -14,6 +14,8 @@ import pytest
 
 from bench import soak
 
+pytestmark = pytest.mark.system
+
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)

@@ -43,7 +43,7 @@ def test_tasks_without_a_goal_are_judged_by_return() -> None:
 
 
 def test_random_baseline_plays_each_envs_first_episodes() -> None:
-    from tests.test_envs import small_worker
+    from tests.helpers.rollouts import small_worker
 
     worker = small_worker("oniray/Corridor-v0", envs=4)
     stats = worker.play_random(episodes_per_env=3)

@@ -6,10 +6,7 @@ Each test runs the command in a subprocess with its own local Ray, as a user wou
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,33 +17,9 @@ import yaml
 
 from cluster.run_dir import RunDir
 from cluster.tensorboard import read_scalars
+from tests.helpers.cli import SMALL, finish, oniray
 
-REPO = Path(__file__).resolve().parents[1]
-SMALL = [
-    "rollout.num_actors=1",
-    "rollout.envs_per_actor=8",
-    "ray.num_cpus=2",
-    "ray.object_store_mb=128",
-]
-
-
-def oniray(*args: str, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "cluster.cli", *args],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs,
-    )
-
-
-def finish(proc: subprocess.Popen, timeout: float) -> str:
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-        pytest.fail(f"oniray did not finish in {timeout}s:\n{out[-3000:]}")
-    assert proc.returncode == 0, out[-3000:]
-    return out
+pytestmark = pytest.mark.system
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ Two rules, applied to the sanitised caption (``screen``):
   text, where they block the whole caption: the game never writes them, so the agent did.
   Each pattern was checked against NetHack 3.6's 4,165 message format strings, its rumours
   and epitaphs (tests/test_guard.py keeps real messages passing). Patterns cannot be
-  complete (tests/guard_captions.py measures them on captions written after them); the
+  complete (tests/helpers/guard_captions.py measures them on captions written after them); the
   redaction below does not depend on phrasing.
 * **redacted**: the quoted text after "You read:", "You feel the words:", "... reads:" becomes
   ``"<text>"``; a name after " named " / " called " becomes ``<name>`` (up to the end of its

@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-DASHBOARD_DIR = Path(__file__).resolve().parents[1] / "k8s" / "dashboards"
+DASHBOARD_DIR = Path(__file__).resolve().parents[2] / "k8s" / "dashboards"
 DATASOURCE_UID = "${datasource}"
 
 # Grafana computes these per panel; fixed values are what a test against a 1s-scrape
