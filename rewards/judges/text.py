@@ -133,9 +133,14 @@ class TextJudge(Judge):
     def answer_prompt(self, prompt: Any, answer_start: str) -> Any:
         """``prompt`` followed by the beginning of the judge's own answer. A completion string
         gets it appended; chat messages get a final assistant message that the backend must
-        continue (``continue_final_message``), not close."""
+        continue (``continue_final_message``), not close; chat messages that already end with
+        the assistant's begun answer get ``answer_start`` added to it (so that an answer can be
+        continued step by step)."""
         if isinstance(prompt, str):
             return prompt + answer_start
+        if prompt and prompt[-1].get("role") == "assistant":
+            last = prompt[-1]
+            return [*prompt[:-1], {**last, "content": last["content"] + answer_start}]
         return [*prompt, {"role": "assistant", "content": answer_start}]
 
     def render_label(self, caption: str) -> str:
