@@ -2,7 +2,10 @@
 
 Consumes: prompts rendered by ``rewards.prompts`` (through ``label`` / ``compare``).
 Emits: one completion per prompt, ``None`` where the server failed for good; ``stats()`` and
-``drain_latencies()`` for the annotator's metrics.
+``drain_latencies()`` for the annotator's metrics. Constrained answers use vLLM's guided-choice
+extension (``structured_outputs``); log-probability scoring reads the ``logprobs`` of one-token
+answers (:meth:`OpenAIJudge.choice_probs`); a chat ending with the judge's begun answer is
+continued with vLLM's ``continue_final_message``.
 
 Transport: ``requests`` (already a dependency), one ``Session`` per pool thread because a
 Session is not thread-safe. ``/completions`` takes ``batch_size`` prompts per request; chat

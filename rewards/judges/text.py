@@ -393,20 +393,6 @@ def constrained_probs(
     return probs
 
 
-def sequence_probs(
-    sequences: Sequence[Sequence[Hashable]], logprobs: Sequence[Sequence[float]]
-) -> list[float]:
-    """:func:`constrained_probs` from each choice's own tokens and their log-probabilities
-    (teacher-forced after the prompt, as vLLM's prompt_logprobs and echoed completions give
-    them): the choices that share a prefix share its context, so each token's value is read
-    from the choice it belongs to."""
-    table: dict[tuple[tuple[Hashable, ...], Hashable], float] = {}
-    for seq, lps in zip(sequences, logprobs, strict=True):
-        for j, (token, lp) in enumerate(zip(seq, lps, strict=True)):
-            table[(tuple(seq[:j]), token)] = lp
-    return constrained_probs(sequences, lambda prefix, token: table[(prefix, token)])
-
-
 def constrained_choice(
     sequences: Sequence[Sequence[Hashable]],
     logprob: Callable[[tuple[Hashable, ...], Hashable], float],

@@ -1,7 +1,8 @@
 """The ``vllm`` judge: a local vLLM engine answers the judge's prompts.
 
 Consumes: prompts rendered by ``rewards.prompts`` (through ``label`` / ``compare``).
-Emits: one completion per prompt (None for a batch the engine failed), and ``stats()``.
+Emits: one completion per prompt (free, or constrained by guided choice), or the choices'
+probabilities (log-probability scoring); None for a batch the engine failed; ``stats()``.
 
 Where the engine runs is decided once, at construction (:func:`placement`):
 
