@@ -192,6 +192,7 @@ def scoring_rates(messages: list[str], skip: set[str], free_tokens: int) -> dict
     if not (REPO / ".venv-vllm" / "bin" / "python").exists():
         backends.pop("vllm")
     out: dict[str, dict] = {}
+    per_mode = len(messages) // len(modes)
     for name, extra in backends.items():
         if name in skip:
             continue
@@ -201,28 +202,35 @@ def scoring_rates(messages: list[str], skip: set[str], free_tokens: int) -> dict
             started = time.perf_counter()
             judge = make_judge(cfg, env_id="NetHackScore-v0")
             load_s = time.perf_counter() - started
-            judge.label(messages[:2])  # warm-up: first-call costs are no mode's
             rates: dict[str, dict] = {"load_seconds": load_s}
-            for mode, overrides in modes.items():
+            for k, (mode, overrides) in enumerate(modes.items()):
+                # Warm-up: each mode's first call pays one-off costs (vLLM's first
+                # logprob_token_ids batch takes seconds), which are no mode's throughput.
+                judge.cfg = dataclasses.replace(cfg, **overrides)
+                judge.label([f"You hear a door open. [{mode}]"])
+                # Captions of its own per mode: vLLM's prefix cache would otherwise hand the
+                # later modes the earlier ones' prompts for free (the shared instructions and
+                # examples stay cached for all, as they are in a long run).
+                sample = messages[k * per_mode : (k + 1) * per_mode]
                 judge.cfg = dataclasses.replace(cfg, **overrides)
                 judge.counters = type(judge.counters)()
                 started = time.perf_counter()
-                verdicts = judge.label(messages)
+                verdicts = judge.label(sample)
                 elapsed = time.perf_counter() - started
                 stats = judge.stats()
                 rates[mode] = {
-                    "labels_per_s": len(messages) / elapsed, "seconds": elapsed,
+                    "labels_per_s": len(sample) / elapsed, "seconds": elapsed,
                     "labelled": sum(v.label is not None for v in verdicts),
                     "parse_failures": stats["label_parse_failures"],
                 }
                 print(f"scoring {name} {mode}: {rates[mode]['labels_per_s']:.2f} labels/s, "
-                      f"{rates[mode]['labelled']}/{len(messages)} labelled", flush=True)
+                      f"{rates[mode]['labelled']}/{len(sample)} labelled", flush=True)
             judge.close()
         except Exception as exc:  # one backend failing must not lose the others' numbers
             out[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
             print(f"scoring {name}: failed: {out[name]['error']}", flush=True)
             continue
-        out[name] = {**rates, "captions": len(messages), "free_max_new_tokens": free_tokens,
+        out[name] = {**rates, "captions_per_mode": per_mode, "free_max_new_tokens": free_tokens,
                      "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": git_commit(),
                      "logprob_speedup_over_constrained":
                          rates["logprob"]["labels_per_s"] / rates["constrained"]["labels_per_s"],
@@ -363,7 +371,7 @@ def main() -> None:
     messages = nethack_messages() if not {"backends", "scoring"} <= skip else []
     result["backends"] = {} if "backends" in skip else backend_rates(messages, skip)
     if "scoring" not in skip:
-        result["scoring"] = scoring_rates(messages[: args.scoring_captions], skip,
+        result["scoring"] = scoring_rates(messages[: 3 * args.scoring_captions], skip,
                                           args.free_tokens)
     if "cache" not in skip:
         result["cache"] = cache_effect(args.long_minutes)
