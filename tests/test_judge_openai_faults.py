@@ -65,6 +65,8 @@ class FaultServer:
             return
         if mode == "500":
             return self._send(handler, 500, b'{"error": "boom"}')
+        if mode == "400":  # e.g. a server that refuses vLLM's request extensions
+            return self._send(handler, 400, b'{"error": "unrecognized request argument"}')
         if mode == "garbage":
             return self._send(handler, 200, b'{"choices": [ this is not json')
         text = GOOD if mode in ("ok", "hang") else "Hmm, hard to say."
@@ -298,3 +300,16 @@ def test_a_server_without_logprobs_gives_no_label(server, make_judge):
     assert body["max_tokens"] == 1 and body["logprobs"] == 20
     stats = judge.stats()
     assert stats["label_request_failures"] == 4 and stats["http_failures"] == 0
+
+
+def test_a_server_refusing_the_extension_is_named_once(server, make_judge, caplog):
+    # A non-vLLM server answers 400 to structured_outputs: every label fails (counted, never
+    # guessed), and the log says once which key to change.
+    server.default = "400"
+    judge = make_judge(constrained=True, max_retries=0)
+    with caplog.at_level("ERROR", logger="rewards.judges.openai_judge"):
+        verdicts = judge.label(["You kill the newt!"]) + judge.label(["It's solid stone."])
+    assert [v.label for v in verdicts] == [None, None]
+    hints = [r for r in caplog.records if "rewards.judge.constrained=false" in r.getMessage()]
+    assert len(hints) == 1 and "structured_outputs" in hints[0].getMessage()
+    assert SECRET not in caplog.text

@@ -52,6 +52,8 @@ RETRYABLE = frozenset({"timeout", "connection", "http_5xx", "http_429", "garbage
 # Top alternatives asked per answer token in logprob scoring: OpenAI's cap, and vLLM's
 # default --max-logprobs.
 TOP_LOGPROBS = 20
+# Request fields only vLLM understands (constrained answers, continued chat answers).
+_VLLM_EXTENSIONS = frozenset({"structured_outputs", "continue_final_message"})
 # Enough for any tag value of the judge's grammar; guided choice ends the answer itself.
 CHOICE_MAX_TOKENS = 16
 # A chat prompt is either a plain user message or a full message list (system, few-shot, ...).
@@ -69,6 +71,7 @@ class OpenAIJudge(TextJudge):
         endpoint = "completions" if cfg.api == "completions" else "chat/completions"
         self._url = f"{cfg.base_url.rstrip('/')}/{endpoint}"
         self._api_key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
+        self._extension_hint_given = False
         self._breaker = CircuitBreaker(
             failure_threshold=cfg.breaker_failures,
             cooldown_s=cfg.breaker_cooldown_s,
@@ -280,6 +283,16 @@ class OpenAIJudge(TextJudge):
             return "http_5xx", None
         if resp.status_code >= 400:
             log.warning("judge answered HTTP %d; not retried", resp.status_code)
+            if _VLLM_EXTENSIONS & payload.keys() and not self._extension_hint_given:
+                # Constrained answers and logprob chats use vLLM's request extensions; a
+                # server that refuses them fails every label, so say once what to change.
+                self._extension_hint_given = True
+                log.error(
+                    "judge server refused a request that uses vLLM's extensions (%s) with "
+                    "HTTP %d: for a server other than vLLM set rewards.judge.constrained=false "
+                    "and rewards.judge.scoring=generate",
+                    ", ".join(sorted(_VLLM_EXTENSIONS & payload.keys())), resp.status_code,
+                )
             return "http_4xx", None
         try:
             texts = parse(resp.json(), n)
