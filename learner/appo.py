@@ -3,10 +3,10 @@
 Consumes a :class:`learner.batch.Batch` of fragments acted by possibly older policy versions,
 and optionally the batch's raw intrinsic terms (``learner.intrinsic``), which
 ``rewards.combine.combine_rewards`` weighs and masks with the extrinsic reward. Emits updated
-weights
-(``get_weights``: CPU numpy arrays, for publishing), a metrics dict per update and
-checkpointable state. With ``world_size > 1`` it expects ``torch.distributed`` to be
-initialised by its caller (``learner.learner_group``) and averages gradients across ranks.
+weights (``get_weights``: CPU numpy arrays, for publishing), a metrics dict per update and
+its state (``state()`` / ``load_state()``). With ``world_size > 1`` it expects
+``torch.distributed`` to be initialised by its caller (``learner.learner_group``) and averages
+gradients across ranks.
 """
 
 from __future__ import annotations
@@ -200,4 +200,3 @@ class Learner:
         self.num_updates = int(state["num_updates"])
         self.env_steps_trained = int(state["env_steps_trained"])
         torch.set_rng_state(state["torch_rng_state"])
-
