@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 SCHEMA_VERSION = "1"
 BLSTATS_SIZE = 27  # NLE's NLE_BLSTATS_SIZE
@@ -236,6 +237,12 @@ def step_rows(fragment: pa.RecordBatch) -> pa.RecordBatch:
     """The fragment without its bootstrap rows (a zero-copy slice)."""
     meta = FragmentMeta.decode(fragment.schema)
     return fragment.slice(0, meta.length * meta.num_envs)
+
+
+def step_captions(fragment: pa.RecordBatch) -> pa.Array:
+    """The distinct messages of the step rows: what the annotator is sent to judge (bootstrap
+    rows repeat the next fragment's first row, so they are left to that fragment)."""
+    return pc.unique(step_rows(fragment).column("message"))
 
 
 def validate_fragment(fragment: pa.RecordBatch) -> FragmentMeta:

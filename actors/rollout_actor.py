@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 
-import pyarrow.compute as pc
 import ray
 import torch
 
 from actors import metrics as m
 from actors.config import RolloutSections
-from actors.fragment import step_rows
+from actors.fragment import step_captions
 from actors.rollout_worker import EpisodeStats, RolloutWorker
 
 
@@ -60,9 +59,7 @@ class RolloutActor:
         for ret, length in zip(stats.episode_returns, stats.episode_lengths, strict=True):
             m.EPISODE_RETURN.labels(**labels).observe(ret)
             m.EPISODE_LENGTH.labels(**labels).observe(length)
-        captions = (
-            pc.unique(step_rows(fragment).column("message")) if self._extract_captions else None
-        )
+        captions = step_captions(fragment) if self._extract_captions else None
         return fragment, stats, captions
 
     def metrics(self) -> bytes:

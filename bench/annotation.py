@@ -1,8 +1,9 @@
 """What the reward-annotation service costs, and how fast each judge labels.
 
     python bench/annotation.py [--seconds 90] [--rounds 2] [--long-minutes 10] [--skip ...]
+                               [--only PART ...] [--scoring-captions 16] [--free-tokens 64]
 
-Three measurements, written to ``bench/results/annotation.json`` (+ ``annotation.png``):
+Four measurements, written to ``bench/results/annotation.json`` (+ ``annotation.png``):
   1. on/off     training SPS of the default job with the service on (the default: embedding
                 judge, retrieval reward model), off (extrinsic reward only), and on with the
                 intrinsic reward weighted 0 (the service's cost alone, same agent as off),
@@ -17,6 +18,11 @@ Three measurements, written to ``bench/results/annotation.json`` (+ ``annotation
                 .venv-vllm exists).
   3. cache      judge calls per 1,000 environment steps over a long NetHack run, per report
                 interval: the label cache should drive it toward zero.
+  4. scoring    labels per second of one LLM judge (transformers, vllm) on the real
+                SmolLM2-135M-Instruct, by how it answers: logprob (one forward pass, no
+                generation), constrained (guided choice after the forced tag) and free text
+                (up to --free-tokens tokens, read by the strict parser), on the same captions
+                and the same loaded model; with each mode's parse failures.
 Parts skipped with --skip keep their previous figures; earlier on/off results are kept under
 "history" with the commit they measured.
 """
@@ -44,6 +50,7 @@ from bench.runs import git_commit, steady_sps, train  # noqa: E402
 from cluster.config import load_config  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
+PARTS = ("on_off", "cpu", "backends", "scoring", "cache")
 SERVICE_OFF = ["rewards.annotator.enabled=false", "rewards.model.kind=none",
                "rewards.intrinsic_coef=0"]
 
@@ -167,6 +174,71 @@ def nethack_messages(limit: int = 300) -> list[str]:
     return list(seen)
 
 
+def scoring_rates(messages: list[str], skip: set[str], free_tokens: int) -> dict:
+    """Labels/s of logprob vs constrained vs free answers, per LLM backend (one model load)."""
+    import dataclasses
+
+    from rewards.config import JudgeConfig
+    from rewards.judges import judge_model, make_judge
+
+    if not judge_model.is_ready():
+        return {"error": f"no judge model at {judge_model.DEFAULT_DIR} (make judge-model)"}
+    modes = {
+        "logprob": {"scoring": "logprob"},
+        "constrained": {"scoring": "generate", "constrained": True},
+        "free": {"scoring": "generate", "constrained": False, "max_new_tokens": free_tokens},
+    }
+    backends = {"transformers": {}, "vllm": {"dtype": "float32", "api": "chat"}}
+    if not (REPO / ".venv-vllm" / "bin" / "python").exists():
+        backends.pop("vllm")
+    out: dict[str, dict] = {}
+    per_mode = len(messages) // len(modes)
+    for name, extra in backends.items():
+        if name in skip:
+            continue
+        cfg = JudgeConfig(backend=name, model=str(judge_model.DEFAULT_DIR), max_retries=0,
+                          batch_size=8, **extra)
+        try:
+            started = time.perf_counter()
+            judge = make_judge(cfg, env_id="NetHackScore-v0")
+            load_s = time.perf_counter() - started
+            rates: dict[str, dict] = {"load_seconds": load_s}
+            for k, (mode, overrides) in enumerate(modes.items()):
+                # Warm-up: each mode's first call pays one-off costs (vLLM's first
+                # logprob_token_ids batch takes seconds), which are no mode's throughput.
+                judge.cfg = dataclasses.replace(cfg, **overrides)
+                judge.label([f"You hear a door open. [{mode}]"])
+                # Captions of its own per mode: vLLM's prefix cache would otherwise hand the
+                # later modes the earlier ones' prompts for free (the shared instructions and
+                # examples stay cached for all, as they are in a long run).
+                sample = messages[k * per_mode : (k + 1) * per_mode]
+                judge.cfg = dataclasses.replace(cfg, **overrides)
+                judge.counters = type(judge.counters)()
+                started = time.perf_counter()
+                verdicts = judge.label(sample)
+                elapsed = time.perf_counter() - started
+                stats = judge.stats()
+                rates[mode] = {
+                    "labels_per_s": len(sample) / elapsed, "seconds": elapsed,
+                    "labelled": sum(v.label is not None for v in verdicts),
+                    "parse_failures": stats["label_parse_failures"],
+                }
+                print(f"scoring {name} {mode}: {rates[mode]['labels_per_s']:.2f} labels/s, "
+                      f"{rates[mode]['labelled']}/{len(sample)} labelled", flush=True)
+            judge.close()
+        except Exception as exc:  # one backend failing must not lose the others' numbers
+            out[name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+            print(f"scoring {name}: failed: {out[name]['error']}", flush=True)
+            continue
+        out[name] = {**rates, "captions_per_mode": per_mode, "free_max_new_tokens": free_tokens,
+                     "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": git_commit(),
+                     "logprob_speedup_over_constrained":
+                         rates["logprob"]["labels_per_s"] / rates["constrained"]["labels_per_s"],
+                     "logprob_speedup_over_free":
+                         rates["logprob"]["labels_per_s"] / rates["free"]["labels_per_s"]}
+    return out
+
+
 def backend_rates(messages: list[str], skip: set[str]) -> dict:
     from rewards.config import JudgeConfig
     from rewards.judges import make_judge
@@ -277,10 +349,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="on/off pairs")
     parser.add_argument("--long-minutes", type=float, default=10.0, help="the cache run")
     parser.add_argument("--skip", nargs="*", default=[],
-                        help="parts or backends to skip: on_off cpu cache embedding rules "
-                             "transformers vllm")
+                        help="parts or backends to skip: on_off cpu backends scoring cache "
+                             "embedding rules transformers vllm")
+    parser.add_argument("--only", nargs="*", default=[], choices=PARTS,
+                        help="run only these parts (the others keep their last figures)")
+    parser.add_argument("--scoring-captions", type=int, default=16,
+                        help="captions per answer mode in the scoring part")
+    parser.add_argument("--free-tokens", type=int, default=64,
+                        help="generation budget of free-text answers in the scoring part")
     args = parser.parse_args()
-    skip = set(args.skip)
+    skip = set(args.skip) | (set(PARTS) - set(args.only) if args.only else set())
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "annotation.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
@@ -290,12 +368,16 @@ def main() -> None:
         result["on_off"] = on_off(args.seconds, args.rounds)
     if "cpu" not in skip:
         result["cpu_share"] = cpu_share(args.seconds)
-    result["backends"] = backend_rates(nethack_messages(), skip)
+    messages = nethack_messages() if not {"backends", "scoring"} <= skip else []
+    result["backends"] = {} if "backends" in skip else backend_rates(messages, skip)
+    if "scoring" not in skip:
+        result["scoring"] = scoring_rates(messages[: 3 * args.scoring_captions], skip,
+                                          args.free_tokens)
     if "cache" not in skip:
         result["cache"] = cache_effect(args.long_minutes)
     # Parts skipped this time keep their last figures; replaced on/off figures move to the
     # history, so a change's before and after stay side by side.
-    for key in ("on_off", "cpu_share", "cache"):
+    for key in ("on_off", "cpu_share", "scoring", "cache"):
         if key not in result and key in previous:
             result[key] = previous[key]
     for name, rates in previous.get("backends", {}).items():

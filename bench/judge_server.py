@@ -41,8 +41,8 @@ _CAPTION = re.compile(r"Please rate this message: (\".*?\")\s*\n")
 
 def answer_text(prompt: Any) -> str:
     """A well-formed judge answer for one label prompt (completion text or chat messages)."""
-    if isinstance(prompt, list):  # chat: the user message is the last one
-        prompt = prompt[-1]["content"]
+    if isinstance(prompt, list):  # chat: the last user message (an assistant's may follow)
+        prompt = [m for m in prompt if m.get("role") == "user"][-1]["content"]
     found = _CAPTION.search(prompt) if isinstance(prompt, str) else None
     caption = json.loads(found.group(1)) if found else ""
     label = "FOO" if any(w in caption.lower() for w in HELPFUL_WORDS) else "BAR"
@@ -177,7 +177,13 @@ class JudgeServer:
 
 def _completion(request: dict[str, Any], mode: str) -> dict[str, Any]:
     def text(prompt: Any) -> str:
-        return answer_text(prompt) if mode == "ok" else "I would rather not say."
+        if mode != "ok":
+            return "I would rather not say."
+        answer = answer_text(prompt)
+        if (request.get("structured_outputs") or {}).get("choice"):
+            # vLLM's guided choice (a constrained judge): the label's value only, as " FOO".
+            return answer.rsplit("<label>", 1)[1].removesuffix("</label>").rstrip()
+        return answer
 
     if "messages" in request:
         message = {"role": "assistant", "content": text(request["messages"])}

@@ -46,6 +46,7 @@ def component_costs(cfg: OniConfig) -> dict:
     from actors.envs import ObsEncoder, make_env
     from actors.model import PolicyNet
     from learner.appo import Learner
+    from learner.batch import make_batch
     from tests.helpers.fragments import make_fragment
 
     torch.set_num_threads(1)
@@ -72,10 +73,11 @@ def component_costs(cfg: OniConfig) -> dict:
     fragments = [make_fragment(T=cfg.rollout.fragment_length, E=e, seed=i,
                                num_actions=num_actions, core_hidden=cfg.model.core_hidden)
                  for i in range(cfg.fragments_per_batch)]
-    learner.update(fragments)  # warm-up
+    batch = make_batch(fragments)
+    learner.update(batch)  # warm-up
     updates, started = 5, time.perf_counter()
     for _ in range(updates):
-        learner.update(fragments)
+        learner.update(batch)
     update_s = (time.perf_counter() - started) / updates
     weights = learner.get_weights()
     nbytes = sum(w.nbytes for w in weights.values())

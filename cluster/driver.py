@@ -151,7 +151,7 @@ class Trainer:
             while self.updates:
                 self._apply_update(ray.get(self.updates[0]))
                 self.updates.popleft()
-            learner_state = self.parts.learners.get_state()
+            learner_state = self.parts.learners.state()
         except ray.exceptions.RayActorError as exc:  # died during the wait: no checkpoint
             self._on_learner_lost(exc)
             return

@@ -1,25 +1,27 @@
 """The APPO learner: V-trace targets, PPO's clipped surrogate, Adam. No Ray in here.
 
-Consumes fragments (``pa.RecordBatch``, ``actors.fragment``) acted by possibly older policy
-versions, and optionally an intrinsic reward ``[T, B]`` per batch. Emits updated weights
-(``get_weights``: CPU numpy arrays, for publishing), a metrics dict per update and
-checkpointable state. With ``world_size > 1`` it expects ``torch.distributed`` to be
-initialised by its caller (``learner.learner_group``) and averages gradients across ranks.
+Consumes a :class:`learner.batch.Batch` of fragments acted by possibly older policy versions,
+and optionally the batch's raw intrinsic terms (``learner.intrinsic``), which
+``rewards.combine.combine_rewards`` weighs and masks with the extrinsic reward. Emits updated
+weights (``get_weights``: CPU numpy arrays, for publishing), a metrics dict per update and
+its state (``state()`` / ``load_state()``). With ``world_size > 1`` it expects
+``torch.distributed`` to be initialised by its caller (``learner.learner_group``) and averages
+gradients across ranks.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
 from actors.model import PolicyNet
-from learner.batch import FragmentTensors, fragment_tensors, stack_fragments
+from learner.batch import Batch
+from learner.collective import average_gradients
 from learner.config import LearnerSections
 from learner.losses import entropy_loss, policy_loss, value_loss
 from learner.vtrace import vtrace
@@ -72,23 +74,19 @@ class Learner:
     # ---- training ----------------------------------------------------------------------
     def update(
         self,
-        fragments: Sequence[pa.RecordBatch],
+        batch: Batch,
         *,
-        intrinsic: torch.Tensor | None = None,
-        bonus: torch.Tensor | None = None,
+        judged: torch.Tensor | None = None,
+        novelty: torch.Tensor | None = None,
     ) -> dict[str, float]:
-        """One APPO update on the fragments, stacked along the env dim.
+        """One APPO update on the batch.
 
-        ``intrinsic[t, b]`` ([T, B], B = sum of the fragments' E) scores the message of row
-        t + 1, the observation step t led to; its count is therefore ``msg_count[t + 1]``.
-        ``bonus`` ([T, B], already weighted) is added as it is (RND: no message count).
+        ``judged`` and ``novelty`` ([T, B], B = the batch's envs) are the raw intrinsic terms
+        of the observation each step led to (``learner.intrinsic.Intrinsic``).
         """
         started = time.perf_counter()
-        batch = stack_fragments([fragment_tensors(f) for f in fragments])
-        batch = _to_device(batch, self.device)
-        rewards = self._rewards(batch, intrinsic)
-        if bonus is not None:
-            rewards = rewards + bonus.to(self.device)
+        batch = batch.to(self.device)
+        rewards = self._rewards(batch, judged=judged, novelty=novelty)
         lc = self.cfg.learner
         for _ in range(lc.epochs):
             metrics = self._step(batch, rewards)
@@ -105,41 +103,35 @@ class Learner:
         })
         return metrics
 
-    def _rewards(self, batch: FragmentTensors, intrinsic: torch.Tensor | None) -> torch.Tensor:
-        T = batch.length
+    def _rewards(
+        self, batch: Batch, *, judged: torch.Tensor | None, novelty: torch.Tensor | None
+    ) -> torch.Tensor:
         rc = self.cfg.rewards
-        if intrinsic is not None:
-            intrinsic = intrinsic.to(self.device)
-            if intrinsic.shape != (T, batch.num_envs):
-                raise ValueError(
-                    f"intrinsic reward is {tuple(intrinsic.shape)}, expected [T, B] = "
-                    f"[{T}, {batch.num_envs}]"
-                )
-            # Row t + 1 of a step that ended its episode is the next episode's first
-            # observation: its message was not caused by step t's action.
-            intrinsic = intrinsic * ~(batch.terminated[:T] | batch.truncated[:T])
         return combine_rewards(
-            extrinsic=batch.reward[:T],
-            intrinsic=intrinsic,
-            msg_count=batch.msg_count[1:],
+            extrinsic=batch.reward,
+            done=batch.done,
+            judged=None if judged is None else judged.to(self.device),
+            next_msg_count=batch.next_msg_count,
+            novelty=None if novelty is None else novelty.to(self.device),
             extrinsic_coef=rc.extrinsic_coef,
             extrinsic_clip=rc.extrinsic_clip,
             intrinsic_coef=rc.intrinsic_coef,
             count_exponent=rc.count_exponent,
+            novelty_coef=rc.rnd.coef,
         )
 
-    def _step(self, batch: FragmentTensors, rewards: torch.Tensor) -> dict[str, float]:
+    def _step(self, batch: Batch, rewards: torch.Tensor) -> dict[str, float]:
         lc = self.cfg.learner
         T = batch.length
-        out = self.model(batch.obs(), batch.first, batch.initial_core_state)
+        rows = batch.rows
+        # The model unrolls over all T + 1 rows; the last one's value is the bootstrap.
+        out = self.model(rows.obs(), rows.first, rows.initial_core_state)
         logits, values = out.logits[:T], out.values[:T]
-        action = batch.action[:T]
-        logp = F.log_softmax(logits, dim=-1).gather(-1, action.unsqueeze(-1)).squeeze(-1)
-        behaviour_logp = batch.behaviour_logp[:T]
+        logp = F.log_softmax(logits, dim=-1).gather(-1, batch.action.unsqueeze(-1)).squeeze(-1)
+        behaviour_logp = batch.behaviour_logp
         # Truncation is treated as terminal: the fragment does not keep the observation a
         # time limit cut off, so there is no state to bootstrap from.
-        done = batch.terminated[:T] | batch.truncated[:T]
-        discounts = lc.gamma * (~done).float()
+        discounts = lc.gamma * (~batch.done).float()
         # Sample Factory's APPO: V-trace's rho-clipped advantages under the PPO ratio.
         targets = vtrace(
             behaviour_logp=behaviour_logp,
@@ -162,8 +154,7 @@ class Learner:
 
         self.optimizer.zero_grad()
         total.backward()
-        if self.world_size > 1:
-            self._average_gradients()
+        average_gradients(self.model.parameters(), self.world_size)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), lc.max_grad_norm)
         self.optimizer.step()
 
@@ -182,24 +173,6 @@ class Learner:
             MEAN_VTRACE_TARGET: targets.vs.mean().item(),
         }
 
-    def _average_gradients(self) -> None:
-        """All-reduce the mean gradient as one flat buffer (one collective, not one per
-        parameter tensor)."""
-        import torch.distributed as dist
-
-        params = list(self.model.parameters())
-        for p in params:
-            if p.grad is None:  # unused on this rank's batch; peers may still have one
-                p.grad = torch.zeros_like(p)
-        grads = [p.grad for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat)
-        flat /= self.world_size
-        offset = 0
-        for g in grads:
-            g.copy_(flat[offset : offset + g.numel()].view_as(g))
-            offset += g.numel()
-
     # ---- weights and checkpoints ---------------------------------------------------------
     def get_weights(self) -> dict[str, np.ndarray]:
         """A CPU copy of the parameters (safe to publish while training continues)."""
@@ -209,7 +182,8 @@ class Learner:
         state = {k: torch.as_tensor(np.asarray(v)) for k, v in weights.items()}
         self.model.load_state_dict(state)
 
-    def state_dict(self) -> dict[str, Any]:
+    def state(self) -> dict[str, Any]:
+        """Everything a resumed learner needs to continue bit for bit (the one contract)."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -219,20 +193,10 @@ class Learner:
             "torch_rng_state": torch.get_rng_state(),
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state(self, state: Mapping[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.policy_version = int(state["policy_version"])
         self.num_updates = int(state["num_updates"])
         self.env_steps_trained = int(state["env_steps_trained"])
         torch.set_rng_state(state["torch_rng_state"])
-
-
-def _to_device(batch: FragmentTensors, device: torch.device) -> FragmentTensors:
-    if device.type == "cpu":
-        return batch
-    moved = {
-        k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
-        for k, v in vars(batch).items()
-    }
-    return FragmentTensors(**moved)

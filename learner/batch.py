@@ -1,17 +1,21 @@
-"""Fragment -> torch tensors, without copying the observation data.
+"""Fragments -> torch tensors, without copying the observation data, and named step views.
 
-Consumes a fragment ``pa.RecordBatch`` (``actors.fragment``: ``(T + 1) * E`` rows,
+Consumes fragment ``pa.RecordBatch``es (``actors.fragment``: ``(T + 1) * E`` rows,
 time-major). Emits :class:`FragmentTensors`, every column as a ``[T + 1, E, ...]`` tensor
 that shares memory with the Arrow buffers (which, after ``ray.get``, live in the object
 store). Bool columns are bit-packed in Arrow, so they (and ``first``) are small copies.
 The tensors are read-only views: nothing may write into them.
+
+:class:`Batch` is what every learner-side consumer reads (the losses, the reward shaping, the
+reward model's scoring, RND): named ``[T, B]`` views of the T steps, each beside the row its
+action led to. "Step t's reward comes from row t + 1" is written here, once.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import pyarrow as pa
@@ -108,3 +112,83 @@ def stack_fragments(parts: Sequence[FragmentTensors]) -> FragmentTensors:
             dim = 0 if f.name == "initial_core_state" else 1
             stacked[f.name] = torch.cat([getattr(p, f.name) for p in parts], dim=dim)
     return FragmentTensors(**stacked)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A learner's batch: the stacked rows, and the T steps as named ``[T, B]`` views.
+
+    Row t of a fragment is the observation step t acted on; row t + 1 is the observation it
+    led to, whose message the reward model scores (with its episode count) and whose novelty
+    RND measures. Row T is the bootstrap row: an observation, never a step.
+    """
+
+    rows: FragmentTensors  # [T + 1, B, ...]: what the recurrent model unrolls over
+    next_message: pa.Array  # string [T * B]: row t + 1's message, time-major, env order of rows
+
+    @property
+    def length(self) -> int:
+        return self.rows.length
+
+    @property
+    def num_envs(self) -> int:
+        return self.rows.num_envs
+
+    # ---- step t (row t) ----
+    @property
+    def action(self) -> torch.Tensor:
+        return self.rows.action[:-1]
+
+    @property
+    def behaviour_logp(self) -> torch.Tensor:
+        return self.rows.behaviour_logp[:-1]
+
+    @property
+    def reward(self) -> torch.Tensor:
+        """The extrinsic reward of step t."""
+        return self.rows.reward[:-1]
+
+    @property
+    def done(self) -> torch.Tensor:
+        """Step t ended its episode (terminated or truncated): row t + 1 starts another."""
+        return self.rows.terminated[:-1] | self.rows.truncated[:-1]
+
+    # ---- what step t led to (row t + 1) ----
+    @property
+    def next_msg_count(self) -> torch.Tensor:
+        return self.rows.msg_count[1:]
+
+    @property
+    def next_glyph_crop(self) -> torch.Tensor:
+        return self.rows.glyph_crop[1:]
+
+    @property
+    def next_blstats(self) -> torch.Tensor:
+        return self.rows.blstats[1:]
+
+    def to(self, device: torch.device) -> Batch:
+        if device.type == "cpu":
+            return self
+        moved = {
+            k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+            for k, v in vars(self.rows).items()
+        }
+        return replace(self, rows=FragmentTensors(**moved))
+
+
+def make_batch(fragments: Sequence[pa.RecordBatch]) -> Batch:
+    """Stack fragments of equal T along the env dim and name their steps."""
+    rows = stack_fragments([fragment_tensors(f) for f in fragments])
+    if len(fragments) == 1:  # one fragment's rows 1..T are already in order: no copy
+        e = rows.num_envs
+        return Batch(rows=rows, next_message=fragments[0].column("message").slice(e))
+    messages, offset = [], 0
+    order = []  # row (t, b) of the stacked batch -> its index in the concatenated messages
+    for fragment, meta in zip(fragments, rows.metas, strict=True):
+        t, e = meta.length, meta.num_envs
+        messages.append(fragment.column("message"))
+        order.append(offset + np.arange((t + 1) * e).reshape(t + 1, e)[1:])
+        offset += (t + 1) * e
+    take = np.concatenate(order, axis=1).reshape(-1)
+    next_message = pa.concat_arrays(messages).take(pa.array(take))
+    return Batch(rows=rows, next_message=next_message)

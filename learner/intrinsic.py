@@ -1,10 +1,15 @@
 """Intrinsic rewards for a batch, on the learner: the newest reward model plus RND.
 
-Consumes: fragments (``actors.fragment``), the reward model's published state (a dict from
-``rewards.models.RewardModel.state()``, with its version) and the rewards config. Emits:
-``r_int`` [T, B] for ``combine_rewards`` (the score of the message each step led to: rows
-1..T of the fragment, as ONI relabels every minibatch with the newest model), the RND bonus
-[T, B] (already weighted by ``rnd.coef``) and a few numbers for metrics.
+Consumes: a :class:`learner.batch.Batch`, the reward model's published state (a dict from
+``rewards.models.RewardModel.state()``, with its version) and the rewards config. Emits the
+raw terms ``rewards.combine.combine_rewards`` weighs and masks: ``judged`` [T, B] (the
+reward model's score of the message each step led to, as ONI relabels every minibatch with
+the newest model) and ``novelty`` [T, B] (RND's normalised bonus of the observation each step
+led to), and a few numbers for metrics.
+
+With several learner ranks, RND is one network trained on the union of the ranks' batches:
+its gradients are averaged and its running statistics merged across ranks, so every rank
+holds the same predictor, optimiser and statistics, and any rank's state is the state.
 
 The model is rebuilt only when its version changes; scoring touches each distinct message of
 the batch once (``rewards.scoring.score_messages``).
@@ -12,17 +17,18 @@ the batch once (``rewards.scoring.score_messages``).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import torch
 
-from actors.fragment import FragmentMeta
+from learner.batch import Batch
+from learner.collective import average_gradients, global_moments
 from rewards.config import RewardsConfig
 from rewards.models import RewardModel, make_reward_model, reward_model_from_state
-from rewards.rnd import RND, fit_step, rnd_bonus
+from rewards.rnd import RND, fit_step, prediction_error
 from rewards.running_stats import RunningMeanStd
 from rewards.scoring import score_messages
 
@@ -36,16 +42,18 @@ RND_LOSS = "rnd_loss"
 
 @dataclass
 class Intrinsic:
-    reward_model: torch.Tensor | None  # r_int [T, B] or None when no model is published yet
-    bonus: torch.Tensor | None  # weighted RND bonus [T, B], or None when RND is off
+    judged: torch.Tensor | None  # r_int [T, B], or None when no model is published yet
+    novelty: torch.Tensor | None  # RND's normalised bonus [T, B] (unweighted), or None: off
     metrics: dict[str, float]
 
 
 class IntrinsicScorer:
-    """Keeps the newest reward model and the RND networks of one learner."""
+    """Keeps the newest reward model and the RND networks of one learner rank."""
 
-    def __init__(self, cfg: RewardsConfig, *, crop_size: int, seed: int = 0) -> None:
-        self.cfg = cfg
+    def __init__(
+        self, cfg: RewardsConfig, *, crop_size: int, seed: int = 0, world_size: int = 1
+    ) -> None:
+        self.cfg, self.world_size = cfg, world_size
         self.version = -1
         self.model: RewardModel | None = None
         self.nonzero_steps = 0
@@ -55,6 +63,7 @@ class IntrinsicScorer:
             # Nothing to learn and nothing to wait for: score from the first update on.
             self.set_model(0, label_free.state())
         if cfg.rnd.coef > 0:
+            # The same seed on every rank: identical at the start, kept so by the all-reduce.
             self.rnd = RND(crop_size=crop_size, embedding_dim=cfg.rnd.embedding_dim, seed=seed)
             self.rnd_optimizer = torch.optim.Adam(self.rnd.predictor.parameters(), lr=cfg.rnd.lr)
             self.rnd_stats = RunningMeanStd()
@@ -63,9 +72,9 @@ class IntrinsicScorer:
         if version != self.version:
             self.model = reward_model_from_state(state)
             self.version = version
-            self._model_state = state  # kept for state_dict: a resumed learner scores alike
+            self._model_state = state  # kept for state(): a resumed learner scores alike
 
-    def state_dict(self) -> dict[str, Any]:
+    def state(self) -> dict[str, Any]:
         """The reward model in use (version and published state) and RND's networks,
         optimiser and running statistics: what a resumed learner needs to score alike."""
         state: dict[str, Any] = {
@@ -79,7 +88,7 @@ class IntrinsicScorer:
             state["rnd_stats"] = self.rnd_stats.to_dict()
         return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state(self, state: dict[str, Any]) -> None:
         self.version, self.model = -1, None
         if state["model"] is not None:
             self.set_model(int(state["version"]), state["model"])
@@ -89,38 +98,31 @@ class IntrinsicScorer:
             self.rnd_optimizer.load_state_dict(state["rnd_optimizer"])
             self.rnd_stats = RunningMeanStd.from_dict(state["rnd_stats"])
 
-    def __call__(self, fragments: list[pa.RecordBatch]) -> Intrinsic:
+    def __call__(self, batch: Batch) -> Intrinsic:
         metrics: dict[str, float] = {REWARD_MODEL_VERSION: float(self.version)}
-        r_int = None
+        judged = None
         if self.model is not None:
-            columns = []
-            for fragment in fragments:
-                meta = FragmentMeta.decode(fragment.schema)
-                t, e = meta.length, meta.num_envs
-                # Rows 1..T: the observation (and message) that each step's action led to.
-                messages = fragment.column("message").slice(e, t * e)
-                columns.append(score_messages(self.model, messages).reshape(t, e))
-            scores = np.concatenate(columns, axis=1)  # the env order of stack_fragments
-            r_int = torch.from_numpy(scores)
+            scores = score_messages(self.model, batch.next_message)
+            judged = torch.from_numpy(scores.reshape(batch.length, batch.num_envs))
             metrics[INTRINSIC_MEAN] = float(scores.mean())
             metrics[INTRINSIC_ZERO_FRACTION] = float((scores == 0).mean())
             self.nonzero_steps += int(np.count_nonzero(scores))
         metrics[INTRINSIC_NONZERO_STEPS] = float(self.nonzero_steps)
-        bonus = None
+        novelty = None
         if self.rnd is not None:
-            bonus, metrics[RND_LOSS] = self._rnd(fragments)
-        return Intrinsic(reward_model=r_int, bonus=bonus, metrics=metrics)
+            novelty, metrics[RND_LOSS] = self._rnd(batch)
+        return Intrinsic(judged=judged, novelty=novelty, metrics=metrics)
 
-    def _rnd(self, fragments: list[pa.RecordBatch]) -> tuple[torch.Tensor, float]:
+    def _rnd(self, batch: Batch) -> tuple[torch.Tensor, float]:
+        """The bonus under the predictor before this batch's step, then that step."""
         assert self.rnd is not None
-        columns, loss = [], 0.0
-        for fragment in fragments:
-            meta = FragmentMeta.decode(fragment.schema)
-            t, e = meta.length, meta.num_envs
-            rows = fragment.slice(e, t * e)  # the observations the steps led to
-            glyphs = torch.from_numpy(np.array(rows.column("glyph_crop").to_numpy_ndarray()))
-            blstats = torch.from_numpy(np.array(rows.column("blstats").to_numpy_ndarray()))
-            bonus, self.rnd_stats = rnd_bonus(self.rnd, self.rnd_stats, glyphs, blstats)
-            columns.append(bonus.reshape(t, e))
-            loss = fit_step(self.rnd, self.rnd_optimizer, glyphs, blstats)
-        return torch.from_numpy(np.concatenate(columns, axis=1)) * self.cfg.rnd.coef, loss
+        glyphs = batch.next_glyph_crop.flatten(0, 1)
+        blstats = batch.next_blstats.flatten(0, 1)
+        error = prediction_error(self.rnd, glyphs, blstats)
+        self.rnd_stats = self.rnd_stats.merge(*global_moments(error, self.world_size))
+        bonus = self.rnd_stats.scale(error).reshape(batch.length, batch.num_envs)
+        # Equal shards on every rank, so the mean of the ranks' gradients is the gradient
+        # of the whole batch's loss.
+        reduce = functools.partial(average_gradients, world_size=self.world_size)
+        loss = fit_step(self.rnd, self.rnd_optimizer, glyphs, blstats, reduce_gradients=reduce)
+        return torch.from_numpy(bonus), loss

@@ -5,7 +5,12 @@ only its share, straight from the object store, never through the driver. Emits,
 a reference to rank 0's metrics dict, which carries ``policy_version`` and ``weights_ref``
 (``[ref]`` to the freshly published weights, nested so a ``ray.get`` of the metrics does not
 fetch the weights too). Gradients are averaged with ``torch.distributed`` (gloo on CPU, nccl
-on GPUs), so all ranks hold the same parameters after every update.
+on GPUs), so all ranks hold the same parameters after every update; RND's predictor is
+trained the same way (``learner.intrinsic``), so all ranks hold the same RND too.
+
+State has one contract at every level (``Learner``, ``IntrinsicScorer``, ``LearnerActor``,
+``LearnerGroup``): ``state()`` returns it, ``load_state(state)`` restores it. The driver
+writes it into its own checkpoint file (``cluster.run_dir``).
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ import contextlib
 import os
 import socket
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +29,7 @@ import torch
 from actors import metrics as m
 from learner import appo
 from learner.appo import POLICY_VERSION, Learner
+from learner.batch import make_batch
 from learner.config import LearnerSections
 from learner.intrinsic import INTRINSIC_MEAN, INTRINSIC_ZERO_FRACTION, IntrinsicScorer
 
@@ -52,7 +57,9 @@ class LearnerActor:
         # The latest published weights: the owner must outlive every borrower's use.
         self._weights_ref: ray.ObjectRef | None = None
         self._labels = m.component_labels(role="learner", actor_id=rank)
-        self.scorer = IntrinsicScorer(cfg.rewards, crop_size=cfg.env.crop_size, seed=cfg.run.seed)
+        self.scorer = IntrinsicScorer(
+            cfg.rewards, crop_size=cfg.env.crop_size, seed=cfg.run.seed, world_size=world_size
+        )
 
     def info(self) -> dict[str, Any]:
         return {"rank": self.rank, "pid": os.getpid()}
@@ -93,9 +100,10 @@ class LearnerActor:
         fragments = ray.get(fragment_refs)
         if reward_model is not None and reward_model[0] != self.scorer.version:
             self.scorer.set_model(reward_model[0], ray.get(reward_model[1][0]))
-        intrinsic = self.scorer(fragments)
+        batch = make_batch(fragments)
+        intrinsic = self.scorer(batch)
         metrics: dict[str, Any] = self.learner.update(
-            fragments, intrinsic=intrinsic.reward_model, bonus=intrinsic.bonus
+            batch, judged=intrinsic.judged, novelty=intrinsic.novelty
         )
         metrics.update(intrinsic.metrics)
         self._record(metrics, len(fragments))
@@ -142,23 +150,14 @@ class LearnerActor:
         self.learner.set_weights(weights)
 
     def state(self) -> dict[str, Any]:
-        return {**self.learner.state_dict(), INTRINSIC_STATE: self.scorer.state_dict()}
+        return {**self.learner.state(), INTRINSIC_STATE: self.scorer.state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.learner.load_state_dict(state)
+        self.learner.load_state(state)
         if INTRINSIC_STATE in state:  # checkpoints from before the scorer was saved lack it
-            self.scorer.load_state_dict(state[INTRINSIC_STATE])
+            self.scorer.load_state(state[INTRINSIC_STATE])
         if self.rank == 0:
             self._publish()
-
-    def save(self, path: str) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(f"{path}.tmp")
-        torch.save(self.state(), tmp)
-        tmp.replace(path)  # a crash mid-write must not leave a truncated checkpoint
-
-    def restore(self, path: str) -> None:
-        self.load_state(torch.load(path, map_location="cpu", weights_only=False))
 
     def close(self) -> None:
         import torch.distributed as dist
@@ -252,18 +251,9 @@ class LearnerGroup:
         version, [ref] = ray.get(self.actors[0].latest_weights.remote())
         return version, ref
 
-    def save(self, path: str | Path) -> None:
-        """Rank 0 writes its state (all ranks hold the same)."""
-        ray.get(self.actors[0].save.remote(str(path)))
-
-    def restore(self, path: str | Path) -> None:
-        """Rank 0 reads the checkpoint; the others load rank 0's state through the store."""
-        ray.get(self.actors[0].restore.remote(str(path)))
-        state = self.actors[0].state.remote()
-        ray.get([a.load_state.remote(state) for a in self.actors[1:]])
-
-    def get_state(self) -> dict[str, Any]:
-        """Rank 0's full state (model, optimiser, version, RNG) for the driver's checkpoint."""
+    def state(self) -> dict[str, Any]:
+        """The group's state for the driver's checkpoint: model, optimiser, version, RNG,
+        reward model and RND. Rank 0's, which every rank holds alike."""
         return ray.get(self.actors[0].state.remote())
 
     def load_state(self, state: dict[str, Any]) -> None:

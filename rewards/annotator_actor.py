@@ -1,8 +1,9 @@
-"""The annotator's Ray shell: fragments by reference in, reward-model states by reference out.
+"""The annotator's Ray shell: captions by reference in, reward-model states by reference out.
 
-Consumes ``submit_fragment([fragment_ref])`` from rollout actors (the ref nested in a list,
-so neither Ray nor the caller fetches the fragment on the caller's behalf). Emits
-``reward_model_ref() -> (version, ref)`` for the learners, and ``stats()``.
+Consumes ``submit_captions([captions_ref])``: the distinct messages a rollout actor extracted
+from a fragment (``actors.fragment.step_captions``), by reference, nested in a list so the
+driver that forwards it never fetches it. Emits ``reward_model_ref() -> (version, ref)`` for
+the learners, and ``stats()``.
 
 Lifecycle only; the work is :class:`rewards.annotator.Annotator`. The actor is threaded
 (``max_concurrency`` >= 2); one background thread runs the judge and another fits the reward
@@ -18,12 +19,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import pyarrow.compute as pc
 import ray
 import torch
 
 from actors import metrics as m
-from actors.fragment import step_rows
 from rewards.annotator import Annotator, run_loop, run_trainer
 from rewards.canary import CANARY_KIND_NAMES
 from rewards.config import RewardsConfig
@@ -32,7 +31,7 @@ from rewards.label_store import LabelStore
 
 logger = logging.getLogger(__name__)
 
-# submit_fragment, reward_model_ref, stats and flush each get a thread while the loop and
+# submit_captions, reward_model_ref, stats and flush each get a thread while the loop and
 # trainer threads run the judge and the fits; 4 lets a burst of rollout submits queue behind
 # each other, not behind stats.
 MAX_CONCURRENCY = 4
@@ -82,11 +81,6 @@ class AnnotatorActor:
         )
         self._thread.start()
         self._trainer.start()
-
-    def submit_fragment(self, refs: list[ray.ObjectRef]) -> None:
-        """Queue the new captions of the fragments' step rows (bootstrap rows are repeats)."""
-        for fragment in ray.get(refs):
-            self._annotator.submit(pc.unique(step_rows(fragment).column("message")))
 
     def submit_captions(self, refs: list[ray.ObjectRef]) -> None:
         """Queue captions a rollout actor extracted from a fragment's message column (a small

@@ -1,9 +1,18 @@
-"""The learner's reward, as one pure function (ONI's combination).
+"""The learner's reward, as one pure function: every term, and the one episode-boundary rule.
 
-    r = c_ext * clip(r_ext) + c_int * r_int * N ** -beta
+    r_t = c_ext * clip(r_ext_t) + (1 - done_t) * (c_int * r_int_t * N_t ** -beta + c_rnd * b_t)
 
-where N is the per-episode count of the step's message (``msg_count``, >= 1) and r_int the
-reward model's score of that message. Tensors in, tensor out; no state.
+Per step t (all tensors [T, B], aligned by ``learner.batch.Batch``):
+  r_ext_t  the extrinsic reward of step t;
+  done_t   step t ended its episode (terminated or truncated);
+  r_int_t  the reward model's score of the message step t led to (row t + 1, ONI's judged
+           intrinsic reward), N_t that message's count in its episode (``msg_count``, >= 1);
+  b_t      RND's normalised novelty of the observation step t led to.
+
+The boundary rule: when step t ended its episode, the observation after it is the next
+episode's first, not something step t's action caused, so no term that scores that
+observation (judged, count or RND) is credited to step t. The extrinsic reward belongs to
+step t itself and is kept. Tensors in, tensor out; no state.
 """
 
 from __future__ import annotations
@@ -14,19 +23,31 @@ import torch
 def combine_rewards(
     *,
     extrinsic: torch.Tensor,
-    intrinsic: torch.Tensor | None,
-    msg_count: torch.Tensor,
+    done: torch.Tensor,
+    judged: torch.Tensor | None,
+    next_msg_count: torch.Tensor,
+    novelty: torch.Tensor | None,
     extrinsic_coef: float,
     extrinsic_clip: float | None,
     intrinsic_coef: float,
     count_exponent: float,
+    novelty_coef: float,
 ) -> torch.Tensor:
-    """Combine extrinsic and intrinsic rewards; all tensors share one shape."""
+    """Combine and mask the terms above; every tensor has the shape of ``extrinsic``."""
+    for name, term in (("done", done), ("judged", judged), ("next_msg_count", next_msg_count),
+                       ("novelty", novelty)):
+        if term is not None and term.shape != extrinsic.shape:
+            raise ValueError(
+                f"combine_rewards: {name} is {tuple(term.shape)}, expected "
+                f"{tuple(extrinsic.shape)} (the shape of extrinsic)"
+            )
     r_ext = extrinsic.float()
     if extrinsic_clip is not None:
         r_ext = r_ext.clamp(-extrinsic_clip, extrinsic_clip)
-    reward = extrinsic_coef * r_ext
-    if intrinsic is not None and intrinsic_coef != 0.0:
-        count = msg_count.float().clamp(min=1.0)  # a count below 1 can only be padding
-        reward = reward + intrinsic_coef * intrinsic.float() * count.pow(-count_exponent)
-    return reward
+    intrinsic = torch.zeros_like(r_ext)
+    if judged is not None and intrinsic_coef != 0.0:
+        count = next_msg_count.float().clamp(min=1.0)  # a count below 1 can only be padding
+        intrinsic = intrinsic + intrinsic_coef * judged.float() * count.pow(-count_exponent)
+    if novelty is not None and novelty_coef != 0.0:
+        intrinsic = intrinsic + novelty_coef * novelty.float()
+    return extrinsic_coef * r_ext + intrinsic * (~done.bool()).float()

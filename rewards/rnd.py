@@ -1,22 +1,26 @@
 """Random Network Distillation (Burda et al. 2018) on NetHack observations.
 
-Consumes the fragment's ``glyph_crop`` (int16 [C, C] glyph ids around the agent) and
-``blstats`` (float32 [27]) of the step rows. Emits a novelty bonus per step: the squared error
-of a trained predictor against a fixed, randomly initialised target network, divided by the
-running std of that error (so ``RNDConfig.coef`` means the same early and late in training).
+Consumes observations: ``glyph_crop`` (int16 [N, C, C] glyph ids around the agent) and
+``blstats`` (float32 [N, 27]); the learner passes the observation each step led to
+(``learner.batch.Batch.next_glyph_crop``). Emits a novelty bonus per observation: the squared
+error of a trained predictor against a fixed, randomly initialised target network, divided by
+the running std of that error (so ``RNDConfig.coef`` means the same early and late in
+training).
 
 Plain torch and pure functions: ``RND`` is an ``nn.Module``, :func:`fit_step` one optimiser
-step, :func:`rnd_bonus` the normalised bonus with the statistics it returns updated.
+step, :func:`prediction_error` the raw error, :func:`rnd_bonus` the normalised bonus with the
+statistics it returns updated.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
-import pyarrow as pa
 import torch
 from torch import nn
 
-from actors.fragment import BLSTATS_SIZE, MAX_GLYPH, step_rows
+from actors.fragment import BLSTATS_SIZE, MAX_GLYPH
 from rewards.running_stats import RunningMeanStd
 
 _GLYPH_EMBED = 8
@@ -72,30 +76,37 @@ class RND(nn.Module):
 
 
 def fit_step(
-    rnd: RND, optimizer: torch.optim.Optimizer, glyph_crop: torch.Tensor, blstats: torch.Tensor
+    rnd: RND,
+    optimizer: torch.optim.Optimizer,
+    glyph_crop: torch.Tensor,
+    blstats: torch.Tensor,
+    *,
+    reduce_gradients: Callable[[list[nn.Parameter]], None] | None = None,
 ) -> float:
-    """One optimiser step of the predictor on a batch; returns the loss before the step."""
+    """One optimiser step of the predictor on a batch; returns the loss before the step.
+
+    ``reduce_gradients`` runs between backward and step: data-parallel learners average the
+    predictor's gradients there, so every rank's predictor takes the same step.
+    """
     loss = rnd(glyph_crop, blstats).mean()
     optimizer.zero_grad()
     loss.backward()
+    if reduce_gradients is not None:
+        reduce_gradients(list(rnd.predictor.parameters()))
     optimizer.step()
     return float(loss.item())
+
+
+def prediction_error(rnd: RND, glyph_crop: torch.Tensor, blstats: torch.Tensor) -> np.ndarray:
+    """The predictor's squared error per observation, float32 [N], without a gradient."""
+    with torch.no_grad():
+        return rnd(glyph_crop, blstats).numpy()
 
 
 def rnd_bonus(
     rnd: RND, stats: RunningMeanStd, glyph_crop: torch.Tensor, blstats: torch.Tensor
 ) -> tuple[np.ndarray, RunningMeanStd]:
     """(error / running std of errors as float32 [N], the statistics updated with this batch)."""
-    with torch.no_grad():
-        error = rnd(glyph_crop, blstats).numpy()
+    error = prediction_error(rnd, glyph_crop, blstats)
     stats = stats.update(error)
     return stats.scale(error), stats
-
-
-def fragment_observations(fragment: pa.RecordBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(glyph_crop int16 [T*E, C, C], blstats float32 [T*E, 27]) of the step rows."""
-    steps = step_rows(fragment)
-    # Arrow buffers are read-only and torch wants writable memory: one copy, into torch.
-    glyphs = np.array(steps.column("glyph_crop").to_numpy_ndarray(), copy=True)
-    blstats = np.array(steps.column("blstats").to_numpy_ndarray(), copy=True)
-    return torch.from_numpy(glyphs), torch.from_numpy(blstats)

@@ -1,4 +1,7 @@
-"""The annotator actor: fragments by reference in, labels and reward models out, restarts."""
+"""The annotator actor: captions by reference in, labels and reward models out, restarts.
+
+Captions travel as in a run: ``step_captions`` of a fragment (what a rollout actor returns
+beside it), put once, handed to ``submit_captions`` by reference."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import pyarrow as pa
 import pytest
 import ray
 
+from actors.fragment import step_captions
 from rewards.annotator_actor import create_annotator_actor
 from rewards.config import JudgeConfig, RewardsConfig
 from rewards.judges.base import Judge, Preference, Verdict
@@ -89,14 +93,15 @@ def test_labels_arrive_by_reference_and_survive_a_killed_actor(tmp_path: Path) -
     factory = functools.partial(LoggingRulesJudge, str(log), cfg.judge)
     texts = captions(200, seed=5)
     distinct = set(texts)
-    refs = [ray.put(_fragment([*texts[k::4], ""], seed=k)) for k in range(4)]
+    fragments = [_fragment([*texts[k::4], ""], seed=k) for k in range(4)]
+    refs = [ray.put(step_captions(f)) for f in fragments]  # as a rollout actor returns them
 
     actor = create_annotator_actor(cfg, store_dir=store_dir, env_id="NetHackScore-v0",
                                    judge_factory=factory)  # fmt: skip
     ray.get(actor.ready.remote())
     start = time.perf_counter()
-    ray.get([actor.submit_fragment.remote([ref]) for ref in refs])
-    ray.get(actor.submit_fragment.remote(refs[:2]))  # the same fragments again: all cache hits
+    ray.get([actor.submit_captions.remote([ref]) for ref in refs])
+    ray.get(actor.submit_captions.remote(refs[:2]))  # the same captions again: all cache hits
     _wait(lambda: ray.get(actor.stats.remote())["labels_total"] == len(distinct))
     elapsed = time.perf_counter() - start
     stats = ray.get(actor.stats.remote())
@@ -111,7 +116,7 @@ def test_labels_arrive_by_reference_and_survive_a_killed_actor(tmp_path: Path) -
     assert ray.get(actor.reward_model_ref.remote()) == (version, state_ref)  # put once
     model = reward_model_from_state(ray.get(state_ref))
     assert model.version == version
-    messages = ray.get(refs[0]).column("message")
+    messages = fragments[0].column("message")
     assert score_messages(model, messages).shape == (len(messages),)
 
     ray.get(actor.flush.remote())
@@ -123,7 +128,7 @@ def test_labels_arrive_by_reference_and_survive_a_killed_actor(tmp_path: Path) -
 
     reborn = create_annotator_actor(cfg, store_dir=store_dir, env_id="NetHackScore-v0",
                                     judge_factory=factory)  # fmt: skip
-    ray.get([reborn.submit_fragment.remote([ref]) for ref in refs])
+    ray.get([reborn.submit_captions.remote([ref]) for ref in refs])
     ray.get(reborn.submit.remote(["You kill the Wizard of Yendor!"]))  # one genuinely new caption
     _wait(lambda: ray.get(reborn.stats.remote())["labels_total"] == 1)
     stats = ray.get(reborn.stats.remote())

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from learner.batch import FragmentTensors, fragment_tensors, stack_fragments
+from learner.batch import FragmentTensors, fragment_tensors, make_batch, stack_fragments
 from tests.helpers.fragments import make_fragment
 
 T, E = 6, 4
@@ -102,3 +102,40 @@ def test_rejects_a_batch_that_breaks_the_contract() -> None:
     fragment = make_fragment(T=T, E=E, seed=8)
     with pytest.raises(ValueError, match="rows"):
         fragment_tensors(fragment.slice(0, T * E))  # bootstrap rows missing
+
+
+def test_step_views_pair_each_step_with_the_row_it_led_to() -> None:
+    """Two stacked fragments of different widths, episodes of 3 steps: step t's views read
+    row t, its ``next_*`` views row t + 1, in the stacked env order, messages included."""
+    frags = [make_fragment(T=T, E=e, seed=s, fragment_id=s, episode_length=3)
+             for s, e in ((20, 2), (21, 3))]
+    batch = make_batch(frags)
+    assert (batch.length, batch.num_envs) == (T, 5)
+    rows = [f.to_pydict() for f in frags]
+
+    def row(t: int, b: int) -> dict[str, object]:
+        k, e = (0, b) if b < 2 else (1, b - 2)
+        width = 2 if k == 0 else 3
+        return {name: values[t * width + e] for name, values in rows[k].items()}
+
+    messages = np.array(batch.next_message.to_pylist()).reshape(T, 5)
+    for t in range(T):
+        for b in range(5):
+            now, nxt = row(t, b), row(t + 1, b)
+            assert batch.action[t, b] == now["action"]
+            assert batch.reward[t, b] == pytest.approx(now["reward"])
+            assert bool(batch.done[t, b]) == (now["terminated"] or now["truncated"])
+            assert batch.next_msg_count[t, b] == nxt["msg_count"]
+            assert messages[t, b] == nxt["message"]
+            assert torch.equal(batch.next_blstats[t, b], torch.tensor(nxt["blstats"]))
+    # Episodes of 3 steps: steps 2 and 5 end theirs, so rows 3 and 6 start the next.
+    assert batch.done[:, 0].tolist() == [False, False, True, False, False, True]
+    assert (batch.rows.step[3] == 0).all()
+
+
+def test_one_fragment_batch_slices_its_messages_without_a_copy() -> None:
+    fragment = make_fragment(T=T, E=E, seed=22)
+    batch = make_batch([fragment])
+    column = fragment.column("message")
+    assert batch.next_message.to_pylist() == column.to_pylist()[E:]
+    assert batch.next_message.buffers()[2].address == column.buffers()[2].address

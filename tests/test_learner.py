@@ -9,7 +9,7 @@ import torch
 from cluster.config import OniConfig
 from learner import appo
 from learner.appo import Learner
-from learner.batch import fragment_tensors
+from learner.batch import fragment_tensors, make_batch
 from tests.helpers.fragments import make_fragment
 
 A = 23
@@ -61,7 +61,7 @@ def test_on_policy_update_known_answers() -> None:
         returns[t] = ret
     before = _params(learner)
 
-    m = learner.update([fragment])
+    m = learner.update(make_batch([fragment]))
 
     assert m[appo.MEAN_RATIO] == pytest.approx(1.0, abs=1e-5)
     assert m[appo.CLIP_FRACTION] == 0.0
@@ -97,11 +97,11 @@ def test_values_move_towards_the_returns() -> None:
 
     start = error()
     for seed in range(40):
-        learner.update([fragment(seed)])
+        learner.update(make_batch([fragment(seed)]))
     assert error() < 0.2 * start, (start, error())
 
 
-def test_intrinsic_reward_is_combined_with_counts_of_the_next_observation() -> None:
+def test_intrinsic_terms_are_combined_with_counts_of_the_next_observation_and_masked() -> None:
     cfg = _cfg()
     cfg.rewards.extrinsic_coef, cfg.rewards.intrinsic_coef = 0.0, 2.0
     cfg.rewards.count_exponent = 1.0
@@ -110,18 +110,26 @@ def test_intrinsic_reward_is_combined_with_counts_of_the_next_observation() -> N
     x = fragment_tensors(fragment)
     # r_t = 2 * 1 / msg_count[t + 1], and 0 where step t ended its episode.
     done = (x.terminated | x.truncated)[:8]
+    assert 0 < done.sum() < done.numel()  # the mask matters in this fragment
     want = (2.0 / x.msg_count[1:].float() * (~done).float()).mean().item()
-    m = learner.update([fragment], intrinsic=torch.ones(8, 4))
+    m = learner.update(make_batch([fragment]), judged=torch.ones(8, 4))
     assert m[appo.MEAN_REWARD] == pytest.approx(want, rel=1e-6)
-    with pytest.raises(ValueError, match="intrinsic"):
-        learner.update([fragment], intrinsic=torch.ones(9, 4))
+    # RND's term is masked by the same rule: 0.5 more where the step did not end an episode.
+    cfg.rewards.rnd.coef = 0.5
+    both = Learner(cfg, num_actions=A).update(
+        make_batch([fragment]), judged=torch.ones(8, 4), novelty=torch.ones(8, 4)
+    )
+    want = ((2.0 / x.msg_count[1:].float() + 0.5) * (~done).float()).mean().item()
+    assert both[appo.MEAN_REWARD] == pytest.approx(want, rel=1e-6)
+    with pytest.raises(ValueError, match=r"judged is \(9, 4\), expected \(8, 4\)"):
+        learner.update(make_batch([fragment]), judged=torch.ones(9, 4))
 
 
 def test_one_version_per_update_whatever_the_epochs() -> None:
     learner = Learner(_cfg(epochs=3), num_actions=A)
     fragments = [make_fragment(T=4, E=2, seed=2), make_fragment(T=4, E=2, seed=3)]
     before = _params(learner)
-    learner.update(fragments)
+    learner.update(make_batch(fragments))
     assert learner.policy_version == 1 and learner.env_steps_trained == 16
     # Three Adam steps: some parameter moved by more than one step's lr can.
     moves = torch.cat([(p - before[k]).abs().flatten() for k, p in _params(learner).items()])
@@ -132,7 +140,7 @@ def test_weights_are_published_as_copies() -> None:
     learner = Learner(_cfg(), num_actions=A)
     weights = learner.get_weights()
     snapshot = {k: v.copy() for k, v in weights.items()}
-    learner.update([make_fragment(T=4, E=2, seed=4)])
+    learner.update(make_batch([make_fragment(T=4, E=2, seed=4)]))
     assert all((weights[k] == snapshot[k]).all() for k in weights)  # untouched by training
     other = Learner(_cfg(), num_actions=A)
     other.set_weights(learner.get_weights())
@@ -143,15 +151,15 @@ def test_weights_are_published_as_copies() -> None:
 def test_checkpoint_round_trip_continues_identically(tmp_path) -> None:
     cfg = _cfg()
     learner = Learner(cfg, num_actions=A)
-    learner.update([make_fragment(T=4, E=2, seed=5)])
-    torch.save(learner.state_dict(), tmp_path / "ckpt.pt")
+    learner.update(make_batch([make_fragment(T=4, E=2, seed=5)]))
+    torch.save(learner.state(), tmp_path / "ckpt.pt")
 
     restored = Learner(cfg, num_actions=A)
-    restored.load_state_dict(torch.load(tmp_path / "ckpt.pt", weights_only=False))
+    restored.load_state(torch.load(tmp_path / "ckpt.pt", weights_only=False))
     assert restored.policy_version == 1 and restored.env_steps_trained == 8
     # The same next update from the same state (Adam moments included) -> same parameters.
     nxt = make_fragment(T=4, E=2, seed=6)
-    learner.update([nxt])
-    restored.update([nxt])
+    learner.update(make_batch([nxt]))
+    restored.update(make_batch([nxt]))
     for k, v in _params(learner).items():
         assert torch.equal(v, _params(restored)[k]), k

@@ -51,14 +51,14 @@ def test_restored_learner_trains_exactly_like_the_original(ray_session: None) ->
         model = (7, ray.put(_reward_model_state()))
         first = [ray.put(make_fragment(T=T, E=E, seed=i)) for i in range(2)]
         ray.get(group.update(first, reward_model=model))
-        state = group.get_state()
+        state = group.state()
         assert state[INTRINSIC_STATE]["version"] == 7 and "rnd" in state[INTRINSIC_STATE]
 
         # No reward model is passed from here on: a restored learner must still hold it.
         nxt = [ray.put(make_fragment(T=T, E=E, seed=10 + i)) for i in range(2)]
         original = ray.get(group.update(nxt))
         weights = ray.get(group.actors[0].get_weights.remote())
-        rnd_after = group.get_state()[INTRINSIC_STATE]["rnd"]
+        rnd_after = group.state()[INTRINSIC_STATE]["rnd"]
 
         group.load_state(state)
         replayed = ray.get(group.update(nxt))
@@ -67,7 +67,7 @@ def test_restored_learner_trains_exactly_like_the_original(ray_session: None) ->
         assert original["intrinsic_mean"] != 0  # the restored model did score the batch
         for name, value in ray.get(group.actors[0].get_weights.remote()).items():
             assert np.array_equal(value, weights[name]), name
-        for name, value in group.get_state()[INTRINSIC_STATE]["rnd"].items():
+        for name, value in group.state()[INTRINSIC_STATE]["rnd"].items():
             assert np.array_equal(value.numpy(), rnd_after[name].numpy()), name
     finally:
         group.shutdown()

@@ -239,6 +239,7 @@ def test_score_messages_scores_each_distinct_message_once() -> None:
 def test_count_model_rewards_every_message_by_its_count_alone() -> None:
     """kind=count: every non-empty caption scores 1 with no labels, so ONI's combination
     leaves c_int * N^-beta: 0.4 for a first sighting, 0.4 / 2**3 = 0.05 for a second."""
+    from learner.batch import make_batch
     from learner.intrinsic import IntrinsicScorer
     from rewards.combine import combine_rewards
     from rewards.config import RewardsConfig
@@ -254,11 +255,12 @@ def test_count_model_rewards_every_message_by_its_count_alone() -> None:
     # On the learner it exists before any annotator publishes anything.
     scorer = IntrinsicScorer(RewardsConfig(model=RewardModelConfig(kind="count")), crop_size=9)
     fragment = make_fragment(T=8, E=2, seed=0)
-    r_int = scorer([fragment]).reward_model
+    r_int = scorer(make_batch([fragment])).judged
     messages = np.array(fragment.column("message").to_pylist()[2:]).reshape(8, 2)
     assert r_int is not None and (r_int.numpy() == (messages != "")).all()
     reward = combine_rewards(
-        extrinsic=torch.zeros(3), intrinsic=torch.ones(3), msg_count=torch.tensor([1, 2, 3]),
-        extrinsic_coef=10.0, extrinsic_clip=None, intrinsic_coef=0.4, count_exponent=3.0,
+        extrinsic=torch.zeros(3), done=torch.zeros(3, dtype=torch.bool), judged=torch.ones(3),
+        next_msg_count=torch.tensor([1, 2, 3]), novelty=None, extrinsic_coef=10.0,
+        extrinsic_clip=None, intrinsic_coef=0.4, count_exponent=3.0, novelty_coef=0.0,
     )
     assert torch.allclose(reward, torch.tensor([0.4, 0.05, 0.4 / 27]))

@@ -7,18 +7,55 @@ import pytest
 import torch
 
 from actors.fragment import MAX_GLYPH
-from rewards.rnd import RND, fit_step, fragment_observations, rnd_bonus
+from learner.batch import make_batch
+from learner.intrinsic import IntrinsicScorer
+from rewards.config import RewardsConfig
+from rewards.rnd import RND, fit_step, rnd_bonus
 from rewards.running_stats import RunningMeanStd
 from tests.helpers.fragments import make_fragment
 
 
-def test_fragment_observations_are_the_step_rows() -> None:
-    fragment = make_fragment(T=5, E=3, seed=0, crop_size=9)
-    glyphs, blstats = fragment_observations(fragment)
-    assert glyphs.shape == (15, 9, 9) and glyphs.dtype == torch.int16
-    assert blstats.shape == (15, 27) and blstats.dtype == torch.float32
-    expected = fragment.column("glyph_crop").to_numpy_ndarray()[:15]
-    assert (glyphs.numpy() == expected).all()
+def test_scorer_rates_the_observations_the_steps_led_to() -> None:
+    """The learner's RND bonus of step t is the novelty of row t + 1, normalised by the
+    statistics of this batch's errors; then the predictor takes one step on those rows."""
+    cfg = RewardsConfig()
+    cfg.rnd.coef, cfg.rnd.embedding_dim = 0.5, 16
+    scorer = IntrinsicScorer(cfg, crop_size=9, seed=3)
+    batch = make_batch([make_fragment(T=5, E=3, seed=0, crop_size=9)])
+    reference = RND(crop_size=9, embedding_dim=16, seed=3)
+    glyphs = torch.from_numpy(batch.rows.glyph_crop.numpy()[1:].reshape(15, 9, 9))
+    blstats = torch.from_numpy(batch.rows.blstats.numpy()[1:].reshape(15, 27))
+    expected, _ = rnd_bonus(reference, RunningMeanStd(), glyphs, blstats)
+
+    novelty = scorer(batch).novelty
+
+    assert novelty is not None and novelty.shape == (5, 3)
+    np.testing.assert_allclose(novelty.numpy().reshape(-1), expected, rtol=1e-5)
+    assert scorer.rnd_stats.count == 15
+    assert scorer.rnd is not None
+    moved = [not torch.equal(a, b) for a, b in
+             zip(scorer.rnd.predictor.parameters(), reference.predictor.parameters(), strict=True)]
+    assert any(moved)
+
+
+def test_fit_step_applies_the_gradients_its_reducer_leaves() -> None:
+    """The reducer runs between backward and step: what it leaves is what Adam applies
+    (zeroed gradients move nothing), and it is handed the predictor's parameters only."""
+    rnd = RND(crop_size=9, embedding_dim=8, seed=0)
+    before = [p.detach().clone() for p in rnd.predictor.parameters()]
+    seen: list[int] = []
+
+    def zero(params: list[torch.nn.Parameter]) -> None:
+        seen.append(len(params))
+        assert all(p.grad is not None for p in params)
+        for p in params:
+            p.grad.zero_()
+
+    opt = torch.optim.Adam(rnd.predictor.parameters(), lr=1e-2)
+    glyphs = torch.zeros(4, 9, 9, dtype=torch.int16)
+    fit_step(rnd, opt, glyphs, torch.ones(4, 27), reduce_gradients=zero)
+    assert seen == [len(before)]
+    assert all(torch.equal(p, b) for p, b in zip(rnd.predictor.parameters(), before, strict=True))
 
 
 def test_bonus_falls_on_a_seen_observation_and_stays_high_on_a_novel_one() -> None:

@@ -2,7 +2,10 @@
 
 Consumes: prompts rendered by ``rewards.prompts`` (through ``label`` / ``compare``).
 Emits: one completion per prompt, ``None`` where the server failed for good; ``stats()`` and
-``drain_latencies()`` for the annotator's metrics.
+``drain_latencies()`` for the annotator's metrics. Constrained answers use vLLM's guided-choice
+extension (``structured_outputs``); log-probability scoring reads the ``logprobs`` of one-token
+answers (:meth:`OpenAIJudge.choice_probs`); a chat ending with the judge's begun answer is
+continued with vLLM's ``continue_final_message``.
 
 Transport: ``requests`` (already a dependency), one ``Session`` per pool thread because a
 Session is not thread-safe. ``/completions`` takes ``batch_size`` prompts per request; chat
@@ -25,11 +28,12 @@ from __future__ import annotations
 
 import bisect
 import logging
+import math
 import os
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -37,7 +41,7 @@ import requests
 
 from rewards.config import JudgeConfig
 from rewards.judges.breaker import OPEN, STATE_CODES, CircuitBreaker
-from rewards.judges.text import TextJudge
+from rewards.judges.text import TextJudge, constrained_probs
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,13 @@ log = logging.getLogger(__name__)
 LATENCY_BUCKETS_S: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # Failure kinds worth retrying: the server may answer next time.
 RETRYABLE = frozenset({"timeout", "connection", "http_5xx", "http_429", "garbage"})
+# Top alternatives asked per answer token in logprob scoring: OpenAI's cap, and vLLM's
+# default --max-logprobs.
+TOP_LOGPROBS = 20
+# Request fields only vLLM understands (constrained answers, continued chat answers).
+_VLLM_EXTENSIONS = frozenset({"structured_outputs", "continue_final_message"})
+# Enough for any tag value of the judge's grammar; guided choice ends the answer itself.
+CHOICE_MAX_TOKENS = 16
 # A chat prompt is either a plain user message or a full message list (system, few-shot, ...).
 ChatMessages = list[dict[str, str]]
 
@@ -53,12 +64,14 @@ class OpenAIJudge(TextJudge):
     """``TextJudge`` over HTTP; ``label`` and ``compare`` come from ``rewards.judges.text``."""
 
     name = "openai"
+    supports_choices = True
 
     def __init__(self, cfg: JudgeConfig, task: str) -> None:
         super().__init__(cfg, task)
         endpoint = "completions" if cfg.api == "completions" else "chat/completions"
         self._url = f"{cfg.base_url.rstrip('/')}/{endpoint}"
         self._api_key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
+        self._extension_hint_given = False
         self._breaker = CircuitBreaker(
             failure_threshold=cfg.breaker_failures,
             cooldown_s=cfg.breaker_cooldown_s,
@@ -87,21 +100,46 @@ class OpenAIJudge(TextJudge):
 
     # -- the TextJudge contract -------------------------------------------------------------
 
-    def generate(self, prompts: Sequence[str | ChatMessages]) -> list[str | None]:
+    def generate(
+        self, prompts: Sequence[str | ChatMessages], *, max_new_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> list[str | None]:
         """One completion per prompt, in order; None where every attempt failed."""
+        extra: dict[str, Any] = {"max_tokens": max_new_tokens or self.cfg.max_new_tokens}
+        if stop:
+            extra["stop"] = list(stop)
+        return self._batched(list(prompts), extra, self._texts)
+
+    def choose(
+        self, prompts: Sequence[str | ChatMessages], choices: Sequence[str]
+    ) -> list[str | None]:
+        """vLLM's structured outputs (guided choice) in the request body: the server decodes
+        exactly one of ``choices``. A server without the extension ignores or refuses it: its
+        free answer is then read by the strict parser and counted when unreadable."""
+        extra = {"max_tokens": CHOICE_MAX_TOKENS, "structured_outputs": {"choice": list(choices)}}
+        return self._batched(list(prompts), extra, self._texts)
+
+    def choice_probs(
+        self, prompts: Sequence[str | ChatMessages], choices: Sequence[str]
+    ) -> list[list[float] | None]:
+        """One token per request, with the server's top ``TOP_LOGPROBS`` log-probabilities;
+        each choice is matched by the longest listed token that begins it (the server's
+        tokenizer is not known here). Choices that share that token (" 1", " 2" behind " ")
+        are asked again after it. P(choice) as :func:`constrained_probs` defines it; a choice
+        whose token is not listed gets 0, and a prompt none of whose choices is listed (or an
+        answer without logprobs) gets None: counted, never a guessed label."""
         prompts = list(prompts)
-        step = self.cfg.batch_size if self.cfg.api == "completions" else 1
-        chunks = [range(i, min(i + step, len(prompts))) for i in range(0, len(prompts), step)]
-        futures = [
-            self._pool.submit(self._request, [prompts[i] for i in chunk]) for chunk in chunks
-        ]
-        out: list[str | None] = [None] * len(prompts)
-        for chunk, future in zip(chunks, futures, strict=True):
-            texts = future.result()
-            if texts is not None:
-                for i, text in zip(chunk, texts, strict=True):
-                    out[i] = text
-        return out
+        walks = [_ChoiceWalk(choices) for _ in prompts]
+        pending = [(i, "") for i in range(len(prompts))]
+        while pending:
+            asks = [self.answer_prompt(prompts[i], prefix) for i, prefix in pending]
+            tops = self._batched(asks, self._logprob_body(), self._top_logprobs)
+            pending = [
+                (i, prefix)
+                for (i, asked), top in zip(pending, tops, strict=True)
+                for prefix in walks[i].visit(asked, top)
+            ]
+        return [walk.probs() for walk in walks]
 
     def render_label(self, caption: str) -> str | ChatMessages:  # type: ignore[override]
         if self.cfg.api == "chat":
@@ -171,8 +209,37 @@ class OpenAIJudge(TextJudge):
 
     # -- one request, with retries ------------------------------------------------------------
 
-    def _request(self, prompts: list[Any]) -> list[str] | None:
-        payload = self._payload(prompts)
+    def _batched(
+        self, prompts: list[Any], extra: dict[str, Any], parse: Callable[[Any, int], list[Any]]
+    ) -> list[Any]:
+        """``parse``d answers, one per prompt, in order (None where every attempt failed):
+        ``batch_size`` prompts per /completions request, one per chat request."""
+        step = self.cfg.batch_size if self.cfg.api == "completions" else 1
+        chunks = [range(i, min(i + step, len(prompts))) for i in range(0, len(prompts), step)]
+        futures = [
+            self._pool.submit(self._request, [prompts[i] for i in chunk], extra, parse)
+            for chunk in chunks
+        ]
+        out: list[Any] = [None] * len(prompts)
+        for chunk, future in zip(chunks, futures, strict=True):
+            answers = future.result()
+            if answers is not None:
+                for i, answer in zip(chunk, answers, strict=True):
+                    out[i] = answer
+        return out
+
+    def _logprob_body(self) -> dict[str, Any]:
+        if self.cfg.api == "completions":
+            return {"max_tokens": 1, "temperature": 0.0, "logprobs": TOP_LOGPROBS}
+        return {"max_tokens": 1, "temperature": 0.0, "logprobs": True,
+                "top_logprobs": TOP_LOGPROBS}
+
+    def _request(
+        self, prompts: list[Any], extra: dict[str, Any] | None = None,
+        parse: Callable[[Any, int], list[Any]] | None = None,
+    ) -> list[Any] | None:
+        payload = {**self._payload(prompts), **(extra or {})}
+        parse = parse or self._texts
         for attempt in range(self.cfg.max_retries + 1):
             if attempt:
                 self._count("retries")
@@ -180,7 +247,7 @@ class OpenAIJudge(TextJudge):
             if not self._breaker.allow():
                 self._count("short_circuited")
                 return None
-            kind, texts = self._post(payload, len(prompts))
+            kind, texts = self._post(payload, len(prompts), parse)
             if kind == "ok":
                 self._breaker.record_success()
                 return texts
@@ -194,8 +261,10 @@ class OpenAIJudge(TextJudge):
                 return None
         return None
 
-    def _post(self, payload: dict[str, Any], n: int) -> tuple[str, list[str] | None]:
-        """One attempt: ("ok", texts) or (failure kind, None)."""
+    def _post(
+        self, payload: dict[str, Any], n: int, parse: Callable[[Any, int], list[Any]]
+    ) -> tuple[str, list[Any] | None]:
+        """One attempt: ("ok", parsed answers) or (failure kind, None)."""
         self._count("requests")
         start = time.perf_counter()
         try:
@@ -214,9 +283,19 @@ class OpenAIJudge(TextJudge):
             return "http_5xx", None
         if resp.status_code >= 400:
             log.warning("judge answered HTTP %d; not retried", resp.status_code)
+            if _VLLM_EXTENSIONS & payload.keys() and not self._extension_hint_given:
+                # Constrained answers and logprob chats use vLLM's request extensions; a
+                # server that refuses them fails every label, so say once what to change.
+                self._extension_hint_given = True
+                log.error(
+                    "judge server refused a request that uses vLLM's extensions (%s) with "
+                    "HTTP %d: for a server other than vLLM set rewards.judge.constrained=false "
+                    "and rewards.judge.scoring=generate",
+                    ", ".join(sorted(_VLLM_EXTENSIONS & payload.keys())), resp.status_code,
+                )
             return "http_4xx", None
         try:
-            texts = self._texts(resp.json(), n)
+            texts = parse(resp.json(), n)
         except (ValueError, KeyError, TypeError, IndexError):
             return "garbage", None
         self._observe(latency)
@@ -232,16 +311,18 @@ class OpenAIJudge(TextJudge):
             body["prompt"] = prompts
         else:
             (prompt,) = prompts
-            body["messages"] = (
-                [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-            )
+            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+            body["messages"] = messages
+            if messages[-1].get("role") == "assistant":
+                # The judge's own answer, begun (the forced opening tag): vLLM's extension
+                # continues it instead of closing it and starting a new one.
+                body["continue_final_message"] = True
+                body["add_generation_prompt"] = False
         return body
 
     def _texts(self, body: Any, n: int) -> list[str]:
         """The n answers of a response body, in prompt order; raises on any malformation."""
-        choices = sorted(body["choices"], key=lambda c: c["index"])
-        if len(choices) != n:
-            raise ValueError(f"{len(choices)} choices for {n} prompts")
+        choices = _ordered(body, n)
         if self.cfg.api == "completions":
             texts = [c["text"] for c in choices]
         else:
@@ -249,6 +330,22 @@ class OpenAIJudge(TextJudge):
         if not all(isinstance(t, str) for t in texts):
             raise TypeError("non-string answer")
         return texts
+
+    def _top_logprobs(self, body: Any, n: int) -> list[dict[str, float] | None]:
+        """Per prompt, {token text: log-probability} of the first answer token's top
+        alternatives; None where the server gave none (it does not do logprobs)."""
+        out: list[dict[str, float] | None] = []
+        for choice in _ordered(body, n):
+            logprobs = choice.get("logprobs") or {}
+            if self.cfg.api == "completions":
+                tops = logprobs.get("top_logprobs") or [None]
+                top = tops[0]
+            else:
+                content = logprobs.get("content") or [{}]
+                entries = content[0].get("top_logprobs")
+                top = None if entries is None else {e["token"]: e["logprob"] for e in entries}
+            out.append({str(k): float(v) for k, v in top.items()} if top else None)
+        return out
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -274,3 +371,59 @@ class OpenAIJudge(TextJudge):
             self._latency_sum += latency
             self._latency_hist[bisect.bisect_left(LATENCY_BUCKETS_S, latency)] += 1
             self._recent_latencies.append(latency)
+
+
+def _ordered(body: Any, n: int) -> list[dict[str, Any]]:
+    choices = sorted(body["choices"], key=lambda c: c["index"])
+    if len(choices) != n:
+        raise ValueError(f"{len(choices)} choices for {n} prompts")
+    return choices
+
+
+class _ChoiceWalk:
+    """One prompt's walk down the choices' shared beginnings, by token text (see
+    :meth:`OpenAIJudge.choice_probs`): the tokens each choice was matched with and their
+    log-probabilities, for :func:`constrained_probs`."""
+
+    def __init__(self, choices: Sequence[str]) -> None:
+        self.choices = list(choices)
+        self.paths: list[list[str]] = [[] for _ in choices]  # matched tokens per choice
+        self.logprob: dict[tuple[tuple[str, ...], str], float] = {}
+        self.failed = False
+
+    def visit(self, prefix: str, top: dict[str, float] | None) -> list[str]:
+        """Read the top tokens after the prompt continued by ``prefix``; return the
+        prefixes to ask next (one per token that several choices still share)."""
+        alive = [i for i, c in enumerate(self.choices) if "".join(self.paths[i]) == prefix]
+        node = tuple(self.paths[alive[0]])
+        matched: dict[int, str] = {}
+        for i in alive:
+            rest = self.choices[i][len(prefix):]
+            tokens = [t for t in (top or {}) if t and rest.startswith(t)]
+            if tokens:
+                matched[i] = max(tokens, key=len)
+        if not matched:  # no logprobs, or none of the choices among the top tokens
+            self.failed = True
+            return []
+        for i in alive:
+            # Unlisted: less likely than every listed token; -inf, so P = 0 and never chosen.
+            token = matched.get(i, f"\0unlisted-{i}")
+            self.paths[i].append(token)
+            self.logprob[(node, token)] = (top or {}).get(token, -math.inf)
+        groups: dict[str, list[int]] = {}
+        for i in alive:
+            groups.setdefault(self.paths[i][-1], []).append(i)
+        nexts = []
+        for token, members in groups.items():
+            if len(members) == 1:
+                continue
+            if any(self.choices[i] == prefix + token for i in members):
+                self.failed = True  # one choice is another's beginning: undecidable here
+                return []
+            nexts.append(prefix + token)
+        return nexts
+
+    def probs(self) -> list[float] | None:
+        if self.failed:
+            return None
+        return constrained_probs(self.paths, lambda node, token: self.logprob[(node, token)])

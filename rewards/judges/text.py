@@ -133,9 +133,14 @@ class TextJudge(Judge):
     def answer_prompt(self, prompt: Any, answer_start: str) -> Any:
         """``prompt`` followed by the beginning of the judge's own answer. A completion string
         gets it appended; chat messages get a final assistant message that the backend must
-        continue (``continue_final_message``), not close."""
+        continue (``continue_final_message``), not close; chat messages that already end with
+        the assistant's begun answer get ``answer_start`` added to it (so that an answer can be
+        continued step by step)."""
         if isinstance(prompt, str):
             return prompt + answer_start
+        if prompt and prompt[-1].get("role") == "assistant":
+            last = prompt[-1]
+            return [*prompt[:-1], {**last, "content": last["content"] + answer_start}]
         return [*prompt, {"role": "assistant", "content": answer_start}]
 
     def render_label(self, caption: str) -> str:
@@ -395,20 +400,6 @@ def constrained_probs(
             p *= math.exp(lps[seq[j]] - top) / sum(math.exp(v - top) for v in lps.values())
         probs.append(p)
     return probs
-
-
-def sequence_probs(
-    sequences: Sequence[Sequence[Hashable]], logprobs: Sequence[Sequence[float]]
-) -> list[float]:
-    """:func:`constrained_probs` from each choice's own tokens and their log-probabilities
-    (teacher-forced after the prompt, as vLLM's prompt_logprobs and echoed completions give
-    them): the choices that share a prefix share its context, so each token's value is read
-    from the choice it belongs to."""
-    table: dict[tuple[tuple[Hashable, ...], Hashable], float] = {}
-    for seq, lps in zip(sequences, logprobs, strict=True):
-        for j, (token, lp) in enumerate(zip(seq, lps, strict=True)):
-            table[(tuple(seq[:j]), token)] = lp
-    return constrained_probs(sequences, lambda prefix, token: table[(prefix, token)])
 
 
 def constrained_choice(

@@ -161,8 +161,12 @@ class TransformersJudge(TextJudge):
         mask = batch["attention_mask"]
         # Left padding: positions count real tokens only, as they would unpadded.
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        # Only the last positions' logits: the vocabulary projection of every prompt position
+        # would cost more than the rest of the pass (49k x 576 per token on SmolLM2).
+        keep = max(len(tail) for _, tail in rows) + 1
         logits = self.model(
-            input_ids=batch["input_ids"], attention_mask=mask, position_ids=positions
+            input_ids=batch["input_ids"], attention_mask=mask, position_ids=positions,
+            logits_to_keep=keep,
         ).logits
         width = logits.shape[1]
         # log P(. | prompt + node) for every node: the row whose tail extends that node, at

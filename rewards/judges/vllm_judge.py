@@ -1,7 +1,8 @@
 """The ``vllm`` judge: a local vLLM engine answers the judge's prompts.
 
 Consumes: prompts rendered by ``rewards.prompts`` (through ``label`` / ``compare``).
-Emits: one completion per prompt (None for a batch the engine failed), and ``stats()``.
+Emits: one completion per prompt (free, or constrained by guided choice), or the choices'
+probabilities (log-probability scoring); None for a batch the engine failed; ``stats()``.
 
 Where the engine runs is decided once, at construction (:func:`placement`):
 
@@ -33,12 +34,12 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from rewards.config import JudgeConfig
-from rewards.judges.text import TextJudge
+from rewards.judges.text import TextJudge, constrained_probs
 from rewards.judges.vllm_worker import Prompt, VLLMEngine
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,24 @@ Placement = Literal["ray_actor", "in_process", "subprocess"]
 STARTUP_TIMEOUT_S = 900.0
 
 
+# (each choice's token ids, per prompt [(prefix, token, log P(token | prompt + prefix))]
+# wherever the choices part): what constrained_probs reads.
+ChoiceLogprobs = tuple[list[list[int]], list[list[tuple[list[int], int, float]]]]
+
+
 class Engine(Protocol):
-    def generate(self, prompts: Sequence[Prompt]) -> tuple[list[str], list[int]]: ...
+    """Where :class:`VLLMEngine` runs; the same three calls, whatever the placement."""
+
+    def generate(
+        self, prompts: Sequence[Prompt], max_new_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> tuple[list[str], list[int]]: ...
+    def choose(
+        self, prompts: Sequence[Prompt], choices: Sequence[str]
+    ) -> tuple[list[str], list[int]]: ...
+    def choice_logprobs(
+        self, prompts: Sequence[Prompt], choices: Sequence[str]
+    ) -> ChoiceLogprobs: ...
     def close(self) -> None: ...
 
 
@@ -88,6 +105,7 @@ class VLLMJudge(TextJudge):
     """``TextJudge`` on a local vLLM engine; ``label`` / ``compare`` from ``judges.text``."""
 
     name = "vllm"
+    supports_choices = True
 
     def __init__(self, cfg: JudgeConfig, task: str) -> None:
         super().__init__(cfg, task)
@@ -119,22 +137,52 @@ class VLLMJudge(TextJudge):
             return self.prompts.render_compare_messages(first, second, task=self.task)
         return super().render_compare(first, second)
 
-    def generate(self, prompts: Sequence[Prompt]) -> list[str | None]:
+    def generate(
+        self, prompts: Sequence[Prompt], *, max_new_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> list[str | None]:
+        texts = self._call(
+            lambda ps: self._engine.generate(ps, max_new_tokens, list(stop) if stop else None),
+            prompts,
+        )
+        return [None] * len(prompts) if texts is None else list(texts)
+
+    def choose(self, prompts: Sequence[Prompt], choices: Sequence[str]) -> list[str | None]:
+        texts = self._call(lambda ps: self._engine.choose(ps, list(choices)), prompts)
+        return [None] * len(prompts) if texts is None else list(texts)
+
+    def choice_probs(
+        self, prompts: Sequence[Prompt], choices: Sequence[str]
+    ) -> list[list[float] | None]:
+        def ask(ps: list[Prompt]) -> tuple[list[list[float]], list[int]]:
+            ids, tables = self._engine.choice_logprobs(ps, list(choices))
+            # Nothing generated worth counting: one token per request, discarded.
+            return [_probs(ids, table) for table in tables], [0] * len(ps)
+
+        probs = self._call(ask, prompts)
+        return [None] * len(prompts) if probs is None else list(probs)
+
+    def _call(
+        self, run: Callable[[list[Prompt]], tuple[list[Any], list[int]]],
+        prompts: Sequence[Prompt],
+    ) -> list[Any] | None:
+        """``run`` on the engine, counted; None (logged and counted) where the batch failed:
+        the contract is None per failed prompt, never an exception."""
         prompts = list(prompts)
         start = time.perf_counter()
         try:
-            texts, tokens = self._engine.generate(prompts)
-        except Exception as exc:  # contract: None where the request failed, never raise
+            results, tokens = run(prompts)
+        except Exception as exc:
             log.error("vllm judge: batch of %d failed: %s", len(prompts), exc)
             with self._lock:
                 self._stats["failed_prompts"] += len(prompts)
-            return [None] * len(prompts)
+            return None
         with self._lock:
             self._stats["batches"] += 1
             self._stats["prompts"] += len(prompts)
             self._stats["generated_tokens"] += sum(tokens)
             self._stats["engine_seconds"] += time.perf_counter() - start
-        return list(texts)
+        return results
 
     def stats(self) -> dict[str, float]:
         """The text judge's counters plus the engine's: batches, prompts, failed_prompts,
@@ -147,6 +195,11 @@ class VLLMJudge(TextJudge):
         self._engine.close()
 
 
+def _probs(ids: list[list[int]], table: list[tuple[list[int], int, float]]) -> list[float]:
+    logprob = {(tuple(prefix), token): lp for prefix, token, lp in table}
+    return constrained_probs(ids, lambda prefix, token: logprob[(prefix, token)])
+
+
 class InProcessEngine:
     """The engine in this interpreter; generation is serialised (vllm.LLM is not reentrant)."""
 
@@ -154,9 +207,24 @@ class InProcessEngine:
         self._engine = VLLMEngine(**spec)
         self._lock = threading.Lock()
 
-    def generate(self, prompts: Sequence[Prompt]) -> tuple[list[str], list[int]]:
+    def generate(
+        self, prompts: Sequence[Prompt], max_new_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> tuple[list[str], list[int]]:
         with self._lock:
-            return self._engine.generate(prompts)
+            return self._engine.generate(prompts, max_new_tokens, stop)
+
+    def choose(
+        self, prompts: Sequence[Prompt], choices: Sequence[str]
+    ) -> tuple[list[str], list[int]]:
+        with self._lock:
+            return self._engine.choose(prompts, choices)
+
+    def choice_logprobs(
+        self, prompts: Sequence[Prompt], choices: Sequence[str]
+    ) -> ChoiceLogprobs:
+        with self._lock:
+            return self._engine.choice_logprobs(prompts, choices)
 
     def close(self) -> None:
         self._engine = None  # type: ignore[assignment]  # frees the engine when unreferenced
@@ -183,10 +251,27 @@ class RayEngine:
         ).remote(**spec)
         ray.get(self._actor.ready.remote(), timeout=STARTUP_TIMEOUT_S)
 
-    def generate(self, prompts: Sequence[Prompt]) -> tuple[list[str], list[int]]:
+    def generate(
+        self, prompts: Sequence[Prompt], max_new_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> tuple[list[str], list[int]]:
         import ray
 
-        return ray.get(self._actor.generate.remote(list(prompts)))
+        return ray.get(self._actor.generate.remote(list(prompts), max_new_tokens, stop))
+
+    def choose(
+        self, prompts: Sequence[Prompt], choices: Sequence[str]
+    ) -> tuple[list[str], list[int]]:
+        import ray
+
+        return ray.get(self._actor.choose.remote(list(prompts), list(choices)))
+
+    def choice_logprobs(
+        self, prompts: Sequence[Prompt], choices: Sequence[str]
+    ) -> ChoiceLogprobs:
+        import ray
+
+        return ray.get(self._actor.choice_logprobs.remote(list(prompts), list(choices)))
 
     def close(self) -> None:
         import ray
@@ -226,15 +311,37 @@ class SubprocessEngine:
         self.load_s = float(ready["load_s"])
         log.info("vllm worker pid %d ready in %.1f s", self._proc.pid, self.load_s)
 
-    def generate(self, prompts: Sequence[Prompt]) -> tuple[list[str], list[int]]:
+    def generate(
+        self, prompts: Sequence[Prompt], max_new_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> tuple[list[str], list[int]]:
+        texts, tokens = self._ask({"op": "generate", "prompts": list(prompts),
+                                   "max_new_tokens": max_new_tokens, "stop": stop})
+        return texts, tokens
+
+    def choose(
+        self, prompts: Sequence[Prompt], choices: Sequence[str]
+    ) -> tuple[list[str], list[int]]:
+        texts, tokens = self._ask({"op": "choose", "prompts": list(prompts),
+                                   "choices": list(choices)})
+        return texts, tokens
+
+    def choice_logprobs(
+        self, prompts: Sequence[Prompt], choices: Sequence[str]
+    ) -> ChoiceLogprobs:
+        ids, logprobs = self._ask({"op": "choice_logprobs", "prompts": list(prompts),
+                                   "choices": list(choices)})
+        return ids, logprobs
+
+    def _ask(self, msg: dict[str, Any]) -> Any:
         # One batch at a time: the protocol matches replies to requests by order.
         with self._lock:
             self._next_id += 1
-            self._send({"id": self._next_id, "prompts": list(prompts)})
+            self._send({"id": self._next_id, **msg})
             reply = self._reply(timeout=None)
         if "error" in reply:
             raise RuntimeError(f"vllm worker: {reply['error']}")
-        return reply["texts"], reply["tokens"]
+        return reply["result"]
 
     def close(self) -> None:
         if self._proc.poll() is None:
