@@ -6,7 +6,7 @@ import numpy as np
 import ray
 
 from cluster.config import OniConfig
-from learner.learner_group import WEIGHTS_REF, LearnerGroup
+from learner.learner_group import WEIGHTS, LearnerGroup
 from tests.fragments import make_fragment
 
 A = 23
@@ -39,18 +39,19 @@ def test_two_learners_stay_bit_identical(ray_session: None, tmp_path) -> None:
 
         assert metrics["policy_version"] == 3
         assert metrics["env_steps"] == 2 * T * E  # rank 0's share
-        [published] = metrics[WEIGHTS_REF]
-        _assert_same(ray.get(published), rank0)
-        version, ref = group.weights()
-        assert version == 3
-        _assert_same(ray.get(ref), rank0)
+        published = metrics[WEIGHTS]
+        assert published.version == 3
+        _assert_same(ray.get(published.ref), rank0)
+        weights = group.weights()
+        assert weights.version == 3
+        _assert_same(ray.get(weights.ref), rank0)
 
         group.save(tmp_path / "learner.pt")
         ray.get(group.update([ray.put(make_fragment(T=T, E=E, seed=99 + i)) for i in range(2)]))
         group.restore(tmp_path / "learner.pt")
         for weights in ray.get([a.get_weights.remote() for a in group.actors]):
             _assert_same(weights, rank0)
-        assert group.weights()[0] == 3
+        assert group.weights().version == 3
 
         state = group.get_state()  # the driver's checkpoint path: state in its own file
         ray.get(group.update([ray.put(make_fragment(T=T, E=E, seed=77 + i)) for i in range(2)]))
