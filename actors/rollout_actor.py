@@ -1,8 +1,9 @@
 """The Ray shell around :class:`actors.rollout_worker.RolloutWorker`.
 
-Consumes: the newest weights as an ObjectRef (nested in a list, so Ray hands over the ref and
-the actor fetches it only when the version changed). Emits: each fragment as its own object in
-the object store (the driver forwards the ref and never fetches it) and a small stats object.
+Consumes: the newest weights as a :class:`actors.versioned.VersionedRef` (the ObjectRef nested
+in it, so Ray hands over the ref and the actor fetches it only when the version changed).
+Emits: each fragment as its own object in the object store (the driver forwards the ref and
+never fetches it) and a small stats object.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from actors.fragment import step_rows
 from actors.rollout_worker import EpisodeStats, RolloutWorker
+from actors.versioned import VersionedRef
 from cluster import metrics as m
 from cluster.config import OniConfig
 
@@ -40,17 +42,17 @@ class RolloutActor:
         }
 
     @ray.method(num_returns=3)
-    def sample(self, weights: list, version: int):
-        """One fragment acted by policy ``version``; ``weights`` is ``[ObjectRef]``.
+    def sample(self, weights: VersionedRef | None):
+        """One fragment acted by the policy ``weights`` (None: the worker's own, i.e. random).
 
         Returns three objects: the fragment, its stats, and the distinct messages of its step
         rows (the caption column the annotator reads, so fragments never go to the judge), or
         None when the annotation service is off.
         """
-        if version != self.worker.policy_version:
+        if weights is not None and weights.version != self.worker.policy_version:
             with m.WEIGHT_SYNC_SECONDS.labels(**self._labels).time():
-                self.worker.set_weights(ray.get(weights[0]), version)
-            m.POLICY_VERSION.labels(**self._labels).set(version)
+                self.worker.set_weights(ray.get(weights.ref), weights.version)
+            m.POLICY_VERSION.labels(**self._labels).set(weights.version)
         fragment, stats = self.worker.sample()
         labels = self._labels
         m.ENV_STEPS.labels(**labels).inc(stats.env_steps)

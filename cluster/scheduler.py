@@ -169,7 +169,7 @@ class Scheduler:
         self.ready.append(_Ready(handle, version, steps))
         if incarnation == self.incarnations[actor]:
             self.idle.append((actor, incarnation))
-        return self._pump()
+        return self.pump()
 
     def actor_lost(self, actor: int, incarnation: int) -> list[Command]:
         """A sample call failed because its actor died: count the fragment lost (each call
@@ -184,10 +184,14 @@ class Scheduler:
         self.incarnations[actor] += 1
         self.counters.actor_restarts += 1
         self.idle.extend([(actor, self.incarnations[actor])] * self.limits.fragments_in_flight)
-        return self._pump()
+        return self.pump()
 
-    def update_done(self, weights: VersionedRef | None, *, skipped: bool = False) -> list[Command]:
-        """The oldest outstanding update finished (``skipped``: at a stop, untrained)."""
+    def update_done(self, weights: VersionedRef | None, *, skipped: bool = False,
+                    pump: bool = True) -> list[Command]:
+        """The oldest outstanding update finished (``skipped``: at a stop, untrained).
+        A due checkpoint comes alone: batching pauses until :meth:`checkpointed`, so the
+        checkpoint holds every update counted. ``pump=False``: decide nothing new (a runtime
+        waiting for its outstanding updates)."""
         batch = self.updates.popleft()
         if skipped:
             return [self._drop(STOP, batch)]
@@ -200,15 +204,15 @@ class Scheduler:
         self._since.steps += steps
         if weights is not None:
             self.weights = weights
-        cmds: list[Command] = []
         if c.updates % self.limits.checkpoint_every_updates == 0 and not self.stopping:
-            cmds.append(Checkpoint())
-        return cmds + self._pump()
+            return [Checkpoint()]
+        return self.pump() if pump else []
 
-    def checkpointed(self) -> None:
-        """A checkpoint holding every update counted so far was written."""
+    def checkpointed(self) -> list[Command]:
+        """A checkpoint holding every update counted so far was written: batching resumes."""
         assert not self.updates, "a checkpoint must wait for the outstanding updates"
         self._since = _Since()
+        return self.pump()
 
     def reward_model_published(self, model: VersionedRef | None) -> None:
         """None: the annotator that owned the model died; learners keep theirs."""
@@ -230,6 +234,8 @@ class Scheduler:
             cmds.append(Drop(LEARNER_LOST, since.fragments, since.steps))
         self._since = _Since()
         self.learner_down = True
+        if self.stopping:
+            return cmds
         if self.learner_restarts >= self.limits.learner_max_restarts:
             self.request_stop(f"a learner died and the {self.limits.learner_max_restarts} "
                               f"restarts of learner.max_restarts are used up", failed=True)
@@ -242,7 +248,7 @@ class Scheduler:
         """The rebuilt learners hold the newest checkpoint's state and publish ``weights``."""
         self.learner_down = False
         self.weights = weights
-        return self._pump()
+        return self.pump()
 
     def request_stop(self, reason: str, *, failed: bool = False) -> None:
         if self.stop_reason is None:
@@ -269,7 +275,8 @@ class Scheduler:
         return [self._drop(STOP, batch)]
 
     # ---- rules -----------------------------------------------------------------------------
-    def _pump(self) -> list[Command]:
+    def pump(self) -> list[Command]:
+        """The batches and sample calls due now."""
         return self._feed() + self._samples()
 
     def _feed(self) -> list[Command]:
@@ -311,6 +318,13 @@ class Scheduler:
         c.env_steps_dropped += steps
         _add(c.env_steps_dropped_by_reason, reason, steps)
         return Drop(reason, len(batch), steps)
+
+
+def rollout_seed(run_seed: int, actor_id: int, incarnation: int) -> int:
+    """The seed of a rollout actor's environments and sampling. Incarnation 0 keeps the seed
+    runs always had; each restart gets a fresh one, so a replacement does not replay the
+    episodes its predecessor played."""
+    return run_seed * 10_007 + actor_id + incarnation * 1_000_003
 
 
 def _add(counts: dict[str, int], key: str, value: int) -> None:
