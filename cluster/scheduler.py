@@ -142,6 +142,7 @@ class Scheduler:
         self.learner_restarts = 0  # this session
         self.learner_down = False  # between a learner's death and its rebuild
         self._since = _Since()
+        self._restarting: set[int] = set()  # actors told to restart, not yet back
         for i in range(n):
             self.idle.extend([(i, 0)] * self.limits.fragments_in_flight)
 
@@ -176,11 +177,14 @@ class Scheduler:
         once), and restart the actor on the first loss of its incarnation."""
         self.counters.fragments_lost += 1
         cmds: list[Command] = [Drop(ACTOR_LOST, 1, 0)]
-        if incarnation == self.incarnations[actor] and not self.stopping:
+        if (incarnation == self.incarnations[actor] and actor not in self._restarting
+                and not self.stopping):
+            self._restarting.add(actor)
             cmds.append(RestartActor(actor))
         return cmds
 
     def actor_restarted(self, actor: int) -> list[Command]:
+        self._restarting.discard(actor)
         self.incarnations[actor] += 1
         self.counters.actor_restarts += 1
         self.idle.extend([(actor, self.incarnations[actor])] * self.limits.fragments_in_flight)
