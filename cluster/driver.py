@@ -134,8 +134,7 @@ class Trainer(RunLoop):
         except ray.exceptions.RayActorError as exc:  # died during the wait: no checkpoint
             self._on_learner_lost(exc)
             return
-        self.write_checkpoint(learner_state)
-        self._run(self.sched.pump())
+        self._run(self.write_checkpoint(learner_state))
 
     def _drain(self, timeout: float | None = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -28,7 +28,7 @@ from cluster.config import OniConfig
 from cluster.progress import LoopState, metrics_row, progress_line
 from cluster.report import mean_and_interval, plot_curve
 from cluster.run_dir import RunDir
-from cluster.scheduler import Drop, Limits, Scheduler
+from cluster.scheduler import Command, Drop, Limits, Scheduler
 from cluster.summary import success_rate, summarise
 from cluster.tensorboard import EventWriter
 from learner import intrinsic as intrinsic_keys
@@ -65,15 +65,16 @@ class RunLoop:
         self.last_loss[intrinsic_keys.REWARD_MODEL_VERSION] = float(
             restored_reward_model_version(state))
 
-    def write_checkpoint(self, learner_state: dict[str, Any]) -> None:
-        """``learner_state`` must hold every update counted (no update outstanding)."""
+    def write_checkpoint(self, learner_state: dict[str, Any]) -> list[Command]:
+        """``learner_state`` must hold every update counted (no update outstanding); returns
+        the commands batching resumes with."""
         state = checkpoint_state(
             self.cfg, counters=self.counters, pending_fragments=len(self.sched.ready),
             baseline=self.baseline, learner_state=learner_state,
         )
         path = self.run_dir.save_checkpoint(state, update=self.counters.updates)
-        self.sched.checkpointed()
         log.debug("checkpoint %s", path)
+        return self.sched.checkpointed()
 
     def note_drop(self, cmd: Drop) -> None:
         m.FRAGMENTS_DROPPED.labels(**self._labels, reason=cmd.reason).inc(cmd.fragments)
