@@ -211,6 +211,13 @@ class Trainer(RunLoop):
         except ray.exceptions.RayActorError:
             self._run(self.sched.actor_lost(i, sample.incarnation))
             return
+        except ray.exceptions.RayTaskError as exc:  # weights owned by a learner that died
+            if not isinstance(exc.cause, ray.exceptions.ObjectLostError):
+                raise
+            log.warning("rollout actor %d could not fetch its weights (%s): fragment lost",
+                        i, type(exc.cause).__name__)
+            self._run(self.sched.sample_failed(i, sample.incarnation))
+            return
         back = rollouts.back(i)
         if back is not None:
             pid = ray.get(rollouts.actors[i].info.remote())["pid"]

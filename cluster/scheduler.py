@@ -183,6 +183,14 @@ class Scheduler:
             cmds.append(RestartActor(actor))
         return cmds
 
+    def sample_failed(self, actor: int, incarnation: int) -> list[Command]:
+        """A sample call failed but its actor lives (the weights it was to fetch died with
+        their learner): the fragment is lost, the slot is reissued."""
+        self.counters.fragments_lost += 1
+        if incarnation == self.incarnations[actor]:
+            self.idle.append((actor, incarnation))
+        return [Drop(ACTOR_LOST, 1, 0), *self.pump()]
+
     def actor_restarted(self, actor: int) -> list[Command]:
         self._restarting.discard(actor)
         self.incarnations[actor] += 1

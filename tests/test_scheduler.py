@@ -116,6 +116,14 @@ def test_dead_actor_is_restarted_once_per_incarnation_and_stale_slots_are_retire
     assert of(cmds, Sample) == []
 
 
+def test_a_failed_sample_call_of_a_live_actor_is_lost_and_its_slot_reissued() -> None:
+    s = Scheduler(limits())
+    s.start(weights(0))
+    s.learner_restored(weights(3))
+    assert s.sample_failed(1, 0) == [Drop("actor_lost", 1, 0), Sample(1, 0, weights(3))]
+    assert s.counters.fragments_lost == 1 and s.counters.env_steps_produced == 0
+
+
 def test_stop_issues_nothing_then_drops_what_waits() -> None:
     s = Scheduler(limits(num_actors=3, max_queued_batches=2, max_policy_lag=10))
     s.start(weights(0))
