@@ -297,10 +297,12 @@ class Scheduler:
         while (len(self.updates) < lim.max_queued_batches and not self.stopping
                and not self.learner_down):
             learner_version = self.version + len(self.updates)  # the version that trains it
-            old = []
-            while self.ready and learner_version - self.ready[0].version > lim.max_policy_lag:
-                old.append(self.ready.popleft())
+            # Every waiting fragment, not only the oldest: fragments need not arrive in the
+            # order of their versions (several actors, or ray.wait's order of ready refs).
+            old = [r for r in self.ready if learner_version - r.version > lim.max_policy_lag]
             if old:
+                self.ready = collections.deque(
+                    r for r in self.ready if learner_version - r.version <= lim.max_policy_lag)
                 cmds.append(self._drop(POLICY_LAG, old))
             if len(self.ready) < lim.fragments_per_batch:
                 break

@@ -90,6 +90,15 @@ def test_fragments_older_than_the_lag_bound_are_dropped_and_counted() -> None:
     assert c.fragments_dropped == 1
 
 
+def test_an_old_fragment_behind_a_newer_one_is_dropped_too() -> None:
+    s = Scheduler(limits(max_policy_lag=0, fragments_per_batch=2))
+    s.start(weights(3))
+    s.fragment_ready(0, 0, "new", version=3, steps=STEPS)
+    cmds = s.fragment_ready(1, 0, "old", version=2, steps=STEPS)  # arrived second
+    assert cmds[0] == Drop(POLICY_LAG, 1, STEPS) and not of(cmds, Train)
+    assert [r.handle for r in s.ready] == ["new"]
+
+
 def test_a_checkpoint_pauses_batching_until_written() -> None:
     s = Scheduler(limits(checkpoint_every_updates=1, max_policy_lag=10))
     s.start(weights(0))
