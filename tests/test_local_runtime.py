@@ -74,3 +74,13 @@ def test_resume_auto_continues_from_the_newest_checkpoint(tmp_path: Path) -> Non
     assert second["updates"] == second["policy_version"] > first["updates"]
     assert second["env_steps"] == second["env_steps_trained"] + second["env_steps_dropped"]
     assert second["env_steps"] >= 5000
+
+
+def test_local_run_labels_with_the_annotator_in_process(tmp_path: Path) -> None:
+    probe, text = _local("configs/corridor.yaml", f"run.out_dir={tmp_path}", "run.name=j", *QUICK,
+                         "rewards.annotator.enabled=true", "rewards.judge.backend=rules",
+                         "rewards.model.kind=retrieval", "rewards.intrinsic_coef=0.1")
+    assert probe == {"code": 0, "children": [], "ray": []}, text[-3000:]
+    rows = pq.read_table(tmp_path / "j" / "metrics.parquet").to_pylist()
+    assert rows[-1]["labels_total"] > 0  # the corridor's messages, judged by the rules judge
+    assert list((tmp_path / "j" / "labels").glob("labels-*.parquet"))  # flushed at the stop
