@@ -178,6 +178,9 @@ def test_learner_killed_is_rebuilt_then_the_budget_stops_and_resume_continues(
     assert summary["env_steps"] == summary["env_steps_trained"] + summary["env_steps_dropped"]
     assert sum(summary["env_steps_dropped_by_reason"].values()) == summary["env_steps_dropped"]
     assert summary["learner_restarts"] == 1 and summary["failed"]
+    print("after two learner deaths: " + ", ".join(
+        f"{k}={summary[k]}" for k in ("env_steps", "env_steps_trained", "env_steps_dropped",
+                                      "env_steps_dropped_by_reason", "updates")))
     assert summary["updates"] == state["counters"]["updates"] == state["learner"]["policy_version"]
 
     steps = state["counters"]["env_steps_produced"]
