@@ -249,7 +249,8 @@ class LabelStore:
         self._part_count[kind] += 1
 
 
-_VERSION_FILE = "reward_model_version"
+# "_" first: readers of the folder as a Parquet dataset skip it, as they skip ".tmp-*".
+_VERSION_FILE = "_reward_model_version"
 
 
 def _checked_prob(prob: float | None, name: str, caption: str) -> float | None:
