@@ -168,6 +168,11 @@ class Trainer(RunLoop):
                     self._on_sample(ref, self.inflight.pop(ref))
                 elif self.updates and ref == self.updates[0]:
                     self._on_update()
+            if self.updates and not self.sched.learner_down:
+                try:  # a dead rank > 0 leaves rank 0 waiting in an all-reduce: never done
+                    self.parts.learners.raise_peer_errors()
+                except ray.exceptions.RayError as exc:  # dead, or failed when a peer died
+                    self._on_learner_lost(exc)
             if self.parts.annotator is not None:
                 self._poll_reward_model(time.perf_counter())
             sps = clock.tick()
@@ -191,7 +196,7 @@ class Trainer(RunLoop):
                 self.note_train(cmd.lags)
                 try:
                     ref = self.parts.learners.update(cmd.fragments, reward_model=cmd.reward_model)
-                except ray.exceptions.RayActorError as exc:  # a rank > 0 died
+                except ray.exceptions.RayError as exc:  # a rank > 0 died (or failed with it)
                     queue.extend(self._on_learner_lost(exc, run=False))
                     continue
                 self.updates.append(ref)

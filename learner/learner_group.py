@@ -204,7 +204,7 @@ class LearnerGroup:
             raise ValueError(
                 f"{len(fragment_refs)} fragments cannot be split evenly among {n} learners"
             )
-        self._raise_peer_errors()
+        self.raise_peer_errors()
         share = len(fragment_refs) // n
         # A list argument is not resolved by Ray: each learner fetches its own fragments.
         refs = [
@@ -232,7 +232,7 @@ class LearnerGroup:
     def pids(self) -> list[int]:
         return [info["pid"] for info in ray.get([a.info.remote() for a in self.actors])]
 
-    def _raise_peer_errors(self) -> None:
+    def raise_peer_errors(self) -> None:
         """Surface a failed update on a rank > 0 (the caller only waits on rank 0's ref)."""
         if not self._peer_refs:
             return
