@@ -1,8 +1,9 @@
 """The Ray shell around :class:`actors.rollout_worker.RolloutWorker`.
 
-Consumes: the newest weights as an ObjectRef (nested in a list, so Ray hands over the ref and
-the actor fetches it only when the version changed). Emits: each fragment as its own object in
-the object store (the driver forwards the ref and never fetches it) and a small stats object.
+Consumes: the newest weights as a :class:`actors.versioned.VersionedRef` (the ObjectRef nested
+in it, so Ray hands over the ref and the actor fetches it only when the version changed).
+Emits: each fragment as its own object in the object store (the driver forwards the ref and
+never fetches it) and a small stats object.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from actors import metrics as m
 from actors.config import RolloutSections
 from actors.fragment import step_captions
 from actors.rollout_worker import EpisodeStats, RolloutWorker
+from actors.versioned import VersionedRef
 
 
 @ray.remote
@@ -39,17 +41,17 @@ class RolloutActor:
         }
 
     @ray.method(num_returns=3)
-    def sample(self, weights: list, version: int):
-        """One fragment acted by policy ``version``; ``weights`` is ``[ObjectRef]``.
+    def sample(self, weights: VersionedRef | None):
+        """One fragment acted by the policy ``weights`` (None: the worker's own, i.e. random).
 
         Returns three objects: the fragment, its stats, and the distinct messages of its step
         rows (the caption column the annotator reads, so fragments never go to the judge), or
         None when the annotation service is off.
         """
-        if version != self.worker.policy_version:
+        if weights is not None and weights.version != self.worker.policy_version:
             with m.WEIGHT_SYNC_SECONDS.labels(**self._labels).time():
-                self.worker.set_weights(ray.get(weights[0]), version)
-            m.POLICY_VERSION.labels(**self._labels).set(version)
+                self.worker.set_weights(ray.get(weights.ref), weights.version)
+            m.POLICY_VERSION.labels(**self._labels).set(weights.version)
         fragment, stats = self.worker.sample()
         labels = self._labels
         m.ENV_STEPS.labels(**labels).inc(stats.env_steps)

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cluster.config import OniConfig, to_yaml
-from learner.learner_group import INTRINSIC_STATE
+from learner.learner_core import INTRINSIC_STATE
 
 
 @dataclass
@@ -43,11 +43,14 @@ class Counters:
 
     env_steps_produced: int = 0  # steps in fragments that reached the driver
     env_steps_trained: int = 0  # steps in fragments the learner trained on
-    env_steps_dropped: int = 0  # steps in fragments dropped (policy lag, or the stop)
+    env_steps_dropped: int = 0  # steps in fragments dropped (policy lag, the stop, a learner)
+    # env_steps_dropped by reason (cluster.scheduler: policy_lag, stop, learner_lost)
+    env_steps_dropped_by_reason: dict[str, int] = field(default_factory=dict)
     fragments_dropped: int = 0
     fragments_lost: int = 0  # fragments in flight when their rollout actor died
     actor_restarts: int = 0  # rollout actors restarted, over all sessions
     annotator_restarts: int = 0
+    learner_restarts: int = 0  # learner groups rebuilt from a checkpoint, over all sessions
     annotations_skipped: int = 0  # fragments whose captions the busy annotator did not get
     updates: int = 0
     episodes: int = 0
@@ -74,6 +77,8 @@ def checkpoint_state(
     saved = asdict(counters)
     saved["fragments_dropped"] += pending_fragments
     saved["env_steps_dropped"] += pending_fragments * cfg.fragment_steps
+    by_reason = saved["env_steps_dropped_by_reason"]
+    by_reason["stop"] = by_reason.get("stop", 0) + pending_fragments * cfg.fragment_steps
     return {
         "counters": saved,
         "baseline": baseline,

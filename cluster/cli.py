@@ -2,6 +2,7 @@
 
     oniray train CONFIG [key=value ...]        start a run (runs/<name>/)
     oniray train --resume RUN_DIR [key=value]  continue a run from its newest valid checkpoint
+    oniray train --local CONFIG [key=value]    the same run in one process, without Ray (debug)
     oniray report RUN_DIR                      plots and a markdown summary of a run
     oniray config                              every config key, its type, default and meaning
     oniray submit CONFIG [key=value ...] --address http://HEAD:8265 [--pip PKG ...] [--no-wait]
@@ -16,15 +17,23 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cluster.config import ConfigError, describe, load_config
 from cluster.submit import EXIT_CLUSTER, ClusterError, default_address
 
+if TYPE_CHECKING:
+    from cluster.run_dir import RunDir
+
 
 def _train(args: argparse.Namespace) -> int:
-    from cluster.driver import run_training
     from cluster.report import write_report
-    from cluster.run_dir import IncompatibleCheckpointError, RunDir
+    from cluster.run_dir import RunDir
+
+    if args.local:  # imports no Ray, here or below
+        from cluster.local_runtime import run_training
+    else:
+        from cluster.driver import run_training
 
     resume_state = None
     if args.resume:
@@ -34,28 +43,46 @@ def _train(args: argparse.Namespace) -> int:
             return 2
         overrides = ([args.config] if args.config else []) + args.overrides
         cfg = load_config(run_dir.config, overrides)
-        try:
-            loaded = run_dir.load_latest_checkpoint()
-        except IncompatibleCheckpointError as exc:
-            print(f"oniray: cannot resume: {exc}", file=sys.stderr)
+        resume_state = _newest_checkpoint(run_dir, args.resume)
+        if resume_state is None:
             return 2
-        if loaded is None:
-            print(f"oniray: {args.resume} has no valid checkpoint to resume from", file=sys.stderr)
-            return 2
-        resume_state, path = loaded
-        print(f"resuming {run_dir.root} from {path.name}", flush=True)
     else:
         if not args.config:
             print("oniray train: give a CONFIG file or --resume RUN_DIR", file=sys.stderr)
             return 2
         cfg = load_config(args.config, args.overrides)
         name = cfg.run.name or f"{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir = RunDir.create(cfg.run.out_dir, name)
+        existing = RunDir(Path(cfg.run.out_dir) / name)
+        if cfg.run.resume == "auto" and existing.newest_checkpoint_name() is not None:
+            # Restarted by Ray Jobs or a RayJob's retries: continue, do not start over.
+            run_dir = existing
+            resume_state = _newest_checkpoint(run_dir, str(run_dir.root))
+            if resume_state is None:
+                return 2
+        else:
+            run_dir = RunDir.create(cfg.run.out_dir, name)
     print(f"run folder: {run_dir.root}", flush=True)
     summary = run_training(cfg, run_dir, resume_state=resume_state)
     report = write_report(run_dir.root)
     print(f"report: {report}", flush=True)
     return 1 if summary.get("failed") else 0  # a failure stopped it (the summary says which)
+
+
+def _newest_checkpoint(run_dir: RunDir, shown: str) -> dict | None:
+    """The state to resume from, or None after saying why there is none."""
+    from cluster.run_dir import IncompatibleCheckpointError
+
+    try:
+        loaded = run_dir.load_latest_checkpoint()
+    except IncompatibleCheckpointError as exc:
+        print(f"oniray: cannot resume: {exc}", file=sys.stderr)
+        return None
+    if loaded is None:
+        print(f"oniray: {shown} has no valid checkpoint to resume from", file=sys.stderr)
+        return None
+    state, path = loaded
+    print(f"resuming {run_dir.root} from {path.name}", flush=True)
+    return state
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -91,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("config", nargs="?", help="YAML config (configs/default.yaml)")
     train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. learner.lr=1e-4")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue this run")
+    train.add_argument("--local", action="store_true", help="run every component in this "
+                       "process, without Ray: the way to debug (one learner, no telemetry)")
     train.set_defaults(func=_train)
     report = sub.add_parser("report", help="plots and summary of a run folder")
     report.add_argument("run_dir")

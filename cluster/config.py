@@ -58,6 +58,11 @@ class RunConfig:
         60.0, "on SIGINT/SIGTERM, wait at most this long for the update in progress before "
         "the final checkpoint (updates queued behind it are skipped)", gt=0
     )
+    resume: Literal["never", "auto"] = param(
+        "never", "auto: when the run folder (out_dir/name; needs run.name) has a checkpoint, "
+        "continue from its newest one instead of refusing to start (a run restarted by Ray "
+        "Jobs or a RayJob's retries picks up where it stopped)"
+    )
 
 
 @dataclass
@@ -333,6 +338,11 @@ def _cross_checks(cfg: OniConfig, sources: dict[str, str]) -> list[str]:
         problems.append(
             f"{where('rewards.intrinsic_coef')}: 'rewards.intrinsic_coef' = "
             f"{rewards.intrinsic_coef} needs a reward model (rewards.model.kind)"
+        )
+    if cfg.run.resume == "auto" and not cfg.run.name:
+        problems.append(
+            f"{where('run.resume')}: 'run.resume' = 'auto' needs a fixed run.name (a restarted "
+            f"run finds its folder by name)"
         )
     return problems
 

@@ -70,6 +70,7 @@ def metrics_row(c: Counters, loop: LoopState, learner_losses: dict[str, float],
         "fragments_lost": c.fragments_lost,
         "actor_restarts": c.actor_restarts,
         "annotator_restarts": c.annotator_restarts,
+        "learners_rebuilt": c.learner_restarts,  # not learner_*: those are its losses
         # Backpressure, as seen at the report (tests/test_backpressure.py bounds these).
         "fragments_ready": loop.fragments_ready,
         "updates_queued": loop.updates_queued,

@@ -35,9 +35,12 @@ def summarise(
         "env_steps": c.env_steps_produced,
         "env_steps_trained": c.env_steps_trained,
         "env_steps_dropped": c.env_steps_dropped,
+        # policy_lag, stop, learner_lost (cluster.scheduler); sums to env_steps_dropped
+        "env_steps_dropped_by_reason": dict(c.env_steps_dropped_by_reason),
         "fragments_lost": c.fragments_lost,
         "actor_restarts": c.actor_restarts,
         "annotator_restarts": c.annotator_restarts,
+        "learner_restarts": c.learner_restarts,
         "updates": c.updates,
         "policy_version": policy_version,
         "episodes": c.episodes,

@@ -5,10 +5,11 @@ ObjectRef raised ``RayActorError``). Emits: replacement actor handles, the resta
 ``oniray_actor_restarts_total``; :class:`RestartBudgetExceeded` when a role has used up its
 ``max_restarts`` for this session, which the driver turns into a stop with a checkpoint.
 
-Only the rollout actors and the annotator are restarted in-process: they hold no state the
-run cannot lose (a rollout actor's environments and recurrent state; the annotator's labels
-are on disk). A learner holds the policy and optimiser between checkpoints, so its death
-stops the run instead (``cluster.driver``), to be resumed from the newest checkpoint.
+The rollout actors and the annotator are restarted as they were: they hold no state the run
+cannot lose (a rollout actor's environments and recurrent state; the annotator's labels and
+reward-model version are on disk). A learner holds the policy and optimiser between
+checkpoints: the driver rebuilds the whole group from the newest checkpoint instead
+(``cluster.driver``), within ``learner.max_restarts``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import ray
 from actors import metrics as m
 from actors.rollout_actor import RolloutActor
 from cluster.config import OniConfig
+from cluster.scheduler import rollout_seed
 from rewards.annotator_actor import create_annotator_actor
 
 log = logging.getLogger("oniray")
@@ -29,13 +31,6 @@ log = logging.getLogger("oniray")
 
 class RestartBudgetExceeded(RuntimeError):
     """A role died once more than its ``max_restarts`` allow."""
-
-
-def rollout_seed(run_seed: int, actor_id: int, incarnation: int) -> int:
-    """The seed of a rollout actor's environments and sampling. Incarnation 0 keeps the seed
-    runs always had; each restart gets a fresh one, so a replacement does not replay the
-    episodes its predecessor played."""
-    return run_seed * 10_007 + actor_id + incarnation * 1_000_003
 
 
 def _restarted(role: str) -> None:
@@ -87,17 +82,13 @@ class RolloutSupervisor:
 class AnnotatorSupervisor:
     """The annotator actor: restarted when it dies, until it is ready it gets no work.
 
-    Reward-model versions restart at 0 in a new annotator. The learners keep the model they
-    have until a newer one comes, and fetch a model only when its version differs from
-    theirs, so the driver stamps each published version as ``base + version`` where ``base``
-    is the newest version handed out before the (re)start: versions only grow.
+    The annotator owns the reward-model version and persists it with the labels, so a
+    restarted one continues the count: nothing here needs to know versions.
     """
 
     def __init__(self, cfg: OniConfig, *, labels_dir: str) -> None:
         self.cfg, self.labels_dir = cfg, labels_dir
         self.restarts = 0
-        self.version_base = 0
-        self.newest_version = 0  # the newest version the driver handed to the learners
         self.handle = self._create()
         self._ready: ray.ObjectRef | None = self.handle.ready.remote()
         self.died_at: float | None = None
@@ -132,16 +123,6 @@ class AnnotatorSupervisor:
             self.died_at = None
         return True
 
-    def resume_from(self, version: int) -> None:
-        """The learners' restored reward-model version: the new annotator's count on top."""
-        self.version_base = self.newest_version = max(version, 0)
-
-    def stamp(self, version: int) -> int:
-        """The version the driver hands out for the annotator's ``version``."""
-        stamped = self.version_base + version
-        self.newest_version = max(self.newest_version, stamped)
-        return stamped
-
     def replace(self, error: Exception) -> Any:
         limit = self.cfg.rewards.annotator.max_restarts
         if self.restarts >= limit:
@@ -151,14 +132,12 @@ class AnnotatorSupervisor:
             )
         ray.kill(self.handle)
         self.restarts += 1
-        self.version_base = self.newest_version
         self.handle = self._create()
         self._ready = self.handle.ready.remote()
         self.died_at = time.perf_counter()
         _restarted("annotator")
-        log.warning("annotator died (%s); restarting it (%d/%d); the learners keep reward "
-                    "model version %d meanwhile", type(error).__name__, self.restarts, limit,
-                    self.newest_version)
+        log.warning("annotator died (%s); restarting it (%d/%d); the learners keep their "
+                    "reward model meanwhile", type(error).__name__, self.restarts, limit)
         return self.handle
 
     def stop(self) -> None:

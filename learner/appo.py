@@ -68,7 +68,6 @@ class Learner:
             self.model.parameters(), lr=cfg.learner.lr, eps=cfg.learner.adam_eps
         )
         self.policy_version = 0
-        self.num_updates = 0
         self.env_steps_trained = 0
 
     # ---- training ----------------------------------------------------------------------
@@ -90,7 +89,6 @@ class Learner:
         lc = self.cfg.learner
         for _ in range(lc.epochs):
             metrics = self._step(batch, rewards)
-        self.num_updates += 1
         self.policy_version += 1
         steps = batch.length * batch.num_envs
         self.env_steps_trained += steps
@@ -188,7 +186,6 @@ class Learner:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "policy_version": self.policy_version,
-            "num_updates": self.num_updates,
             "env_steps_trained": self.env_steps_trained,
             "torch_rng_state": torch.get_rng_state(),
         }
@@ -197,6 +194,5 @@ class Learner:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.policy_version = int(state["policy_version"])
-        self.num_updates = int(state["num_updates"])
         self.env_steps_trained = int(state["env_steps_trained"])
         torch.set_rng_state(state["torch_rng_state"])

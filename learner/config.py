@@ -42,6 +42,11 @@ class LearnerConfig:
     num_gpus: float = param(0.0, "GPUs per learner", ge=0)
     resources: dict[str, float] = param(factory=dict, doc="custom Ray resources per learner")
     torch_threads: int = param(1, "torch intra-op threads in a learner", ge=1)
+    max_restarts: int = param(
+        3, "times per session the learner group is rebuilt from the newest checkpoint after a "
+        "rank dies (the updates since that checkpoint are counted as lost); one more death "
+        "stops the run", ge=0
+    )
 
 
 class _Seeded(Protocol):

@@ -2,15 +2,16 @@
 
 Consumes fragment references (``ray.ObjectRef`` of ``pa.RecordBatch``): each learner fetches
 only its share, straight from the object store, never through the driver. Emits, per update,
-a reference to rank 0's metrics dict, which carries ``policy_version`` and ``weights_ref``
-(``[ref]`` to the freshly published weights, nested so a ``ray.get`` of the metrics does not
-fetch the weights too). Gradients are averaged with ``torch.distributed`` (gloo on CPU, nccl
-on GPUs), so all ranks hold the same parameters after every update; RND's predictor is
-trained the same way (``learner.intrinsic``), so all ranks hold the same RND too.
+a reference to rank 0's metrics dict, which carries ``policy_version`` and ``weights``
+(a :class:`VersionedRef` to the freshly published weights: the ref nested, so a
+``ray.get`` of the metrics does not fetch the weights too). Gradients are averaged with
+``torch.distributed`` (gloo on CPU, nccl on GPUs), so all ranks hold the same parameters
+after every update; RND's predictor is trained the same way (``learner.intrinsic``), so
+all ranks hold the same RND too.
 
-State has one contract at every level (``Learner``, ``IntrinsicScorer``, ``LearnerActor``,
-``LearnerGroup``): ``state()`` returns it, ``load_state(state)`` restores it. The driver
-writes it into its own checkpoint file (``cluster.run_dir``).
+State has one contract at every level (``Learner``, ``IntrinsicScorer``, ``LearnerCore``,
+``LearnerActor``, ``LearnerGroup``): ``state()`` returns it, ``load_state(state)``
+restores it. The driver writes it into its own checkpoint file (``cluster.run_dir``).
 """
 
 from __future__ import annotations
@@ -27,16 +28,17 @@ import ray
 import torch
 
 from actors import metrics as m
+from actors.versioned import VersionedRef
 from learner import appo
-from learner.appo import POLICY_VERSION, Learner
-from learner.batch import make_batch
 from learner.config import LearnerSections
-from learner.intrinsic import INTRINSIC_MEAN, INTRINSIC_ZERO_FRACTION, IntrinsicScorer
+from learner.intrinsic import INTRINSIC_MEAN, INTRINSIC_ZERO_FRACTION
+from learner.learner_core import INTRINSIC_STATE, LearnerCore
 
-WEIGHTS_REF = "weights_ref"  # metrics key: [ref] to rank 0's published weights
+__all__ = ["INTRINSIC_STATE", "SKIPPED", "WEIGHTS", "LearnerActor", "LearnerGroup"]
+
+WEIGHTS = "weights"  # metrics key: rank 0's published weights, a VersionedRef
 _MAX_REMEMBERED = 64  # update numbers kept for skip_after(); far above max_queued_batches
 SKIPPED = "skipped"  # metrics key of an update skipped at a stop (see skip_after)
-INTRINSIC_STATE = "intrinsic"  # state key: the IntrinsicScorer's reward model and RND
 
 
 # "control" runs beside the updates (which stay serial, one at a time, in the default
@@ -50,16 +52,13 @@ class LearnerActor:
     ) -> None:
         torch.set_num_threads(cfg.learner.torch_threads)
         self.rank, self.world_size = rank, world_size
-        self.learner = Learner(cfg, num_actions=num_actions, rank=rank, world_size=world_size)
+        self.core = LearnerCore(cfg, num_actions=num_actions, rank=rank, world_size=world_size)
         self.backend = cfg.learner.backend
         if self.backend == "auto":
             self.backend = "nccl" if cfg.learner.num_gpus > 0 else "gloo"
         # The latest published weights: the owner must outlive every borrower's use.
-        self._weights_ref: ray.ObjectRef | None = None
+        self._weights: VersionedRef | None = None
         self._labels = m.component_labels(role="learner", actor_id=rank)
-        self.scorer = IntrinsicScorer(
-            cfg.rewards, crop_size=cfg.env.crop_size, seed=cfg.run.seed, world_size=world_size
-        )
 
     def info(self) -> dict[str, Any]:
         return {"rank": self.rank, "pid": os.getpid()}
@@ -90,26 +89,21 @@ class LearnerActor:
     def update(
         self,
         fragment_refs: list[ray.ObjectRef],
-        reward_model: tuple[int, list] | None = None,
+        reward_model: VersionedRef | None = None,
         seq: int = -1,
     ) -> dict[str, Any]:
-        """Train on the fragments; ``reward_model`` is (version, [ref to its state]), fetched
-        only when the version is new (ONI relabels each batch with the newest model)."""
+        """Train on the fragments; ``reward_model``'s state is fetched only when its version
+        is new (ONI relabels each batch with the newest model)."""
         if seq >= getattr(self, "_skip_from", 1 << 62):
             return {SKIPPED: 1.0}
         fragments = ray.get(fragment_refs)
-        if reward_model is not None and reward_model[0] != self.scorer.version:
-            self.scorer.set_model(reward_model[0], ray.get(reward_model[1][0]))
-        batch = make_batch(fragments)
-        intrinsic = self.scorer(batch)
-        metrics: dict[str, Any] = self.learner.update(
-            batch, judged=intrinsic.judged, novelty=intrinsic.novelty
-        )
-        metrics.update(intrinsic.metrics)
+        if self.core.needs_model(reward_model):
+            assert reward_model is not None
+            reward_model = VersionedRef(reward_model.version, ray.get(reward_model.ref))
+        metrics = self.core.update(fragments, reward_model)
         self._record(metrics, len(fragments))
         if self.rank == 0:
-            metrics[POLICY_VERSION] = self.learner.policy_version
-            metrics[WEIGHTS_REF] = [self._publish()]
+            metrics[WEIGHTS] = self._publish()
         return metrics
 
     def _record(self, metrics: dict[str, Any], num_fragments: int) -> None:
@@ -118,44 +112,43 @@ class LearnerActor:
         m.FRAGMENTS_CONSUMED.labels(**labels).inc(num_fragments)
         m.UPDATE_SECONDS.labels(**labels).observe(metrics[appo.UPDATE_SECONDS])
         m.GRAD_NORM.labels(**labels).set(metrics[appo.GRAD_NORM])
-        m.POLICY_VERSION.labels(**labels).set(self.learner.policy_version)
+        m.POLICY_VERSION.labels(**labels).set(self.core.policy_version)
         for term, key in (("policy", appo.POLICY_LOSS), ("value", appo.VALUE_LOSS),
                           ("entropy", appo.ENTROPY_LOSS), ("total", appo.TOTAL_LOSS)):
             m.LEARNER_LOSS.labels(**labels, loss=term).set(metrics[key])
         if INTRINSIC_MEAN in metrics:
             m.INTRINSIC_REWARD_MEAN.labels(**labels).set(metrics[INTRINSIC_MEAN])
             m.INTRINSIC_REWARD_SPARSITY.labels(**labels).set(metrics[INTRINSIC_ZERO_FRACTION])
-            m.REWARD_MODEL_VERSION.labels(**labels).set(self.scorer.version)
+            m.REWARD_MODEL_VERSION.labels(**labels).set(self.core.scorer.version)
 
-    def _publish(self) -> ray.ObjectRef:
+    def _publish(self) -> VersionedRef:
         with m.WEIGHT_SYNC_SECONDS.labels(**self._labels).time():
-            weights = self.learner.get_weights()
-            self._weights_ref = ray.put(weights)
+            weights = self.core.get_weights()
+            self._weights = VersionedRef(self.core.policy_version, ray.put(weights))
         m.WEIGHT_SYNC_BYTES.labels(**self._labels).inc(sum(w.nbytes for w in weights.values()))
-        return self._weights_ref
+        return self._weights
 
     def metrics(self) -> bytes:
         """This process's Prometheus exposition text, for the driver's hub."""
         return m.metrics_snapshot()
 
-    def latest_weights(self) -> tuple[int, list[ray.ObjectRef]]:
-        if self._weights_ref is None:
+    def latest_weights(self) -> VersionedRef:
+        if self._weights is None or self._weights.version != self.core.policy_version:
             self._publish()
-        return self.learner.policy_version, [self._weights_ref]
+        assert self._weights is not None
+        return self._weights
 
     def get_weights(self) -> dict[str, np.ndarray]:
-        return self.learner.get_weights()
+        return self.core.get_weights()
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        self.learner.set_weights(weights)
+        self.core.set_weights(weights)
 
     def state(self) -> dict[str, Any]:
-        return {**self.learner.state(), INTRINSIC_STATE: self.scorer.state()}
+        return self.core.state()
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.learner.load_state(state)
-        if INTRINSIC_STATE in state:  # checkpoints from before the scorer was saved lack it
-            self.scorer.load_state(state[INTRINSIC_STATE])
+        self.core.load_state(state)
         if self.rank == 0:
             self._publish()
 
@@ -196,25 +189,24 @@ class LearnerGroup:
         self,
         fragment_refs: Sequence[ray.ObjectRef],
         *,
-        reward_model: tuple[int, ray.ObjectRef] | None = None,
+        reward_model: VersionedRef | None = None,
     ) -> ray.ObjectRef:
-        """Start one update; returns the ref to rank 0's metrics (with ``weights_ref``).
+        """Start one update; returns the ref to rank 0's metrics (with ``WEIGHTS``).
 
-        ``reward_model``: (version, ref to its state) of the newest intrinsic reward model.
+        ``reward_model``: the newest intrinsic reward model (its ref nested: fetched only by a
+        rank whose version is older).
         """
         n = len(self.actors)
         if not fragment_refs or len(fragment_refs) % n:
             raise ValueError(
                 f"{len(fragment_refs)} fragments cannot be split evenly among {n} learners"
             )
-        self._raise_peer_errors()
+        self.raise_peer_errors()
         share = len(fragment_refs) // n
         # A list argument is not resolved by Ray: each learner fetches its own fragments.
-        # The model's ref goes nested too: fetched only by a rank whose version is older.
-        model = None if reward_model is None else (reward_model[0], [reward_model[1]])
         refs = [
             actor.update.remote(
-                list(fragment_refs[rank * share : (rank + 1) * share]), model, self._seq
+                list(fragment_refs[rank * share : (rank + 1) * share]), reward_model, self._seq
             )
             for rank, actor in enumerate(self.actors)
         ]
@@ -237,7 +229,7 @@ class LearnerGroup:
     def pids(self) -> list[int]:
         return [info["pid"] for info in ray.get([a.info.remote() for a in self.actors])]
 
-    def _raise_peer_errors(self) -> None:
+    def raise_peer_errors(self) -> None:
         """Surface a failed update on a rank > 0 (the caller only waits on rank 0's ref)."""
         if not self._peer_refs:
             return
@@ -246,10 +238,9 @@ class LearnerGroup:
         )
         ray.get(done)
 
-    def weights(self) -> tuple[int, ray.ObjectRef]:
+    def weights(self) -> VersionedRef:
         """The current policy version and the ref to its published weights."""
-        version, [ref] = ray.get(self.actors[0].latest_weights.remote())
-        return version, ref
+        return ray.get(self.actors[0].latest_weights.remote())
 
     def state(self) -> dict[str, Any]:
         """The group's state for the driver's checkpoint: model, optimiser, version, RNG,

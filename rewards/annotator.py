@@ -90,7 +90,10 @@ class Annotator:
         # Bounded by annotator.queue_size: a judge slower than the game must not grow memory.
         self._queue: deque[str] = deque()
         self._failures: dict[str, int] = {}  # pending caption (queued or asked) -> failed asks
-        self._published: tuple[int, dict[str, Any] | None] = (0, None)
+        # The annotator owns the reward-model version; it continues the count persisted with
+        # the labels, so a restarted annotator never publishes a version already handed out.
+        self._version_base = store.reward_model_version
+        self._published: tuple[int, dict[str, Any] | None] = (self._version_base, None)
         self._since_fit = 0
         self._last_round = self._clock()
         self.train_in_step = train_in_step
@@ -313,8 +316,10 @@ class Annotator:
                 labels=self.store.labels(), preferences=self.store.preferences()
             )
             state = self.model.state()
+        version = self._version_base + self.model.version
+        self.store.save_reward_model_version(version)
         with self._lock:
-            self._published = (self.model.version, state)
+            self._published = (version, state)
             self._last_fit = metrics
             self._n["fits"] += 1
         return metrics
@@ -352,7 +357,8 @@ class Annotator:
         return pairs
 
     def reward_model(self) -> tuple[int, dict[str, Any] | None]:
-        """(version, state) of the newest reward model; (0, None) before the first fit."""
+        """(version, state) of the newest reward model; (persisted version, None) before this
+        annotator's first fit."""
         with self._lock:
             return self._published
 

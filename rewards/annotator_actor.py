@@ -2,8 +2,8 @@
 
 Consumes ``submit_captions([captions_ref])``: the distinct messages a rollout actor extracted
 from a fragment (``actors.fragment.step_captions``), by reference, nested in a list so the
-driver that forwards it never fetches it. Emits ``reward_model_ref() -> (version, ref)`` for
-the learners, and ``stats()``.
+driver that forwards it never fetches it. Emits ``reward_model_ref() -> VersionedRef | None``
+for the learners, and ``stats()``.
 
 Lifecycle only; the work is :class:`rewards.annotator.Annotator`. The actor is threaded
 (``max_concurrency`` >= 2); one background thread runs the judge and another fits the reward
@@ -23,6 +23,7 @@ import ray
 import torch
 
 from actors import metrics as m
+from actors.versioned import VersionedRef
 from rewards.annotator import Annotator, run_loop, run_trainer
 from rewards.canary import CANARY_KIND_NAMES
 from rewards.config import RewardsConfig
@@ -58,7 +59,7 @@ class AnnotatorActor:
         self._annotator = Annotator(
             cfg, judge=judge, store=LabelStore(store_dir), train_in_step=False
         )
-        self._published: tuple[int, ray.ObjectRef | None] = (0, None)
+        self._published: VersionedRef | None = None
         self._labels = m.component_labels(role="annotator", actor_id=0)
         self._exported: dict[str, float] = {}  # counter totals already exported
         self._publish_lock = threading.Lock()
@@ -99,13 +100,15 @@ class AnnotatorActor:
         """Queue captions directly (tools and tests); returns how many were new."""
         return self._annotator.submit(captions)
 
-    def reward_model_ref(self) -> tuple[int, ray.ObjectRef | None]:
-        """(version, ref to the model's state); the state is put once per version."""
+    def reward_model_ref(self) -> VersionedRef | None:
+        """The newest model's state by reference (put once per version); None before the
+        first fit. The version is the annotator's own, continued across restarts."""
         version, state = self._annotator.reward_model()
         with self._publish_lock:
-            if state is not None and version != self._published[0]:
+            if state is not None and (self._published is None
+                                       or version != self._published.version):
                 # Holding the ref here keeps the object alive for learners that fetch it later.
-                self._published = (version, ray.put(state))
+                self._published = VersionedRef(version, ray.put(state))
             return self._published
 
     def stats(self) -> dict[str, float]:

@@ -84,6 +84,23 @@ class LabelStore:
         self.torn_files_removed = 0
         self._load()
 
+    # -- the reward model's version, kept with the labels it was fitted on -------------------
+
+    @property
+    def reward_model_version(self) -> int:
+        """The newest reward-model version published from this store; 0 before any."""
+        path = self.directory / _VERSION_FILE
+        return int(path.read_text()) if path.exists() else 0
+
+    def save_reward_model_version(self, version: int) -> None:
+        """Persist ``version`` (atomically), so a restarted annotator continues the count."""
+        tmp = self.directory / f"{_TMP_PREFIX}{_VERSION_FILE}"
+        with open(tmp, "w") as f:
+            f.write(str(version))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.directory / _VERSION_FILE)
+
     # -- reading ---------------------------------------------------------------------------
 
     def get(self, caption: str) -> bool | None:
@@ -230,6 +247,10 @@ class LabelStore:
         _fsync_dir(self.directory)  # the rename itself must survive a power cut
         self._seq += 1
         self._part_count[kind] += 1
+
+
+# "_" first: readers of the folder as a Parquet dataset skip it, as they skip ".tmp-*".
+_VERSION_FILE = "_reward_model_version"
 
 
 def _checked_prob(prob: float | None, name: str, caption: str) -> float | None:

@@ -211,6 +211,21 @@ def test_retrains_every_n_labels_and_publishes_a_new_version(tmp_path: Path) -> 
     assert annotator.stats()["reward_model_version"] == 2
 
 
+def test_a_restarted_annotator_continues_the_reward_model_versions(tmp_path: Path) -> None:
+    cfg = _cfg()
+    cfg.model.train_every_labels = 8
+    first = _annotator(tmp_path, cfg)
+    first.submit(captions(20, seed=2))
+    _drain(first)
+    assert first.reward_model()[0] == 2
+    # A new annotator on the same labels (a restart): the count goes on, never back.
+    second = _annotator(tmp_path, cfg)
+    assert second.reward_model() == (2, None)
+    second.retrain()
+    assert second.reward_model()[0] == 3 and second.stats()["reward_model_version"] == 3
+    assert LabelStore(second.store.directory).reward_model_version == 3
+
+
 def test_ranking_asks_new_pairs_in_both_orders(tmp_path: Path) -> None:
     cfg = _cfg()
     cfg.model.kind = "ranking"

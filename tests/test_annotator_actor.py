@@ -110,10 +110,10 @@ def test_labels_arrive_by_reference_and_survive_a_killed_actor(tmp_path: Path) -
     asked = _asked(log)
     assert sorted(asked) == sorted(distinct)  # each once; never "" nor a bootstrap row
     assert stats["cache_hits_total"] == sum(len(set(texts[k::4])) for k in range(2))
-    _wait(lambda: ray.get(actor.reward_model_ref.remote())[0] >= 1)
-    version, state_ref = ray.get(actor.reward_model_ref.remote())
-    assert state_ref is not None
-    assert ray.get(actor.reward_model_ref.remote()) == (version, state_ref)  # put once
+    _wait(lambda: ray.get(actor.reward_model_ref.remote()) is not None)
+    published = ray.get(actor.reward_model_ref.remote())
+    version, state_ref = published.version, published.ref
+    assert ray.get(actor.reward_model_ref.remote()) == published  # put once
     model = reward_model_from_state(ray.get(state_ref))
     assert model.version == version
     messages = fragments[0].column("message")
@@ -136,7 +136,9 @@ def test_labels_arrive_by_reference_and_survive_a_killed_actor(tmp_path: Path) -
     assert stats["store_labels"] == len(distinct) + 1
     assert stats["cache_hits_total"] == len(distinct)
     # A reopened store is fitted at once: learners get a model without new labels.
-    _wait(lambda: ray.get(reborn.reward_model_ref.remote())[1] is not None)
+    _wait(lambda: ray.get(reborn.reward_model_ref.remote()) is not None)
+    # The reborn annotator continues the version count persisted with the labels.
+    assert ray.get(reborn.reward_model_ref.remote()).version > version
     ray.get(reborn.stop.remote())
     assert LabelStore(store_dir).get("You kill the Wizard of Yendor!") is True
     ray.kill(reborn)

@@ -2,7 +2,8 @@
 
 A dead rollout actor is restarted (within rollout.max_restarts, then the run stops with a
 checkpoint and exit code 1), a dead annotator is restarted and asks nothing twice, a dead
-learner stops the run with a resume hint, and the resume continues from the checkpoint.
+learner's group is rebuilt from the newest checkpoint (within learner.max_restarts, then the
+run stops with a resume hint), with exact accounting, and the resume continues.
 """
 
 from __future__ import annotations
@@ -153,21 +154,36 @@ def test_annotator_killed_is_restarted_and_asks_nothing_twice(tmp_path: Path) ->
 
 
 @pytest.mark.slow
-def test_learner_killed_stops_with_resume_hint_and_resume_continues(tmp_path: Path) -> None:
+def test_learner_killed_is_rebuilt_then_the_budget_stops_and_resume_continues(
+        tmp_path: Path) -> None:
     out = Output(oniray("train", "configs/corridor.yaml", f"run.out_dir={tmp_path}",
-                        "run.name=l", "run.checkpoint_every_updates=5", *FAST, *SMALL))
+                        "run.name=l", "run.checkpoint_every_updates=5", "learner.max_restarts=1",
+                        *FAST, *SMALL))
     pid = pids(out)["learner-0"]
     out.wait_updates(12)
     os.kill(pid, signal.SIGKILL)
     killed = time.monotonic()
+    # Rebuilt from the newest checkpoint (10 updates or more); training goes on past it.
+    rebuilt = out.wait_for(r"learner group rebuilt in .* pids \[(\d+)")
+    print(f"learner kill to rebuilt group: {time.monotonic() - killed:.1f} s")
+    out.wait_updates(out.updates() + 5)
+    os.kill(int(rebuilt.group(1)), signal.SIGKILL)  # the second death exceeds max_restarts=1
     code, text = out.finish(120)
-    print(f"learner kill to exit: {time.monotonic() - killed:.1f} s")
     assert code == 1, text[-3000:]
     run = RunDir(tmp_path / "l")
     assert f"Resume with: oniray train --resume {run.root}" in text
     state, path = run.load_latest_checkpoint()
     assert f"the newest checkpoint is {path.name}" in text
     assert _invariant_holds(state["counters"]) and state["counters"]["updates"] >= 10
+    # Exact accounting: the updates each dead learner took with it are dropped, not missing.
+    summary = json.loads(run.summary.read_text())
+    assert summary["env_steps"] == summary["env_steps_trained"] + summary["env_steps_dropped"]
+    assert sum(summary["env_steps_dropped_by_reason"].values()) == summary["env_steps_dropped"]
+    assert summary["learner_restarts"] == 1 and summary["failed"]
+    print("after two learner deaths: " + ", ".join(
+        f"{k}={summary[k]}" for k in ("env_steps", "env_steps_trained", "env_steps_dropped",
+                                      "env_steps_dropped_by_reason", "updates")))
+    assert summary["updates"] == state["counters"]["updates"] == state["learner"]["policy_version"]
 
     steps = state["counters"]["env_steps_produced"]
     resumed = finish(oniray("train", "--resume", str(run.root),

@@ -9,7 +9,7 @@ import torch
 from cluster.config import OniConfig
 from learner.batch import make_batch
 from learner.intrinsic import IntrinsicScorer
-from learner.learner_group import INTRINSIC_STATE, WEIGHTS_REF, LearnerGroup
+from learner.learner_group import INTRINSIC_STATE, WEIGHTS, LearnerGroup
 from tests.helpers.fragments import make_fragment
 
 A = 23
@@ -68,11 +68,12 @@ def test_two_learners_stay_bit_identical(ray_session: None) -> None:
 
         assert metrics["policy_version"] == 3
         assert metrics["env_steps"] == 2 * T * E  # rank 0's share
-        [published] = metrics[WEIGHTS_REF]
-        _assert_same(ray.get(published), rank0)
-        version, ref = group.weights()
-        assert version == 3
-        _assert_same(ray.get(ref), rank0)
+        published = metrics[WEIGHTS]
+        assert published.version == 3
+        _assert_same(ray.get(published.ref), rank0)
+        weights = group.weights()
+        assert weights.version == 3
+        _assert_same(ray.get(weights.ref), rank0)
 
         state = group.state()  # the driver's checkpoint path: state in its own file
         ray.get(group.update([ray.put(make_fragment(T=T, E=E, seed=77 + i)) for i in range(2)]))
@@ -81,6 +82,6 @@ def test_two_learners_stay_bit_identical(ray_session: None) -> None:
             _assert_same(weights, rank0)
         for restored in ray.get([a.state.remote() for a in group.actors]):
             _assert_same(_rnd_arrays(restored), rnd0)
-        assert group.weights()[0] == 3
+        assert group.weights().version == 3
     finally:
         group.shutdown()

@@ -12,6 +12,7 @@ from actors.fragment import MAX_GLYPH, step_rows, validate_fragment
 from actors.model import PolicyNet
 from actors.rollout_actor import RolloutActor
 from actors.rollout_worker import RolloutWorker
+from actors.versioned import VersionedRef
 from cluster.config import ConfigError, load_config
 from rewards.prompts import MINIHACK_GENERIC_TASK, load_prompts, task_for_env
 
@@ -147,7 +148,7 @@ def test_rollout_actor_steps_minihack_into_valid_fragments(ray_session, env_id: 
         messages: set[str] = set()
         episodes = 0
         for i in range(3):  # 3 x 16 steps: every 20-step episode ends at least once
-            fragment_ref, stats_ref, captions_ref = actor.sample.remote([weights], 4)
+            fragment_ref, stats_ref, captions_ref = actor.sample.remote(VersionedRef(4, weights))
             fragment, stats, captions = ray.get([fragment_ref, stats_ref, captions_ref])
             meta = validate_fragment(fragment)
             assert (meta.fragment_id, meta.policy_version, meta.num_envs) == (i, 4, 2)

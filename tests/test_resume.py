@@ -16,6 +16,7 @@ import pyarrow as pa
 import pytest
 import ray
 
+from actors.versioned import VersionedRef
 from cluster.config import OniConfig
 from cluster.run_dir import RunDir
 from learner.learner_group import INTRINSIC_STATE, LearnerGroup
@@ -48,7 +49,7 @@ def test_restored_learner_trains_exactly_like_the_original(ray_session: None) ->
     cfg.rewards.intrinsic_coef = 1.0
     group = LearnerGroup(cfg, num_actions=A)
     try:
-        model = (7, ray.put(_reward_model_state()))
+        model = VersionedRef(7, ray.put(_reward_model_state()))
         first = [ray.put(make_fragment(T=T, E=E, seed=i)) for i in range(2)]
         ray.get(group.update(first, reward_model=model))
         state = group.state()
