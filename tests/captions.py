@@ -46,3 +46,15 @@ def captions(n: int, *, seed: int) -> list[str]:
     rng = random.Random(seed)
     out = {helpful_caption(rng) if i % 2 else unhelpful_caption(rng) for i in range(n)}
     return sorted(out, key=lambda _: rng.random())
+
+
+# Real NetHack messages (from NetHackScore runs), for the judge tests on the real model. A
+# 135M model labels them near chance: the tests prove the judge's path, not its quality.
+NETHACK_MESSAGES = (
+    "You kill the newt!",
+    "It's solid stone.",
+    "You see here 12 gold pieces.",
+    "The jackal bites!",
+    "There is a staircase down here.",
+    "You hear a door open.",
+)

@@ -21,9 +21,11 @@ Three ways to get an answer, chosen by ``cfg.scoring`` and ``cfg.constrained``:
 
 from __future__ import annotations
 
+import math
+import random
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -121,8 +123,11 @@ class TextJudge(Judge):
     ) -> list[list[float] | None]:
         """For each prompt (as for :meth:`choose`), the probability of each of ``choices`` as
         the continuation, normalised to sum to 1 over ``choices``, from one forward pass;
-        None where the request failed. Choices that share their first token are scored on
-        their whole token sequence."""
+        None where the request failed. Defined as the probability that decoding constrained
+        to ``choices`` produces it (:func:`constrained_probs`): for choices that differ at
+        their first token (FOO, BAR) the first tokens' probabilities, renormalised; choices
+        that share a first token (" 1", " 2" on SmolLM2: " " then "1" / "2") also read the
+        token where they part."""
         raise NotImplementedError(f"{self.name} judge cannot score log-probabilities")
 
     def answer_prompt(self, prompt: Any, answer_start: str) -> Any:
@@ -336,3 +341,90 @@ def compare_both_orders(judge: Judge, pairs: Sequence[tuple[str, str]]) -> list[
         else:
             out.append(-1)
     return out
+
+
+# -- choice probabilities from token log-probabilities (shared by every backend) ------------
+
+
+def decision_depths(sequences: Sequence[Sequence[Hashable]]) -> list[int]:
+    """For each choice's token sequence, the index of its deciding token: the first token that
+    no other choice shares at that point (after it, constrained decoding has no choice left).
+    Raises ValueError for a choice that is a prefix of another (it could never be decided)."""
+    depths = []
+    for i, seq in enumerate(sequences):
+        others = [s for j, s in enumerate(sequences) if j != i]
+        for depth in range(len(seq)):
+            if not any(tuple(s[: depth + 1]) == tuple(seq[: depth + 1]) for s in others):
+                depths.append(depth)
+                break
+        else:
+            raise ValueError(f"choice tokens {list(seq)} are a prefix of another choice's")
+    return depths
+
+
+def constrained_probs(
+    sequences: Sequence[Sequence[Hashable]],
+    logprob: Callable[[tuple[Hashable, ...], Hashable], float],
+) -> list[float]:
+    """P(choice) under decoding constrained to the choices: at each point where the choices'
+    token sequences diverge, the model's probabilities renormalised over the tokens that
+    continue some choice; their product along a choice's path up to its deciding token.
+    ``logprob(prefix, token)`` is the model's log P(token | prompt + prefix). For FOO / BAR
+    (which differ at their first token) this is P(FOO) / (P(FOO) + P(BAR)) after the tag."""
+    depths = decision_depths(sequences)
+    probs = []
+    for seq, depth in zip(sequences, depths, strict=True):
+        p = 1.0
+        for j in range(depth + 1):
+            prefix = tuple(seq[:j])
+            siblings = {s[j] for s in sequences if len(s) > j and tuple(s[:j]) == prefix}
+            if len(siblings) == 1:
+                continue  # every choice here goes on with this token: constrained, P = 1
+            # Shifted by the largest log-probability so that no exp underflows to 0/0.
+            lps = {t: logprob(prefix, t) for t in siblings}
+            top = max(lps.values())
+            p *= math.exp(lps[seq[j]] - top) / sum(math.exp(v - top) for v in lps.values())
+        probs.append(p)
+    return probs
+
+
+def sequence_probs(
+    sequences: Sequence[Sequence[Hashable]], logprobs: Sequence[Sequence[float]]
+) -> list[float]:
+    """:func:`constrained_probs` from each choice's own tokens and their log-probabilities
+    (teacher-forced after the prompt, as vLLM's prompt_logprobs and echoed completions give
+    them): the choices that share a prefix share its context, so each token's value is read
+    from the choice it belongs to."""
+    table: dict[tuple[tuple[Hashable, ...], Hashable], float] = {}
+    for seq, lps in zip(sequences, logprobs, strict=True):
+        for j, (token, lp) in enumerate(zip(seq, lps, strict=True)):
+            table[(tuple(seq[:j]), token)] = lp
+    return constrained_probs(sequences, lambda prefix, token: table[(prefix, token)])
+
+
+def constrained_choice(
+    sequences: Sequence[Sequence[Hashable]],
+    logprob: Callable[[tuple[Hashable, ...], Hashable], float],
+    *,
+    temperature: float = 0.0,
+    rng: random.Random | None = None,
+) -> int:
+    """The index of the choice that decoding constrained to ``sequences`` produces: token by
+    token, the most likely of the tokens that continue some choice (greedy, as vLLM's guided
+    choice decodes), or one sampled from them at ``temperature``."""
+    alive = list(range(len(sequences)))
+    depth = 0
+    while len(alive) > 1:
+        prefix = tuple(sequences[alive[0]][:depth])
+        siblings = sorted({sequences[i][depth] for i in alive}, key=repr)
+        if len(siblings) > 1:
+            lps = [logprob(prefix, t) for t in siblings]
+            if temperature > 0:
+                top = max(lps)
+                weights = [math.exp((v - top) / temperature) for v in lps]
+                token = (rng or random).choices(siblings, weights=weights)[0]
+            else:
+                token = siblings[max(range(len(lps)), key=lps.__getitem__)]
+            alive = [i for i in alive if sequences[i][depth] == token]
+        depth += 1
+    return alive[0]

@@ -4,24 +4,39 @@ Consumes prompts rendered by :class:`~rewards.judges.text.TextJudge` (through th
 chat template when it has one); emits the generated text only (never the echoed prompt, whose
 own example tags would otherwise be parsed as the answer). Batched greedy decoding, or sampling
 when ``cfg.temperature > 0``. Loads with ``local_files_only``: nothing is ever downloaded.
+
+Constrained answers and log-probability labels share one forward pass per batch of prompts
+(each ending in the answer's opening tag): the logits after the tag, read only at the choices'
+tokens (:func:`~rewards.judges.text.constrained_probs`). ``choose`` walks them greedily (or
+samples at ``cfg.temperature``), which is what logits restricted to the label tokens decode.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import random
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
 from rewards.config import JudgeConfig
-from rewards.judges.text import TextJudge
+from rewards.judges.text import (
+    TextJudge,
+    constrained_choice,
+    constrained_probs,
+    decision_depths,
+)
+
+# log P(token | prompt + prefix), as constrained_probs reads it.
+LogprobFn = Callable[[tuple[int, ...], int], float]
 
 
 class TransformersJudge(TextJudge):
     """A text judge on ``AutoModelForCausalLM`` loaded from the directory ``cfg.model``."""
 
     name = "transformers"
+    supports_choices = True
 
     def __init__(self, cfg: JudgeConfig, task: str) -> None:
         super().__init__(cfg, task)
@@ -40,11 +55,12 @@ class TransformersJudge(TextJudge):
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(
-            model_dir, local_files_only=True, torch_dtype=torch.float32
+            model_dir, local_files_only=True, dtype=torch.float32
         ).eval()
         self.use_chat = bool(getattr(self.tokenizer, "chat_template", None))
         self.max_positions = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
         self.prompts_too_long = 0
+        self._rng = random.Random(0)  # constrained sampling at temperature > 0, reproducible
 
     def render_label(self, caption: str) -> str:
         if not self.use_chat:
@@ -61,19 +77,114 @@ class TransformersJudge(TextJudge):
             messages, tokenize=False, add_generation_prompt=True
         )
 
-    def generate(self, prompts: Sequence[str]) -> list[str | None]:
+    def generate(
+        self, prompts: Sequence[str], *, max_new_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> list[str | None]:
         out: list[str | None] = []
         size = self.cfg.batch_size
+        budget = max_new_tokens or self.cfg.max_new_tokens
         for start in range(0, len(prompts), size):
-            out.extend(self._generate_batch(list(prompts[start : start + size])))
+            batch = list(prompts[start : start + size])
+            out.extend(self._generate_batch(batch, budget, list(stop or ())))
+        return out
+
+    def choose(self, prompts: Sequence[str], choices: Sequence[str]) -> list[str | None]:
+        """Greedy (or sampled) decoding restricted to the tokens that continue some choice:
+        the same forward pass as :meth:`choice_probs`, walked token by token."""
+        out: list[str | None] = []
+        for batch in self._choice_logprobs(prompts, choices):
+            for item in batch:
+                if item is None:
+                    out.append(None)
+                    continue
+                sequences, logprob = item
+                index = constrained_choice(
+                    sequences, logprob, temperature=self.cfg.temperature, rng=self._rng
+                )
+                out.append(choices[index])
+        return out
+
+    def choice_probs(
+        self, prompts: Sequence[str], choices: Sequence[str]
+    ) -> list[list[float] | None]:
+        out: list[list[float] | None] = []
+        for batch in self._choice_logprobs(prompts, choices):
+            out.extend(None if item is None else constrained_probs(*item) for item in batch)
+        return out
+
+    def _encode(self, prompt: str) -> list[int]:
+        # The chat template already holds the special tokens; adding BOS again would double it.
+        return self.tokenizer(prompt, add_special_tokens=not self.use_chat)["input_ids"]
+
+    def _choice_logprobs(
+        self, prompts: Sequence[str], choices: Sequence[str]
+    ) -> list[list[tuple[list[list[int]], LogprobFn] | None]]:
+        """Per batch of ``cfg.batch_size`` prompts, one forward pass; per prompt, the choices'
+        token ids and log P(token | prompt + prefix) for the tokens :func:`constrained_probs`
+        reads (None for a prompt that does not fit the context)."""
+        # Token ids of each choice on its own: the prompt ends in a tag (">") that no choice's
+        # leading space merges with, so prompt ids + choice ids is how the text tokenises.
+        sequences = [
+            self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices
+        ]
+        depths = decision_depths(sequences)
+        # The prefixes after which the model is asked something; the longest of them, on the
+        # prompt, is all the forward pass needs (its logits hold every shorter prefix's).
+        nodes = {tuple(seq[:d]) for seq, d in zip(sequences, depths, strict=True)}
+        nodes |= {n[:j] for n in nodes for j in range(len(n))}
+        tails = [n for n in nodes if not any(m != n and m[: len(n)] == n for m in nodes)]
+        extra = max(len(t) for t in tails)
+        size = self.cfg.batch_size
+        return [
+            self._score_batch(list(prompts[i : i + size]), sequences, tails, extra)
+            for i in range(0, len(prompts), size)
+        ]
+
+    @torch.inference_mode()
+    def _score_batch(
+        self, prompts: list[str], sequences: list[list[int]], tails: list[tuple[int, ...]],
+        extra: int,
+    ) -> list[tuple[list[list[int]], LogprobFn] | None]:
+        ids = [self._encode(p) for p in prompts]
+        budget = self.max_positions - extra if self.max_positions else None
+        fits = [i for i, x in enumerate(ids) if budget is None or len(x) <= budget]
+        self.prompts_too_long += len(prompts) - len(fits)
+        rows = [(i, tail) for i in fits for tail in tails]
+        out: list[tuple[list[list[int]], LogprobFn] | None] = [None] * len(prompts)
+        if not rows:
+            return out
+        batch = self.tokenizer.pad(
+            {"input_ids": [ids[i] + list(tail) for i, tail in rows]}, padding=True,
+            return_tensors="pt",
+        )
+        mask = batch["attention_mask"]
+        # Left padding: positions count real tokens only, as they would unpadded.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = self.model(
+            input_ids=batch["input_ids"], attention_mask=mask, position_ids=positions
+        ).logits
+        width = logits.shape[1]
+        # log P(. | prompt + node) for every node: the row whose tail extends that node, at
+        # the node's last position.
+        tables: dict[int, dict[tuple[int, ...], torch.Tensor]] = {i: {} for i in fits}
+        for row, (i, tail) in enumerate(rows):
+            for j in range(len(tail) + 1):
+                node = tail[:j]
+                if node not in tables[i]:
+                    at = width - 1 - (len(tail) - j)
+                    tables[i][node] = torch.log_softmax(logits[row, at].float(), dim=-1)
+        for i in fits:
+            table = tables[i]
+            out[i] = (sequences, lambda node, tok, t=table: float(t[node][tok]))
         return out
 
     @torch.inference_mode()
-    def _generate_batch(self, prompts: list[str]) -> list[str | None]:
-        # The chat template already holds the special tokens; adding BOS again would double it.
-        special = not self.use_chat
-        ids = [self.tokenizer(p, add_special_tokens=special)["input_ids"] for p in prompts]
-        budget = self.max_positions - self.cfg.max_new_tokens if self.max_positions else None
+    def _generate_batch(
+        self, prompts: list[str], max_new_tokens: int, stop: list[str]
+    ) -> list[str | None]:
+        ids = [self._encode(p) for p in prompts]
+        budget = self.max_positions - max_new_tokens if self.max_positions else None
         # A prompt that does not fit fails alone (None, counted as a request failure) rather
         # than being cut, which would drop the instructions or the caption itself.
         fits = [i for i, x in enumerate(ids) if budget is None or len(x) <= budget]
@@ -87,18 +198,26 @@ class TransformersJudge(TextJudge):
         sample = self.cfg.temperature > 0
         generated = self.model.generate(
             **batch,
-            max_new_tokens=self.cfg.max_new_tokens,
+            max_new_tokens=max_new_tokens,
             do_sample=sample,
             temperature=self.cfg.temperature if sample else None,
             top_p=None,
             top_k=None,
             pad_token_id=self.tokenizer.pad_token_id,
+            stop_strings=stop or None,
+            tokenizer=self.tokenizer if stop else None,
         )
         new_tokens = generated[:, batch["input_ids"].shape[1] :]
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         for i, text in zip(fits, texts, strict=True):
-            answers[i] = text
+            answers[i] = _cut(text, stop)
         return answers
 
     def stats(self) -> dict[str, float]:
         return {**super().stats(), "prompts_too_long": float(self.prompts_too_long)}
+
+
+def _cut(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to the first of ``stop`` (generation stops after the string, not before)."""
+    ends = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return text[: min(ends)] if ends else text
