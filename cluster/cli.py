@@ -140,7 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--config", help=config_help)
     evaluate.set_defaults(func=_judge)
 
-    args = parser.parse_args(argv)
+    # Known-args parsing: argparse cannot take positional overrides after an option
+    # (`judge eval L.tsv --out R.json key=value`); the judge's leftovers are its overrides.
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "judge":
+        (args.args if args.action == "label" else args.overrides).extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command in ("train", "submit") and args.config and "=" in args.config \
             and not getattr(args, "resume", None):
         parser.error(f"the first argument of {args.command} is the CONFIG file, then key=value "
