@@ -151,3 +151,28 @@ def test_a_bad_override_is_the_train_commands_config_error(tmp_path: Path) -> No
     done = oniray("judge", "label", "You kill the newt!", "learner.lr=0.1")
     assert done.returncode == 2
     assert "'learner.lr'" in done.stderr and "reads only rewards.judge.* and env.id" in done.stderr
+
+
+def test_unparseable_answers_are_counted_never_labels() -> None:
+    """A text judge whose answers never hold a label tag (a fault injected in ``generate``):
+    every verdict is unparseable, the parse failures come from the judge's own counters, and
+    the canary rate is undefined rather than 0."""
+    from rewards.config import JudgeConfig
+    from rewards.judge_eval import LabelledMessage, evaluate
+    from rewards.judges.text import TextJudge
+
+    class Rambling(TextJudge):
+        name = "rambling"
+
+        def generate(self, prompts, *, max_new_tokens=None, stop=None):
+            return ["<knowledge> NetHack is a game and FOO is" for _ in prompts]
+
+    judge = Rambling(JudgeConfig(max_retries=1, constrained=False), "score")
+    rows = [LabelledMessage("You kill the newt!", True), LabelledMessage("It's a wall.", False)]
+    result = evaluate(judge, rows, batch_size=1)
+    m = result["metrics"]
+    assert (m["unparseable"], m["label_unparseable"], m["label_parse_failures"]) == (2, 2, 4)
+    assert m["accuracy"] == 0.0 and m["precision"] is None and m["recall"] == 0.0
+    assert [c["verdict"] for c in result["captions"]] == ["unparseable", "unparseable"]
+    assert result["canary"]["unparseable"] == len(CANARY_CAPTIONS)
+    assert result["canary"]["fpr"] is None
