@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
+	# minihack (a pure-Python sdist, built in pip's isolated build env) imports pkg_resources
+	# at run time: the venv's own setuptools must stay below 81 (pyproject.toml pins it too).
+	$(PY) -m pip install --quiet "setuptools<81"
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 

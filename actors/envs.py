@@ -1,5 +1,8 @@
 """Environments by id, and the observation encoding the policy and the fragments use.
 
+Three families of ids: NLE's NetHack tasks, every task the ``minihack`` package registers
+(``MiniHack-...``, built by ``actors.minihack_envs``), and oniray's own test Corridor.
+
 Consumes: an ``EnvConfig``. Emits: gymnasium environments restricted to the observation keys
 the model uses (``glyphs``, ``blstats``, ``message``), and :class:`EncodedObs` — the glyph crop
 around the agent, bottom-line stats as float32, message bytes and the decoded message — for a
@@ -12,8 +15,9 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.registration import load_env_creator
 
-from actors import corridor
+from actors import corridor, minihack_envs
 from actors.corridor import TASK_SUCCESSFUL
 from actors.fragment import MAX_GLYPH
 
@@ -29,6 +33,9 @@ NLE_TASKS = (
     "NetHackChallenge-v0",
 )
 OWN_TASKS = ("oniray/Corridor-v0",)
+# NLE tasks with a goal that ends an episode with TASK_SUCCESSFUL; the others (score, gold,
+# eat, scout, challenge) have none, so their success rate is undefined rather than 0.
+NLE_GOAL_TASKS = ("NetHackStaircase-v0", "NetHackStaircasePet-v0", "NetHackOracle-v0")
 OBSERVATION_KEYS = ("glyphs", "blstats", "message")
 
 
@@ -37,14 +44,40 @@ class UnknownEnvError(ValueError):
 
 
 def canonical_env_id(env_id: str) -> str:
-    """The registered id for what a user wrote, or :class:`UnknownEnvError` listing the known."""
+    """The registered id for what a user wrote, or :class:`UnknownEnvError` listing the known
+    (MiniHack ids are summarised, not listed: there are 161)."""
+    if minihack_envs.is_minihack(env_id):
+        known_minihack = minihack_envs.registered_ids()
+        for candidate in (env_id, f"{env_id}-v0"):
+            if candidate in known_minihack:
+                reason = minihack_envs.unavailable_reason(candidate)
+                if reason:
+                    raise UnknownEnvError(reason)
+                return candidate
+        raise UnknownEnvError(
+            f"unknown environment id {env_id!r}: minihack registers no such task (known "
+            f"MiniHack ids: {len(known_minihack)}, e.g. MiniHack-Room-5x5-v0, "
+            f"MiniHack-KeyRoom-S5-v0, MiniHack-Corridor-R2-v0)"
+        )
     known = NLE_TASKS + OWN_TASKS
     for candidate in (env_id, f"{env_id}-v0"):
         if candidate in known:
             return candidate
     raise UnknownEnvError(
-        f"unknown environment id {env_id!r}; known: {', '.join(known)}"
+        f"unknown environment id {env_id!r}; known: {', '.join(known)}, or any MiniHack-... id"
     )
+
+
+def has_penalty_step(env_id: str) -> bool:
+    """Whether the task takes NLE's ``penalty_step`` (NLE and MiniHack tasks do)."""
+    return canonical_env_id(env_id) not in OWN_TASKS
+
+
+def has_goal(env_id: str) -> bool:
+    """Whether the task has a goal whose reaching ends an episode (so a success rate means
+    something): Staircase, StaircasePet, Oracle, every MiniHack task and the Corridor."""
+    env_id = canonical_env_id(env_id)
+    return env_id in NLE_GOAL_TASKS or env_id in OWN_TASKS or minihack_envs.is_minihack(env_id)
 
 
 def make_env(
@@ -56,16 +89,21 @@ def make_env(
         corridor.register()
         kwargs = {} if max_episode_steps is None else {"max_steps": max_episode_steps}
         return gym.make(env_id, disable_env_checker=True, **kwargs).unwrapped
-    import nle  # noqa: F401 - registers the NetHack tasks with gymnasium
 
     kwargs: dict = {"observation_keys": OBSERVATION_KEYS}
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = max_episode_steps
     if penalty_step is not None:
         kwargs["penalty_step"] = penalty_step
-    # unwrapped: gymnasium's wrappers (order enforcing, passive checker) cost ~10% per step and
-    # NLE enforces its own step limit.
-    return gym.make(env_id, disable_env_checker=True, **kwargs).unwrapped
+    if minihack_envs.is_minihack(env_id):
+        return minihack_envs.make(env_id, **kwargs)
+    import nle  # noqa: F401 - registers the NetHack tasks with gymnasium
+
+    # From the entry point, not gym.make: gym.make would keep max_episode_steps for its own
+    # TimeLimit wrapper (dropped again by .unwrapped), never passing it to NLE; and
+    # gymnasium's wrappers (order enforcing, passive checker) cost ~10% per step.
+    spec = gym.spec(env_id)
+    return load_env_creator(spec.entry_point)(**{**spec.kwargs, **kwargs})
 
 
 def episode_succeeded(info: dict) -> bool:

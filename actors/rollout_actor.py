@@ -69,19 +69,10 @@ class RolloutActor:
         """This process's Prometheus exposition text, for the driver's hub."""
         return m.metrics_snapshot()
 
-    def random_baseline(self, episodes: int) -> EpisodeStats:
-        """Play a uniformly random policy until ``episodes`` episodes end; then start afresh."""
-        total = EpisodeStats(actor_id=self.worker.actor_id, fragment_id=-1, policy_version=-1,
-                             env_steps=0)
-        while len(total.episode_returns) < episodes:
-            _, stats = self.worker.sample(random_policy=True)
-            total.env_steps += stats.env_steps
-            total.episode_returns += stats.episode_returns
-            total.episode_lengths += stats.episode_lengths
-            total.episode_successes += stats.episode_successes
-            total.env_seconds += stats.env_seconds
-        self.worker.reset_all()
-        return total
+    def random_baseline(self, *, episodes_per_env: int, min_steps: int = 0) -> EpisodeStats:
+        """A uniformly random agent's first episodes in every env (``RolloutWorker.play_random``);
+        then every env starts afresh."""
+        return self.worker.play_random(episodes_per_env=episodes_per_env, min_steps=min_steps)
 
     def random_steps(self, fragments: int) -> int:
         """Step ``fragments`` fragments with random actions and discard them (the benchmark's

@@ -196,6 +196,48 @@ class RolloutWorker:
         self.fragment_id += 1
         return fragment, stats
 
+    def play_random(self, *, episodes_per_env: int, min_steps: int = 0) -> EpisodeStats:
+        """A uniformly random agent's first ``episodes_per_env`` episodes in every env (more,
+        one round at a time, until ``min_steps`` steps are played); then every env restarts.
+
+        Each env contributes exactly its first k episodes, all started from a reset: taking
+        whichever episodes end first instead would over-sample short episodes, which on
+        NetHackScore are the low-scoring deaths (a biased, too-low baseline). Envs that have
+        their k wait while the others finish. No fragment is built.
+        """
+        stats = EpisodeStats(actor_id=self.actor_id, fragment_id=-1, policy_version=-1,
+                             env_steps=0)
+        started = time.perf_counter()
+        for e, environment in enumerate(self.envs):
+            environment.reset()
+            self._start_episode(e)
+        done = np.zeros(self.num_envs, np.int64)
+        target = max(episodes_per_env, 1)
+        while True:
+            active = [e for e in range(self.num_envs) if done[e] < target]
+            if not active:
+                if stats.env_steps >= min_steps:
+                    break
+                target += 1  # another whole round: every env plays one more episode
+                continue
+            for e in active:
+                environment = self.envs[e]
+                _, reward, term, trunc, info = environment.step(
+                    int(self.rng.integers(self.num_actions)))
+                stats.env_steps += 1
+                self.episode_return[e] += reward
+                self.episode_step[e] += 1
+                if term or trunc:
+                    stats.episode_returns.append(float(self.episode_return[e]))
+                    stats.episode_lengths.append(int(self.episode_step[e]))
+                    stats.episode_successes.append(episode_succeeded(info))
+                    done[e] += 1
+                    environment.reset()
+                    self._start_episode(e)
+        stats.env_seconds = time.perf_counter() - started
+        self.reset_all()
+        return stats
+
     def close(self) -> None:
         for environment in self.envs:
             environment.close()

@@ -5,6 +5,13 @@
     python bench/learning.py --score-minutes 8      # NetHackScore against a random agent
     python bench/learning.py --penalty-step 0 --tag no-penalty   # Staircase without NLE's
                                                                  # frozen-step penalty
+    python bench/learning.py --task keyroom-s15 --minutes 20     # the MiniHack bench:
+        [--arms extrinsic retrieval classification ranking count] [--seeds N]
+        [--set learner.entropy_coef=0.01 ...] [--out bench/results/learning-minihack]
+
+The MiniHack key-room bench (``--task keyroom-s15`` / ``keyroom-s5``; bench/learning_minihack.py)
+compares extrinsic-only, ONI's three reward models and the label-free count arm, resumably:
+a finished (arm, seed, settings) run is kept in the results JSON and never run again.
 
 Each variant trains ``--seeds`` times for ``--minutes`` of wall-clock on the sparse-reward
 task, with the offline embedding judge for the intrinsic variants and ONI's settings
@@ -33,6 +40,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import learning_minihack  # noqa: E402
 from bench.runs import git_commit, train  # noqa: E402
 from cluster.config import OniConfig, load_config  # noqa: E402
 
@@ -134,17 +142,12 @@ def random_agent(task: str, episodes: int, *, penalty_step: float | None = None)
     worker = RolloutWorker(env=EnvConfig(id=TASKS[task], penalty_step=penalty_step),
                            rollout=RolloutConfig(envs_per_actor=8, fragment_length=32),
                            model=ModelConfig(), actor_id=0, seed=1234)
-    returns: list[float] = []
-    successes: list[bool] = []
-    lengths: list[int] = []
-    steps = 0
-    while len(returns) < episodes:
-        stats = worker.sample(random_policy=True)[1]
-        returns += stats.episode_returns
-        successes += stats.episode_successes
-        lengths += stats.episode_lengths
-        steps += stats.env_steps
+    # Each env's first episodes (RolloutWorker.play_random): not whichever end first.
+    stats = worker.play_random(episodes_per_env=-(-episodes // worker.num_envs))
     worker.close()
+    returns, successes, lengths = (stats.episode_returns, stats.episode_successes,
+                                   stats.episode_lengths)
+    steps = stats.env_steps
     return {"final_mean_return": band(returns), "final_success_rate": band(
         [float(x) for x in successes]), "final_mean_length": band(lengths),
         "episodes": len(returns), "env_steps": steps}
@@ -185,9 +188,20 @@ def write_outputs(out: dict, stem: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=sorted(TASKS), default="staircase")
+    parser.add_argument("--task", choices=sorted(TASKS) + sorted(learning_minihack.TASKS),
+                        default="staircase")
     parser.add_argument("--minutes", type=float, default=4.0, help="per run")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="per variant (default 3; MiniHack: 5 for extrinsic, retrieval "
+                             "and count, 3 for classification and ranking)")
+    parser.add_argument("--arms", nargs="+", default=list(learning_minihack.ARMS),
+                        choices=list(learning_minihack.ARMS), help="MiniHack bench: the arms")
+    parser.add_argument("--steps", type=int, default=1_000_000_000,
+                        help="MiniHack bench: env steps per run (as well as --minutes)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="MiniHack bench: config overrides shared by every arm alike")
+    parser.add_argument("--out", type=Path, default=RESULTS / "learning-minihack",
+                        help="MiniHack bench: results stem (.json, .md, .png)")
     parser.add_argument("--variants", nargs="+",
                         default=["extrinsic", "retrieval", "classification", "ranking"])
     parser.add_argument("--score-minutes", type=float, default=0.0,
@@ -202,6 +216,15 @@ def main() -> None:
     parser.add_argument("--tag", default="",
                         help="results go to bench/results/learning-TAG.* instead of learning.*")
     args = parser.parse_args()
+    if args.task in learning_minihack.TASKS:
+        seeds = ({a: args.seeds for a in args.arms} if args.seeds is not None
+                 else learning_minihack.DEFAULT_SEEDS)
+        learning_minihack.run_bench(
+            args.task, arms=args.arms, seeds=seeds, minutes=args.minutes, steps=args.steps,
+            shared=args.set, out=args.out, random_episodes=args.random_episodes)
+        return
+    if args.seeds is None:
+        args.seeds = 3
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = f"learning-{args.tag}" if args.tag else "learning"
     extra = [] if args.penalty_step is None else [f"env.penalty_step={args.penalty_step}"]

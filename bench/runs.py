@@ -1,6 +1,7 @@
 """What the benchmark scripts share: one training run in a temporary folder, steady-state SPS.
 
-Imported by bench/annotation.py, bench/scaling.py, bench/learning.py and
+Imported by bench/annotation.py, bench/scaling.py, bench/learning.py (and its MiniHack
+bench, bench/learning_minihack.py) and
 bench/peers/compare.py (which put the checkout on sys.path first).
 """
 
@@ -8,20 +9,33 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from cluster.config import OniConfig
+from cluster.run_dir import RunDir
+
+T = TypeVar("T")
 
 
 def train(cfg: OniConfig, name: str) -> tuple[dict, list[dict]]:
     """Run ``cfg`` to its budget in a throwaway run folder; its summary and metrics rows."""
+    summary, rows, _ = train_and_inspect(cfg, name, lambda _run_dir: None)
+    return summary, rows
+
+
+def train_and_inspect(
+    cfg: OniConfig, name: str, inspect: Callable[[RunDir], T]
+) -> tuple[dict, list[dict], T]:
+    """As :func:`train`, plus ``inspect(run_dir)`` on the finished run folder before it is
+    deleted (the learning bench reads the judge's labels from its label store)."""
     from cluster.driver import run_training
-    from cluster.run_dir import RunDir
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = RunDir.create(tmp, name)
         summary = run_training(cfg, run_dir)
-        return summary, run_dir.read_metrics()
+        return summary, run_dir.read_metrics(), inspect(run_dir)
 
 
 def steady_sps(rows: list[dict], skip_s: float = 15.0) -> float:

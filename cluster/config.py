@@ -38,7 +38,12 @@ class RunConfig:
     checkpoint_every_updates: int = param(100, "write a checkpoint every K learner updates", ge=1)
     report_every_s: float = param(10.0, "seconds between progress lines and metric rows", gt=0)
     random_baseline_episodes: int = param(
-        16, "episodes of a uniformly random agent measured before training; 0 = skip", ge=0
+        16, "at least this many episodes of a uniformly random agent are measured before "
+        "training (each env plays the same number, its first ones: unbiased); 0 = skip", ge=0
+    )
+    random_baseline_min_steps: int = param(
+        0, "and at least this many of its environment steps (more episodes per env until "
+        "reached): a trustworthy baseline on tasks with short episodes", ge=0
     )
     summary_window_episodes: int = param(
         100, "the final mean return is over the last this many episodes", ge=1
@@ -72,16 +77,17 @@ class EnvConfig:
     """The environments the rollout actors step."""
 
     id: str = param(
-        "NetHackScore-v0", "NLE task id (NetHackScore-v0, NetHackStaircase-v0, ...) or "
-        "oniray/Corridor-v0, the small test environment"
+        "NetHackScore-v0", "NLE task id (NetHackScore-v0, NetHackStaircase-v0, ...), any id "
+        "the minihack package registers (MiniHack-Room-5x5-v0, MiniHack-KeyRoom-S15-v0, ...) "
+        "or oniray/Corridor-v0, the small test environment"
     )
     crop_size: int = param(9, "side of the glyph crop around the agent (odd)", ge=3)
     max_episode_steps: int | None = param(
         None, "truncate episodes after this many steps; null = the task's default", ge=1
     )
     penalty_step: float | None = param(
-        None, "NLE tasks: reward for each step that does not advance the game clock (menus, "
-        "walking into walls); null = NLE's default -0.01, 0 = no penalty", le=0
+        None, "NLE and MiniHack tasks: reward for each step that does not advance the game "
+        "clock (menus, walking into walls); null = NLE's default -0.01, 0 = no penalty", le=0
     )
 
 
@@ -402,17 +408,17 @@ def _cross_checks(cfg: OniConfig, sources: dict[str, str]) -> list[str]:
         )
     # Checked here, not in an actor: a typo would otherwise surface minutes later as a
     # RayActorError deep in the rollout actors' construction.
-    from actors.envs import NLE_TASKS, UnknownEnvError, canonical_env_id  # actors imports this
+    from actors.envs import UnknownEnvError, canonical_env_id, has_penalty_step  # imports this
 
     try:
         env_id = canonical_env_id(cfg.env.id)
     except UnknownEnvError as exc:
         problems.append(f"{where('env.id')}: 'env.id' = {cfg.env.id!r}: {exc}")
     else:
-        if cfg.env.penalty_step is not None and env_id not in NLE_TASKS:
+        if cfg.env.penalty_step is not None and not has_penalty_step(env_id):
             problems.append(
                 f"{where('env.penalty_step')}: 'env.penalty_step' = {cfg.env.penalty_step} is "
-                f"for NLE tasks; {cfg.env.id!r} has no time penalty"
+                f"for NLE and MiniHack tasks; {cfg.env.id!r} has no time penalty"
             )
     if cfg.ray.address is None and cfg.ray.num_cpus is not None:
         # Ray would wait forever for the CPUs of the last actor that does not fit.
@@ -429,7 +435,9 @@ def _cross_checks(cfg: OniConfig, sources: dict[str, str]) -> list[str]:
                 f"the last actor would wait forever"
             )
     rewards = cfg.rewards
-    if rewards.model.kind != "none" and not rewards.annotator.enabled:
+    from rewards.models import needs_labels
+
+    if needs_labels(rewards.model.kind) and not rewards.annotator.enabled:
         problems.append(
             f"{where('rewards.model.kind')}: 'rewards.model.kind' = {rewards.model.kind!r} "
             f"needs rewards.annotator.enabled = true (the labels come from the annotator)"

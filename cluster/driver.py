@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import ray
 
+from actors.envs import has_goal
 from actors.rollout_worker import EpisodeStats
 from cluster import metrics as m
 from cluster.checkpointing import (
@@ -42,6 +43,7 @@ from cluster.run_dir import RunDir, atomic_write_text
 from cluster.summary import success_rate, summarise
 from cluster.supervision import AnnotatorSupervisor, RestartBudgetExceeded, RolloutSupervisor
 from cluster.telemetry import Telemetry, object_store_used_bytes
+from cluster.tensorboard import EventWriter
 from learner import intrinsic as intrinsic_keys
 from learner.learner_group import SKIPPED, LearnerGroup
 
@@ -104,8 +106,10 @@ class Trainer:
     """The training loop over already-built components."""
 
     def __init__(self, cfg: OniConfig, run_dir: RunDir, parts: Components,
-                 telemetry: Telemetry | None = None) -> None:
+                 telemetry: Telemetry | None = None, events: EventWriter | None = None) -> None:
         self.cfg, self.run_dir, self.parts, self.telemetry = cfg, run_dir, parts, telemetry
+        self.events = events  # TensorBoard: the same rows as metrics.parquet
+        self._has_goal = has_goal(cfg.env.id)
         self.counters = Counters()
         self.baseline: dict[str, float] | None = None
         self.metric_rows: list[dict[str, Any]] = run_dir.read_metrics()
@@ -163,10 +167,14 @@ class Trainer:
         episodes = self.cfg.run.random_baseline_episodes
         if episodes == 0 or self.baseline is not None:
             return
-        per_actor = max(1, -(-episodes // len(self.parts.rollouts.actors)))
+        actors = self.parts.rollouts.actors
+        envs = len(actors) * self.cfg.rollout.envs_per_actor
+        per_env = max(1, -(-episodes // envs))
+        min_steps = -(-self.cfg.run.random_baseline_min_steps // len(actors))
         started = time.perf_counter()
         results: list[EpisodeStats] = ray.get(
-            [a.random_baseline.remote(per_actor) for a in self.parts.rollouts.actors]
+            [a.random_baseline.remote(episodes_per_env=per_env, min_steps=min_steps)
+             for a in actors]
         )
         returns = [r for stats in results for r in stats.episode_returns]
         successes = [s for stats in results for s in stats.episode_successes]
@@ -175,7 +183,7 @@ class Trainer:
         self.baseline = {
             "mean_return": mean,
             "ci95": half,
-            "success_rate": success_rate(successes),
+            "success_rate": success_rate(successes) if self._has_goal else None,
             "episodes": len(returns),
             "env_steps": steps,
             "raw_sps": steps / max(time.perf_counter() - started, 1e-9),
@@ -424,7 +432,8 @@ class Trainer:
         window = self.cfg.run.summary_window_episodes
         c.recent_returns = (c.recent_returns + stats.episode_returns)[-window:]
         c.recent_lengths = (c.recent_lengths + stats.episode_lengths)[-window:]
-        c.recent_successes = (c.recent_successes + stats.episode_successes)[-window:]
+        if self._has_goal:  # no goal (NetHackScore): no success rate, rather than 0
+            c.recent_successes = (c.recent_successes + stats.episode_successes)[-window:]
 
     def _report(self, sps: float, version: int) -> None:
         lag = float(np.mean(self._lags)) if self._lags else 0.0
@@ -437,6 +446,8 @@ class Trainer:
         m.POLICY_VERSION.labels(**self._labels).set(version)
         self.metric_rows.append(row)
         self.run_dir.write_metrics(self.metric_rows)
+        if self.events is not None:
+            self.events.write_row(row)
         print(progress_line(row, self.baseline), flush=True)
 
     def _annotator_columns(self) -> dict[str, Any]:
@@ -496,7 +507,8 @@ def run_training(cfg: OniConfig, run_dir: RunDir, *, resume_state: dict | None =
     parts = build_components(cfg, labels_dir=str(run_dir.labels))
     telemetry.set_sources(telemetry_sources(parts))
     log.info("processes: %s", _pids(parts))
-    trainer = Trainer(cfg, run_dir, parts, telemetry)
+    events = EventWriter(run_dir.root)
+    trainer = Trainer(cfg, run_dir, parts, telemetry, events)
     if resume_state is not None:
         trainer.restore(resume_state)
         print(f"resumed at {trainer.counters.env_steps_produced:,} env steps, "
@@ -515,6 +527,7 @@ def run_training(cfg: OniConfig, run_dir: RunDir, *, resume_state: dict | None =
             signal.signal(sig, handler)
         telemetry.refresh()  # the final numbers, for a scrape that comes right after the end
         telemetry.stop()
+        events.close()
         for actor in parts.rollouts.actors:
             ray.kill(actor)
         parts.learners.shutdown()

@@ -30,7 +30,9 @@ carry one more label, listed in the table.
 | JUDGE_LATENCY_SECONDS     | oniray_judge_latency_seconds             | histogram |             |
 | JUDGE_CACHE_HIT_RATIO     | oniray_judge_cache_hit_ratio             | gauge     |             |
 | JUDGE_PARSE_FAILURES      | oniray_judge_parse_failures_total        | counter   |             |
-| CANARY_FALSE_POSITIVES    | oniray_judge_canary_false_positive_ratio | gauge     |             |
+| CANARY_FALSE_POSITIVES    | oniray_judge_canary_false_positive_ratio | gauge     | kind        |
+| JUDGE_GUARD_BLOCKED       | oniray_judge_guard_blocked_total         | counter   | kind        |
+| JUDGE_GUARD_REDACTED      | oniray_judge_guard_redacted_total        | counter   | kind        |
 | JUDGE_CIRCUIT_STATE       | oniray_judge_circuit_state               | gauge     |             |
 | JUDGE_REQUEST_FAILURES    | oniray_judge_request_failures_total      | counter   | kind        |
 | JUDGE_UNANSWERED          | oniray_judge_unanswered_total            | counter   |             |
@@ -153,10 +155,24 @@ JUDGE_CACHE_HIT_RATIO = Gauge(
 JUDGE_PARSE_FAILURES = Counter(
     "oniray_judge_parse_failures_total", "Judge responses that could not be parsed.", _L
 )
+# kind: "all", or a canary kind (rewards.canary.CANARY_KIND_NAMES: punctuation, reasoning, ...).
 CANARY_FALSE_POSITIVES = Gauge(
     "oniray_judge_canary_false_positive_ratio",
-    "Fraction of known-negative canary messages the judge labelled positive.",
-    _L,
+    "Fraction of known-negative canary messages the judge labelled positive, by canary kind "
+    "(kind=all: every canary).",
+    (*_L, "kind"),
+)
+# kind: what the judge guard found (rewards.judges.guard.BLOCK_KINDS / REDACT_KINDS).
+JUDGE_GUARD_BLOCKED = Counter(
+    "oniray_judge_guard_blocked_total",
+    "Captions the judge guard labelled not helpful without asking the judge, by kind.",
+    (*_L, "kind"),
+)
+JUDGE_GUARD_REDACTED = Counter(
+    "oniray_judge_guard_redacted_total",
+    "Agent-written texts hidden from the judge (read: engravings and read texts; name: "
+    "object and monster names).",
+    (*_L, "kind"),
 )
 # 0 closed, 1 half-open (one probe allowed), 2 open (failing fast): breaker.STATE_CODES.
 JUDGE_CIRCUIT_STATE = Gauge(

@@ -16,6 +16,8 @@ import numpy as np
 from cluster.checkpointing import Counters
 from cluster.summary import success_rate
 from learner import intrinsic as intrinsic_keys
+from rewards.canary import CANARY_KIND_NAMES
+from rewards.judges.guard import BLOCK_KINDS
 
 # The annotator's stats (rewards.annotator_actor) by the column each one fills in a row.
 ANNOTATOR_COLUMNS = {
@@ -29,6 +31,10 @@ ANNOTATOR_COLUMNS = {
     "reward_model_accuracy": "reward_model_accuracy",
     "judge_circuit_state": "judge_circuit_state",
     "unanswered_total": "judge_unanswered",
+    # The canaries' false-positive rate per kind (punctuation, reasoning, instruction, ...).
+    **{f"canary_fpr_{kind}": f"canary_fpr_{kind}" for kind in CANARY_KIND_NAMES},
+    "judge_guard_asked": "judge_guard_asked",
+    **{f"judge_guard_blocked_{kind}": f"judge_guard_blocked_{kind}" for kind in BLOCK_KINDS},
 }
 
 

@@ -85,16 +85,18 @@ def _headline(summary: dict[str, Any], last: dict[str, Any]) -> list[str]:
                 f"{summary['final_return_ci95']:.2f}** over the last "
                 f"{summary['final_window_episodes']} episodes")
         if "random_mean_return" in summary:
-            verdict = "beats" if summary.get("beats_random") else "does not beat"
             line += (f"; a random agent: {summary['random_mean_return']:.2f} ± "
-                     f"{summary['random_return_ci95']:.2f}, so the agent **{verdict}** random "
-                     f"(z = {summary.get('beats_random_z')})")
+                     f"{summary['random_return_ci95']:.2f}")
+            if summary.get("beats_random_by", "return") == "return":
+                line += _verdict(summary)
         out.append(line + ".")
     success, random_success = summary.get("final_success_rate"), summary.get("random_success_rate")
-    if success or random_success:  # a task with a goal (Staircase, Oracle, Corridor)
-        line = f"Episodes reaching the goal: **{100 * (success or 0):.1f}%** of the last window"
+    if success is not None:  # a task with a goal (Staircase, Oracle, MiniHack, Corridor)
+        line = f"Episodes reaching the goal: **{100 * success:.1f}%** of the last window"
         if random_success is not None:
             line += f" (a random agent: {100 * random_success:.1f}%)"
+        if summary.get("beats_random_by") == "success_rate":
+            line += _verdict(summary)
         out.append(line + ".")
     if _number(last.get("labels_total")):
         sparsity = last.get("intrinsic_sparsity")
@@ -107,6 +109,11 @@ def _headline(summary: dict[str, Any], last: dict[str, Any]) -> list[str]:
                f"{summary.get('actor_restarts', 0)} actor and "
                f"{summary.get('annotator_restarts', 0)} annotator restarts.")
     return out
+
+
+def _verdict(summary: dict[str, Any]) -> str:
+    verdict = "beats" if summary.get("beats_random") else "does not beat"
+    return f", so the agent **{verdict}** random (z = {summary.get('beats_random_z')})"
 
 
 def write_report(run: Path) -> Path:

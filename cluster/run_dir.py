@@ -2,6 +2,7 @@
 
     config.yaml        the resolved config (no secrets: keys come from the environment)
     metrics.parquet    one row per report interval
+    events.out.tfevents.*  the same rows as TensorBoard scalars (cluster.tensorboard)
     checkpoints/       ckpt-<update>.pt, each with a .sha256 beside it; the newest valid wins
     curve.png          the learning curve against the random baseline
     summary.json       the final summary

@@ -1,4 +1,5 @@
-"""The run's final summary: the counters, the final return, and whether it beats random.
+"""The run's final summary: the counters, the final return, and whether it beats random
+(by success rate on goal tasks, by return on the others).
 
 Consumes: the driver's :class:`cluster.checkpointing.Counters` and the random baseline.
 Emits: the flat dict written to ``summary.json`` and printed as the summary line.
@@ -45,19 +46,39 @@ def summarise(
         "final_mean_return": mean,
         "final_return_ci95": half,
         "final_window_episodes": len(c.recent_returns),
-        # Goal tasks (Staircase, Oracle, Corridor): the share of recent episodes that reached
-        # the goal; 0 on NetHackScore, which has none.
+        # Goal tasks (Staircase, Oracle, MiniHack, Corridor): the share of recent episodes
+        # that reached the goal; None on tasks without one (NetHackScore: actors.envs.has_goal).
         "final_success_rate": success_rate(c.recent_successes),
     }
     if baseline:
         summary["random_mean_return"] = baseline["mean_return"]
         summary["random_return_ci95"] = baseline["ci95"]
-        if baseline.get("success_rate") is not None:  # older checkpoints' baselines lack it
-            summary["random_success_rate"] = baseline["success_rate"]
-        # A one-sided Welch z-test at the 5% level, not merely a higher mean.
-        base_mean, base_half = baseline["mean_return"], baseline["ci95"]
-        std_error = math.hypot(half, base_half) / 1.96
-        z = (mean - base_mean) / max(std_error, 1e-9)
+        random_success = baseline.get("success_rate")  # None: no goal, or an old checkpoint
+        if random_success is not None:
+            summary["random_success_rate"] = random_success
+        final_success = summary["final_success_rate"]
+        if final_success is not None and random_success is not None:
+            # Goal tasks are judged by success, not return: an agent can out-earn a random
+            # one merely by no longer paying the step penalty, while never succeeding.
+            z = success_z(final_success, len(c.recent_successes), random_success,
+                          int(baseline.get("episodes", 0)))
+            summary["beats_random_by"] = "success_rate"
+        else:
+            # A one-sided Welch z-test on the mean return.
+            base_mean, base_half = baseline["mean_return"], baseline["ci95"]
+            std_error = math.hypot(half, base_half) / 1.96
+            z = (mean - base_mean) / max(std_error, 1e-9)
+            summary["beats_random_by"] = "return"
         summary["beats_random_z"] = round(min(max(z, -1e6), 1e6), 2)
-        summary["beats_random"] = bool(z > 1.645)
+        summary["beats_random"] = bool(z > 1.645)  # one-sided, at the 5% level
     return summary
+
+
+def success_z(p1: float, n1: int, p0: float, n0: int) -> float:
+    """One-sided two-proportion z statistic of success rate p1 (n1 episodes) over p0 (n0),
+    with the pooled standard error; 0 when neither side varies (both all 0 or all 1)."""
+    if n1 == 0 or n0 == 0:
+        return 0.0
+    pooled = (p1 * n1 + p0 * n0) / (n1 + n0)
+    std_error = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n0))
+    return 0.0 if std_error == 0 else (p1 - p0) / std_error

@@ -21,7 +21,7 @@ import torch
 
 from actors.fragment import FragmentMeta
 from rewards.config import RewardsConfig
-from rewards.models import RewardModel, reward_model_from_state
+from rewards.models import RewardModel, make_reward_model, reward_model_from_state
 from rewards.rnd import RND, fit_step, rnd_bonus
 from rewards.running_stats import RunningMeanStd
 from rewards.scoring import score_messages
@@ -50,6 +50,10 @@ class IntrinsicScorer:
         self.model: RewardModel | None = None
         self.nonzero_steps = 0
         self.rnd: RND | None = None
+        label_free = make_reward_model(cfg.model)
+        if label_free is not None and not label_free.needs_labels:
+            # Nothing to learn and nothing to wait for: score from the first update on.
+            self.set_model(0, label_free.state())
         if cfg.rnd.coef > 0:
             self.rnd = RND(crop_size=crop_size, embedding_dim=cfg.rnd.embedding_dim, seed=seed)
             self.rnd_optimizer = torch.optim.Adam(self.rnd.predictor.parameters(), lr=cfg.rnd.lr)

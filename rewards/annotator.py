@@ -25,6 +25,7 @@ lock is never held while the judge works or the model trains.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -38,7 +39,7 @@ import pyarrow.compute as pc
 
 from rewards.canary import CanaryMonitor
 from rewards.config import RewardsConfig
-from rewards.judges.base import Judge, Preference, Verdict
+from rewards.judges.base import Judge, Verdict
 from rewards.judges.text import compare_both_orders
 from rewards.label_store import LabelStore
 from rewards.models import make_reward_model
@@ -79,7 +80,7 @@ class Annotator:
                 judge_name=judge.name,
             )
         self.canary = canary
-        self.model = make_reward_model(cfg.model)
+        self.model = make_reward_model(cfg.model, label_threshold=cfg.judge.threshold)
         self._clock = clock
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -106,7 +107,7 @@ class Annotator:
                 "submitted", "cache_hits", "empty_captions", "shed", "labels", "judge_calls",
                 "judge_errors", "unanswered", "judge_latency_sum_s", "parse_failures",
                 "gave_up", "truncated", "invalid_utf8",
-                "preferences", "preference_failures", "fits",
+                "preferences", "preference_failures", "fits", "soft_labels", "prob_sum",
             ),
             0.0,
         )  # fmt: skip
@@ -228,6 +229,10 @@ class Annotator:
         with self._lock:
             for v in parsed:
                 self._failures.pop(v.caption, None)
+            # Every parsed caption was pending, so none was stored before: added == len(parsed).
+            probs = [v.prob for v in parsed if v.prob is not None]
+            self._n["soft_labels"] += len(probs)
+            self._n["prob_sum"] += sum(probs)
             self._n["labels"] += added
             self._n["parse_failures"] += len(unparseable)
             self._rate.append((self._clock(), added))
@@ -271,11 +276,7 @@ class Annotator:
         # Matched by text, not position: the canary monitor may take any equal caption.
         by_clean = {v.caption: v for v in answers}
         missing = Verdict("", None, raw="no answer")
-        return [
-            Verdict(c, by_clean.get(clean[c], missing).label, by_clean.get(clean[c], missing).raw,
-                    by_clean.get(clean[c], missing).answered)
-            for c in captions
-        ]
+        return [dataclasses.replace(by_clean.get(clean[c], missing), caption=c) for c in captions]
 
     def _timed(self, call: Callable[[], Any]) -> Any:
         start = time.perf_counter()
@@ -329,8 +330,7 @@ class Annotator:
             with self._lock:
                 self._n["judge_errors"] += 1
             return
-        prefs = [Preference(a, b, p) for (a, b), p in zip(pairs, answers, strict=True)]
-        added = self.store.add_preferences(prefs, judge=self.judge.name)
+        added = self.store.add_preferences(answers, judge=self.judge.name)
         with self._lock:
             self._n["preferences"] += added
             self._n["preference_failures"] += len(pairs) - added
@@ -378,13 +378,20 @@ class Annotator:
             while self._rate and self._rate[0][0] < now - _RATE_WINDOW_S:
                 self._rate.popleft()
             span = max(now - self._rate[0][0], 1.0) if self._rate else 1.0
-            out = {f"{k}_total": v for k, v in self._n.items() if k != "judge_latency_sum_s"}
+            out = {f"{k}_total": v for k, v in self._n.items()
+                   if k not in ("judge_latency_sum_s", "prob_sum")}
             out |= {
                 "labels_per_s": sum(n for _, n in self._rate) / span,
                 "store_labels": float(len(self.store)),
                 "queue_depth": float(len(self._queue)),
                 "pending": float(len(self._failures)),
                 "cache_hit_rate": self._n["cache_hits"] / max(self._n["submitted"], 1.0),
+                # Labels with the judge's P(helpful) (logprob scoring), and its mean over them:
+                # a mean drifting to 0 or 1 shows a judge that stopped hedging (or a prompt
+                # that broke); NaN until the first soft label.
+                "soft_label_fraction": self._n["soft_labels"] / max(self._n["labels"], 1.0),
+                "judge_prob_mean": (self._n["prob_sum"] / self._n["soft_labels"]
+                                    if self._n["soft_labels"] else float("nan")),
                 "judge_latency_sum_s": self._n["judge_latency_sum_s"],
                 "judge_latency_count": self._n["judge_calls"],
                 "reward_model_version": float(self._published[0]),

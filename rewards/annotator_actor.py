@@ -25,6 +25,7 @@ import torch
 from actors.fragment import step_rows
 from cluster import metrics as m
 from rewards.annotator import Annotator, run_loop, run_trainer
+from rewards.canary import CANARY_KIND_NAMES
 from rewards.config import RewardsConfig
 from rewards.judges import Judge, make_judge
 from rewards.label_store import LabelStore
@@ -95,36 +96,9 @@ class AnnotatorActor:
 
     def metrics(self) -> bytes:
         """The service's counters as Prometheus exposition text, for the driver's hub."""
-        stats = self._annotator.stats()
-        labels = self._labels
-        for counter, key in ((m.JUDGE_LABELS, "labels_total"),
-                             (m.JUDGE_PARSE_FAILURES, "parse_failures_total"),
-                             (m.JUDGE_UNANSWERED, "unanswered_total")):
-            total = stats.get(key, 0.0)
-            counter.labels(**labels).inc(max(0.0, total - self._exported.get(key, 0.0)))
-            self._exported[key] = total
-        failure_prefix = "judge_http_failures_"  # the openai judge's per-kind transport counts
-        for key, total in stats.items():
-            if key.startswith(failure_prefix):
-                kind = key.removeprefix(failure_prefix)
-                m.JUDGE_REQUEST_FAILURES.labels(**labels, kind=kind).inc(
-                    max(0.0, total - self._exported.get(key, 0.0))
-                )
-                self._exported[key] = total
-        # Judges without a breaker (embedding, rules, local models) are always "closed".
-        m.JUDGE_CIRCUIT_STATE.labels(**labels).set(stats.get("judge_circuit_state", 0.0))
-        for kind in ("timeout", "connection", "http_5xx", "garbage"):
-            m.JUDGE_REQUEST_FAILURES.labels(**labels, kind=kind)  # zero until one happens
-        m.JUDGE_LABELS_PER_SECOND.labels(**labels).set(stats.get("labels_per_s", 0.0))
-        m.QUEUE_DEPTH.labels(**labels, queue="captions").set(stats.get("queue_depth", 0.0))
-        m.JUDGE_CACHE_HIT_RATIO.labels(**labels).set(stats.get("cache_hit_rate", 0.0))
-        m.CANARY_FALSE_POSITIVES.labels(**labels).set(stats.get("canary_fpr", 0.0))
-        m.REWARD_MODEL_VERSION.labels(**labels).set(stats.get("reward_model_version", 0.0))
-        accuracy = stats.get("reward_model_accuracy", float("nan"))
-        if accuracy == accuracy:  # NaN until the first fit with a held-out slice
-            m.REWARD_MODEL_ACCURACY.labels(**labels).set(accuracy)
+        record_stats(self._annotator.stats(), labels=self._labels, exported=self._exported)
         for seconds in self._annotator.drain_latencies():
-            m.JUDGE_LATENCY_SECONDS.labels(**labels).observe(seconds)
+            m.JUDGE_LATENCY_SECONDS.labels(**self._labels).observe(seconds)
         return m.metrics_snapshot()
 
     def submit(self, captions: list[str]) -> int:
@@ -164,6 +138,47 @@ class AnnotatorActor:
     def info(self) -> dict[str, Any]:
         """This actor's process id (fault tests kill it) and the labels it reloaded."""
         return {"pid": os.getpid(), "store_labels": len(self._annotator.store)}
+
+
+def record_stats(
+    stats: dict[str, float], *, labels: dict[str, str], exported: dict[str, float]
+) -> None:
+    """Set the annotator's Prometheus metrics from its stats dict. Counters grow by what the
+    stats' totals gained since ``exported`` (updated here), so each process counts once."""
+    for counter, key in ((m.JUDGE_LABELS, "labels_total"),
+                         (m.JUDGE_PARSE_FAILURES, "parse_failures_total"),
+                         (m.JUDGE_UNANSWERED, "unanswered_total")):
+        total = stats.get(key, 0.0)
+        counter.labels(**labels).inc(max(0.0, total - exported.get(key, 0.0)))
+        exported[key] = total
+    # Per-kind counts, by their stats prefix: the openai judge's transport failures and
+    # the judge guard's blocked and redacted captions.
+    by_kind = (("judge_http_failures_", m.JUDGE_REQUEST_FAILURES),
+               ("judge_guard_blocked_", m.JUDGE_GUARD_BLOCKED),
+               ("judge_guard_redacted_", m.JUDGE_GUARD_REDACTED))
+    for key, total in stats.items():
+        for prefix, counter in by_kind:
+            if key.startswith(prefix):
+                counter.labels(**labels, kind=key.removeprefix(prefix)).inc(
+                    max(0.0, total - exported.get(key, 0.0))
+                )
+                exported[key] = total
+    # Judges without a breaker (embedding, rules, local models) are always "closed".
+    m.JUDGE_CIRCUIT_STATE.labels(**labels).set(stats.get("judge_circuit_state", 0.0))
+    for kind in ("timeout", "connection", "http_5xx", "garbage"):
+        m.JUDGE_REQUEST_FAILURES.labels(**labels, kind=kind)  # zero until one happens
+    m.JUDGE_LABELS_PER_SECOND.labels(**labels).set(stats.get("labels_per_s", 0.0))
+    m.QUEUE_DEPTH.labels(**labels, queue="captions").set(stats.get("queue_depth", 0.0))
+    m.JUDGE_CACHE_HIT_RATIO.labels(**labels).set(stats.get("cache_hit_rate", 0.0))
+    m.CANARY_FALSE_POSITIVES.labels(**labels, kind="all").set(stats.get("canary_fpr", 0.0))
+    for kind in CANARY_KIND_NAMES:
+        m.CANARY_FALSE_POSITIVES.labels(**labels, kind=kind).set(
+            stats.get(f"canary_fpr_{kind}", 0.0)
+        )
+    m.REWARD_MODEL_VERSION.labels(**labels).set(stats.get("reward_model_version", 0.0))
+    accuracy = stats.get("reward_model_accuracy", float("nan"))
+    if accuracy == accuracy:  # NaN until the first fit with a held-out slice
+        m.REWARD_MODEL_ACCURACY.labels(**labels).set(accuracy)
 
 
 def create_annotator_actor(

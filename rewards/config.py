@@ -60,6 +60,12 @@ class JudgeConfig:
         0.5, "a caption is labelled helpful when the judge's P(helpful) exceeds this (logprob "
         "scoring and every backend that gives a probability)", ge=0, le=1
     )
+    guard: bool = param(
+        True, "answer captions that try to fool the judge (punctuation only, reasoning "
+        "openers, instructions, label tokens) as not helpful without asking it, and hide "
+        "agent-written text (engravings, object names) from it; see rewards/judges/guard.py. "
+        "Off only to measure a backend alone"
+    )
     temperature: float = param(0.0, "sampling temperature of the judge", ge=0)
     batch_size: int = param(32, "captions per judge batch", ge=1)
     rules_positive: list[str] = param(
@@ -149,11 +155,14 @@ class AnnotatorConfig:
 class RewardModelConfig:
     """The intrinsic reward model distilled from the judge's labels (ONI)."""
 
-    kind: Literal["none", "retrieval", "classification", "ranking"] = param(
-        "none", "ONI's reward model: retrieval (label table), classification, ranking"
+    kind: Literal["none", "retrieval", "classification", "ranking", "count"] = param(
+        "none", "ONI's reward model: retrieval (label table), classification, ranking; or "
+        "count: label-free, every non-empty message scores 1, so the reward is its episodic "
+        "count alone, c_int * N^-beta (message novelty; needs no judge or annotator)"
     )
     threshold: float = param(
-        0.5, "classification: reward 1 where P(helpful) exceeds it", ge=0, le=1
+        0.5, "classification: reward 1 where the model's P(helpful) exceeds it (the judge's "
+        "own probabilities are cut at rewards.judge.threshold)", ge=0, le=1
     )
     ranking_quantile: float = param(
         0.5, "ranking: reward where the normalised score exceeds this quantile", ge=0, le=1

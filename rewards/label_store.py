@@ -8,9 +8,14 @@ restart.
 On disk a store is a directory of Parquet part files, one per :meth:`LabelStore.flush`,
 merged into one whenever there are more than ``_COMPACT_ABOVE_PARTS`` of a kind:
 
-    labels-<seq>-<id>.parquet   caption string, label bool, judge string, time float64 (unix s)
+    labels-<seq>-<id>.parquet   caption string, label bool, prob float64 (P(helpful), null
+                                where the judge gave only a verdict), judge string,
+                                time float64 (unix s)
     prefs-<seq>-<id>.parquet    first string, second string, preferred int8 (0, 1, -1 = tie),
-                                judge string, time float64
+                                prob_first float64 (P(first better), null where the judge gave
+                                only a verdict), judge string, time float64
+
+Parts written before the probability columns existed load with them null.
 
 A part is written under a temporary name in the same directory, fsynced, renamed into place with
 ``os.replace`` and the directory fsynced, so a reader sees a part whole or not at all. A writer
@@ -21,6 +26,7 @@ writing a compacted part and deleting its sources only leaves duplicates that re
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -37,6 +43,7 @@ LABEL_SCHEMA = pa.schema(
     [
         pa.field("caption", pa.string(), nullable=False),
         pa.field("label", pa.bool_(), nullable=False),
+        pa.field("prob", pa.float64(), nullable=True),
         pa.field("judge", pa.string(), nullable=False),
         pa.field("time", pa.float64(), nullable=False),
     ]
@@ -46,10 +53,14 @@ PREFERENCE_SCHEMA = pa.schema(
         pa.field("first", pa.string(), nullable=False),
         pa.field("second", pa.string(), nullable=False),
         pa.field("preferred", pa.int8(), nullable=False),
+        pa.field("prob_first", pa.float64(), nullable=True),
         pa.field("judge", pa.string(), nullable=False),
         pa.field("time", pa.float64(), nullable=False),
     ]
 )
+# One row of each kind, in schema order.
+LabelRow = tuple[str, bool, float | None, str, float]
+PreferenceRow = tuple[str, str, int, float | None, str, float]
 _TMP_PREFIX = ".tmp-"
 _COMPACT_ABOVE_PARTS = 64  # one part per flush; then merged, so a long run stays a few files
 
@@ -65,9 +76,9 @@ class LabelStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._labels: dict[str, bool] = {}
-        self._label_rows: list[tuple[str, bool, str, float]] = []  # every stored label, in order
+        self._label_rows: list[LabelRow] = []  # every stored label, in order
         self._pending_labels = 0  # trailing rows of _label_rows not yet on disk
-        self._prefs: list[tuple[str, str, int, str, float]] = []
+        self._prefs: list[PreferenceRow] = []
         self._pending_prefs = 0
         self._seq = 0
         self.torn_files_removed = 0
@@ -113,7 +124,8 @@ class LabelStore:
     # -- writing ---------------------------------------------------------------------------
 
     def add(self, verdicts: Iterable[Verdict], *, judge: str = "") -> int:
-        """Store the parsed verdicts of captions that have no label yet; return how many.
+        """Store the parsed verdicts of captions that have no label yet, each with its
+        probability where it has one; return how many.
 
         An unparseable verdict (``label is None``) is never stored: the caller counts it.
         """
@@ -123,21 +135,24 @@ class LabelStore:
             for v in verdicts:
                 if v.label is None or v.caption in self._labels:
                     continue
+                prob = _checked_prob(v.prob, "Verdict.prob", v.caption)
                 self._labels[v.caption] = bool(v.label)
-                self._label_rows.append((v.caption, bool(v.label), judge, now))
+                self._label_rows.append((v.caption, bool(v.label), prob, judge, now))
                 self._pending_labels += 1
                 added += 1
         return added
 
     def add_preferences(self, preferences: Iterable[Preference], *, judge: str = "") -> int:
-        """Store the parsed preferences (``preferred`` in 0, 1, -1); return how many."""
+        """Store the parsed preferences (``preferred`` in 0, 1, -1), each with its
+        ``prob_first`` where it has one; return how many."""
         now = time.time()
         added = 0
         with self._lock:
             for p in preferences:
                 if p.preferred not in (0, 1, -1):
                     continue
-                self._prefs.append((p.first, p.second, int(p.preferred), judge, now))
+                prob = _checked_prob(p.prob_first, "Preference.prob_first", p.first)
+                self._prefs.append((p.first, p.second, int(p.preferred), prob, judge, now))
                 self._pending_prefs += 1
                 added += 1
         return added
@@ -179,12 +194,13 @@ class LabelStore:
                 if row["caption"] not in self._labels:
                     self._labels[row["caption"]] = row["label"]
                     self._label_rows.append(
-                        (row["caption"], row["label"], row["judge"], row["time"])
+                        (row["caption"], row["label"], row["prob"], row["judge"], row["time"])
                     )
-        seen_prefs: set[tuple[str, str, int, str, float]] = set()
+        seen_prefs: set[PreferenceRow] = set()
         for path in pref_parts:
             for row in pq.read_table(path, schema=PREFERENCE_SCHEMA).to_pylist():
-                key = (row["first"], row["second"], row["preferred"], row["judge"], row["time"])
+                key = (row["first"], row["second"], row["preferred"], row["prob_first"],
+                       row["judge"], row["time"])
                 if key not in seen_prefs:  # only a compaction cut short makes duplicates
                     seen_prefs.add(key)
                     self._prefs.append(key)
@@ -214,6 +230,16 @@ class LabelStore:
         _fsync_dir(self.directory)  # the rename itself must survive a power cut
         self._seq += 1
         self._part_count[kind] += 1
+
+
+def _checked_prob(prob: float | None, name: str, caption: str) -> float | None:
+    """A probability fit to be a training target, or None. Anything else is a judge bug, and
+    stored it would poison every later fit (a NaN target makes every loss NaN)."""
+    if prob is None:
+        return None
+    if not math.isfinite(prob) or not 0.0 <= prob <= 1.0:
+        raise ValueError(f"{name}={prob!r} for {caption!r} is not a probability in [0, 1]")
+    return float(prob)
 
 
 def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:

@@ -25,6 +25,21 @@ DEFAULT_PROMPTS = "configs/prompts/oni.yaml"
 # NLE registers its tasks as NetHack<Task>-v0; the challenge is scored like the score task.
 _ENV_TASKS = {"oniray/Corridor-v0": "corridor", "NetHackChallenge-v0": "score"}
 _NLE_ID = re.compile(r"^(?:NLE/)?NetHack(?P<name>[A-Z][A-Za-z]*)-v\d+$")
+# MiniHack's 161 ids by family: the first pattern found in the id names its task (so
+# MultiRoom-N2-Lava is a lava task, LavaCross-Levitate too). Any other MiniHack id (Memento,
+# HideNSeek, ...) gets the generic "minihack" goal.
+_MINIHACK_TASKS = (
+    ("KeyRoom", "minihack_keyroom"),
+    ("River", "minihack_river"),
+    ("Lava", "minihack_lava"),
+    ("Quest", "minihack_quest"),
+    ("Sokoban|Boxoban", "minihack_sokoban"),
+    ("Maze|Labyrinth|SimpleCrossing", "minihack_maze"),
+    ("Corridor", "minihack_corridor"),
+    ("Room", "minihack_room"),
+    ("Eat|Pray|Sink|Wield|Wear|PutOn|Zap|Read|WoD|Levitate|Freeze|Door|Skill", "minihack_skill"),
+)
+MINIHACK_GENERIC_TASK = "minihack"
 
 # Each template must use exactly these fields: a missing one silently drops the caption or the
 # goal from every prompt, an unknown one fails only when the first caption is rendered.
@@ -135,14 +150,21 @@ def _chat(system: str, user: str) -> list[Message]:
 
 def task_for_env(env_id: str) -> str:
     """The prompt task of an env id: NetHackScore-v0 -> score, NetHackStaircasePet-v0 ->
-    staircase_pet, oniray/Corridor-v0 -> corridor."""
+    staircase_pet, oniray/Corridor-v0 -> corridor, MiniHack-KeyRoom-S15-v0 ->
+    minihack_keyroom, any MiniHack id outside the known families -> minihack."""
     if env_id in _ENV_TASKS:
         return _ENV_TASKS[env_id]
+    if env_id.startswith("MiniHack-"):
+        name = env_id.removeprefix("MiniHack-")
+        for pattern, task in _MINIHACK_TASKS:
+            if re.search(pattern, name):
+                return task
+        return MINIHACK_GENERIC_TASK
     match = _NLE_ID.match(env_id)
     if match is None:
         raise ValueError(
             f"no judge task for env {env_id!r}: set rewards.judge.task "
-            "(score, staircase, staircase_pet, oracle, gold, eat, scout, corridor)"
+            "(score, staircase, staircase_pet, oracle, gold, eat, scout, corridor, minihack_*)"
         )
     return re.sub(r"(?<!^)(?=[A-Z])", "_", match["name"]).lower()
 

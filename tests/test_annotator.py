@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -49,6 +50,24 @@ class RecordingJudge(Judge):
             out.append(Preference(a, b, -1 if ha == hb else (0 if ha else 1)))
         return out
 
+
+class ProbabilityJudge(RecordingJudge):
+    """Gives P(helpful) with each verdict (0.8 helpful, 0.25 not) and P(first better) with
+    each preference, biased 0.1 towards the first slot, as a log-probability judge does."""
+
+    name = "probability"
+
+    def label(self, captions: Sequence[str]) -> list[Verdict]:
+        return [v if v.label is None else replace(v, prob=0.8 if v.label else 0.25)
+                for v in super().label(captions)]
+
+    def compare(self, pairs: Sequence[tuple[str, str]]) -> list[Preference]:
+        return [replace(p, prob_first=_pref_prob(p.first, p.second) + 0.1)
+                for p in super().compare(pairs)]
+
+
+def _pref_prob(a: str, b: str) -> float:
+    return 0.5 + 0.3 * (is_helpful(a) - is_helpful(b))
 
 
 def _cfg(**annotator: object) -> RewardsConfig:
@@ -209,6 +228,49 @@ def test_ranking_asks_new_pairs_in_both_orders(tmp_path: Path) -> None:
     annotator.begin_round()  # a second round never repeats a pair
     pairs = [frozenset(p) for p in annotator.judge.compared]  # type: ignore[attr-defined]
     assert len(set(pairs)) == len(pairs) // 2 == 10
+
+
+def test_probabilities_reach_the_store_and_both_orders_are_averaged(tmp_path: Path) -> None:
+    cfg = _cfg()
+    cfg.model.kind = "ranking"
+    cfg.model.train_every_labels = 8
+    cfg.model.pairs_per_round = 5
+    cfg.model.train_steps = 5
+    annotator = _annotator(tmp_path, cfg, judge=ProbabilityJudge())
+    caps = captions(7, seed=3)
+    annotator.submit([*caps, "garbled answer", "\x1b\x00"])
+    _drain(annotator)
+
+    labels = annotator.store.labels()
+    prob = dict(zip(labels.column("caption").to_pylist(), labels.column("prob").to_pylist(),
+                    strict=True))
+    assert "garbled answer" not in prob  # unparseable: no label, whatever its probability
+    assert prob == {**{c: 0.8 if is_helpful(c) else 0.25 for c in caps}, "\x1b\x00": None}
+    prefs = annotator.store.preferences()
+    assert prefs.num_rows == 5
+    for a, b, p in zip(*(prefs.column(k).to_pylist() for k in ("first", "second", "prob_first")),
+                       strict=True):
+        # (P(a over b) + 1 - P(b over a)) / 2: the slot bias of 0.1 cancels.
+        assert p == pytest.approx(_pref_prob(a, b))
+    stats = annotator.stats()
+    assert stats["soft_labels_total"] == 7 and stats["labels_total"] == 8
+    assert stats["soft_label_fraction"] == 7 / 8
+    helpful = sum(map(is_helpful, caps))
+    assert stats["judge_prob_mean"] == pytest.approx((0.8 * helpful + 0.25 * (7 - helpful)) / 7)
+
+
+def test_the_judge_threshold_reaches_the_reward_model(tmp_path: Path) -> None:
+    cfg = _cfg()  # retrieval
+    cfg.judge.threshold = 0.9  # above every probability the judge gives: nothing is helpful
+    cfg.model.train_every_labels = 4
+    annotator = _annotator(tmp_path, cfg, judge=ProbabilityJudge())
+    caps = [c for c in captions(12, seed=5) if is_helpful(c)][:4]
+    annotator.submit(caps)
+    _drain(annotator)
+    version, state = annotator.reward_model()
+    assert version == 1 and state is not None
+    assert all(annotator.store.get(c) for c in caps)  # the judge's own verdicts: helpful
+    assert state["helpful"] == [] and state["label_threshold"] == 0.9
 
 
 def test_run_loop_labels_in_the_background_and_flushes_on_stop(tmp_path: Path) -> None:

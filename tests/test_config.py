@@ -106,7 +106,7 @@ def test_cross_field_rules(tmp_path: Path) -> None:
     (line,) = problems(write(tmp_path, "rewards:\n  model:\n    kind: retrieval\n"))
     assert "rewards.annotator.enabled" in line
     (line,) = problems(write(tmp_path, "env:\n  id: oniray/Corridor-v0\n  penalty_step: 0\n"))
-    assert "'env.penalty_step' = 0" in line and "NLE tasks" in line
+    assert "'env.penalty_step' = 0" in line and "NLE and MiniHack tasks" in line
     (line,) = problems(write(tmp_path, "env:\n  penalty_step: 0.5\n"))
     assert "'env.penalty_step' = 0.5" in line
 
@@ -154,3 +154,11 @@ def test_cli_stops_before_anything_starts(tmp_path: Path) -> None:
     assert len(lines) == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "runs").exists()  # nothing started, no run folder
+
+
+def test_the_count_model_needs_no_annotator_but_the_judge_based_ones_do() -> None:
+    cfg = load_config(REPO / "configs" / "corridor.yaml",
+                      ["rewards.model.kind=count", "rewards.intrinsic_coef=0.4"])
+    assert cfg.rewards.model.kind == "count" and not cfg.rewards.annotator.enabled
+    with pytest.raises(ConfigError, match=r"needs rewards\.annotator\.enabled"):
+        load_config(REPO / "configs" / "corridor.yaml", ["rewards.model.kind=retrieval"])

@@ -12,7 +12,7 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from rewards.config import JudgeConfig
-from rewards.judges import make_judge
+from rewards.judges import GuardedJudge, make_judge
 from rewards.judges.embedding import EmbeddingJudge, helpfulness, sentences, top_k_mean
 
 
@@ -31,8 +31,9 @@ def test_top_k_mean_and_helpfulness_by_hand() -> None:
 @pytest.fixture(scope="module")
 def score_judge() -> Iterator[EmbeddingJudge]:
     judge = make_judge(JudgeConfig(backend="embedding"), env_id="NetHackScore-v0")
-    assert isinstance(judge, EmbeddingJudge)
-    yield judge
+    # The backend itself, out from behind the guard (tests/test_guard.py tests the pair).
+    assert isinstance(judge, GuardedJudge) and isinstance(judge.inner, EmbeddingJudge)
+    yield judge.inner
 
 
 # Not in the prompt file's examples: the judge must generalise from its neighbours.

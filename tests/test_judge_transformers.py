@@ -34,8 +34,9 @@ def judge() -> TransformersJudge:
     if not judge_model.is_ready():
         pytest.skip(f"SKIPPED, NOT TESTED: no judge model at {judge_model.DEFAULT_DIR} "
                     "(run `make judge-model`)")
+    # The backend alone (guard off): these tests are about the model's answers.
     cfg = JudgeConfig(backend="transformers", model=str(judge_model.DEFAULT_DIR),
-                      batch_size=8, max_retries=0)
+                      batch_size=8, max_retries=0, guard=False)
     made = make_judge(cfg, env_id="NetHackScore-v0")
     assert isinstance(made, TransformersJudge) and made.use_chat
     return made

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import pytest
 
 from rewards.config import JudgeConfig
-from rewards.judges import make_judge
+from rewards.judges import GuardedJudge, make_judge
 from rewards.judges.rules import RulesJudge
 from rewards.judges.text import TextJudge, compare_both_orders
 
@@ -116,13 +116,52 @@ def test_compare_both_orders_cancels_position_bias() -> None:
 
     judge = ScriptedJudge(biased, max_retries=0)
     pairs = [("It's solid stone.", "You see a key here."), ("a", "b"), ("garbled", "x")]
-    assert compare_both_orders(judge, pairs) == [1, -1, None]
+    prefs = compare_both_orders(judge, pairs)
+    assert [p.preferred for p in prefs] == [1, -1, None]
+    assert [(p.first, p.second) for p in prefs] == pairs  # always of (a, b), as asked
+    assert [p.prob_first for p in prefs] == [None, None, None]  # text answers: no probability
 
 
 def test_compare_both_orders_with_rules_judge() -> None:
     judge = RulesJudge(JudgeConfig(rules_positive=[r"(?i)\bkey\b"]), "corridor")
     pairs = [("You see a key here.", "It's solid stone."), ("a", "b"), ("b", "key")]
-    assert compare_both_orders(judge, pairs) == [0, -1, 1]
+    assert [p.preferred for p in compare_both_orders(judge, pairs)] == [0, -1, 1]
+
+
+class ScoredJudge(ScriptedJudge):
+    """Scores the answer's choices by a script, as a log-probability backend would:
+    ``probs(prompt)`` gives P(each choice), for injecting exact values."""
+
+    supports_choices = True
+
+    def __init__(self, probs: Callable[[str], list[float] | None]) -> None:
+        super().__init__(lambda prompt, attempt: None, scoring="logprob", max_retries=0)
+        self.probs = probs
+
+    def choice_probs(
+        self, prompts: Sequence[str], choices: Sequence[str]
+    ) -> list[list[float] | None]:
+        assert all(p.endswith("<best_description>") for p in prompts)
+        return [self.probs(p) for p in prompts]
+
+
+def test_compare_both_orders_averages_the_two_orders_probabilities() -> None:
+    def probs(prompt: str) -> list[float] | None:
+        first, second = _slot(prompt, 1), _slot(prompt, 2)
+        if "garbled" in first:
+            return None  # the backend failed on this order only
+        if "key" in first + second:  # P(1), P(2), P(none): the key wins, less so in slot 2
+            return [0.6, 0.2, 0.2] if "key" in first else [0.3, 0.6, 0.1]
+        return [0.7, 0.1, 0.2]  # position bias: always the first slot
+
+    pairs = [("You see a key here.", "It's solid stone."), ("a", "b"), ("garbled", "x")]
+    prefs = compare_both_orders(ScoredJudge(probs), pairs)
+    assert [p.preferred for p in prefs] == [0, -1, None]
+    # key first: P(1 | 1 or 2) = 0.6 / 0.8 = 0.75; key second: 0.3 / 0.9 = 1/3, so
+    # P(key better) = (0.75 + 1 - 1/3) / 2. The biased pair cancels to 0.5 exactly.
+    assert prefs[0].prob_first == pytest.approx((0.75 + 2 / 3) / 2)
+    assert prefs[1].prob_first == pytest.approx(0.5)
+    assert prefs[2].prob_first is None
 
 
 def test_rules_judge_uses_config_regexes() -> None:
@@ -135,7 +174,7 @@ def test_rules_judge_uses_config_regexes() -> None:
 
 def test_rules_judge_falls_back_to_the_task_rules_of_the_prompt_file() -> None:
     judge = make_judge(JudgeConfig(backend="rules"), env_id="oniray/Corridor-v0")
-    assert isinstance(judge, RulesJudge)
+    assert isinstance(judge, GuardedJudge) and isinstance(judge.inner, RulesJudge)
     labels = [v.label for v in judge.label(
         ["You see a key here.", "You unlock the door.", "You bump into a wall.",
          "It's solid stone."]

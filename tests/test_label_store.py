@@ -9,7 +9,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from rewards.judges.base import Preference, Verdict
 from rewards.label_store import LabelStore
@@ -38,6 +40,49 @@ def test_round_trip_first_label_wins_and_unparseable_is_never_stored(tmp_path: P
     assert again.labels().column("judge").to_pylist() == ["rules", "rules"]
     assert again.preferences().column("preferred").to_pylist() == [0, -1]
     assert again.compared_pairs() == {frozenset("ab"), frozenset("cd")}
+
+
+def test_probabilities_round_trip_and_stores_without_them_still_load(tmp_path: Path) -> None:
+    # A store written before the probability columns existed: its parts lack them.
+    old_labels = pa.table({"caption": ["old"], "label": [True], "judge": ["rules"],
+                           "time": [1.0]})
+    pq.write_table(old_labels, tmp_path / "labels-0000000000-00000000.parquet")
+    old_prefs = pa.table({"first": ["old"], "second": ["x"],
+                          "preferred": pa.array([1], pa.int8()), "judge": ["rules"],
+                          "time": [1.0]})
+    pq.write_table(old_prefs, tmp_path / "prefs-0000000001-00000000.parquet")
+
+    store = LabelStore(tmp_path)
+    assert store.get("old") is True and store.num_preferences == 1
+    store.add([Verdict("sure", True, prob=0.875), Verdict("hard", False),
+               Verdict("bad answer", None, prob=0.5)])  # unparseable: never stored
+    store.add_preferences([Preference("sure", "hard", 0, prob_first=0.625),
+                           Preference("hard", "old", -1)])
+    store.flush()
+
+    again = LabelStore(tmp_path)
+    labels = again.labels()
+    assert labels.column_names == ["caption", "label", "prob", "judge", "time"]
+    assert labels.column("caption").to_pylist() == ["old", "sure", "hard"]
+    assert labels.column("prob").to_pylist() == [None, 0.875, None]
+    prefs = again.preferences()
+    assert prefs.column("prob_first").to_pylist() == [None, 0.625, None]
+    assert prefs.column("preferred").to_pylist() == [1, 0, -1]
+    # Compaction keeps them (it rewrites every row through the same schema).
+    again._compact("labels", again.labels())
+    assert LabelStore(tmp_path).labels().column("prob").to_pylist() == [None, 0.875, None]
+
+
+@pytest.mark.parametrize("prob", [float("nan"), 1.5, -0.1])
+def test_a_judge_probability_outside_0_1_is_refused_not_stored(
+    tmp_path: Path, prob: float
+) -> None:
+    store = LabelStore(tmp_path)
+    with pytest.raises(ValueError, match=r"Verdict.prob=.* for 'x' is not a probability"):
+        store.add([Verdict("x", True, prob=prob)])
+    with pytest.raises(ValueError, match=r"Preference.prob_first=.* for 'x'"):
+        store.add_preferences([Preference("x", "y", 0, prob_first=prob)])
+    assert len(store) == 0 and store.num_preferences == 0
 
 
 def test_unflushed_labels_are_visible_but_not_durable(tmp_path: Path) -> None:

@@ -19,7 +19,10 @@ from rewards.prompts import (
     task_for_env,
 )
 
-TASKS = ["score", "staircase", "staircase_pet", "oracle", "gold", "eat", "scout", "corridor"]
+TASKS = ["score", "staircase", "staircase_pet", "oracle", "gold", "eat", "scout", "corridor",
+         "minihack_room", "minihack_keyroom", "minihack_corridor", "minihack_maze",
+         "minihack_river", "minihack_lava", "minihack_quest", "minihack_sokoban",
+         "minihack_skill", "minihack"]
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,14 @@ import pytest
 import torch
 
 from rewards.config import RewardModelConfig
-from rewards.models import bradley_terry_loss, make_reward_model, reward_model_from_state
-from rewards.models.base import holdout_mask
+from rewards.models import (
+    bradley_terry_loss,
+    make_reward_model,
+    reward_model_from_state,
+    soft_label_loss,
+)
+from rewards.models.base import holdout_mask, label_columns, preference_targets
+from rewards.models.classification import ClassificationRewardModel
 from rewards.running_stats import RunningMeanStd
 from rewards.scoring import score_messages
 from tests.captions import captions, is_helpful
@@ -38,7 +44,7 @@ def _preferences(caps: list[str], n: int, seed: int) -> pa.Table:
 def test_bradley_terry_loss_known_values_and_gradient() -> None:
     s1 = torch.tensor([2.0, 0.0, 1.0], requires_grad=True)
     s2 = torch.tensor([0.0, 1.0, 1.0])
-    loss = bradley_terry_loss(s1, s2, torch.tensor([0, 1, -1]))
+    loss = bradley_terry_loss(s1, s2, torch.tensor([1.0, 0.0, 0.5]))
     # first wins by 2: log(1 + e^-2); second wins by 1: log(1 + e^-1); tie: log 2
     expected = (math.log1p(math.exp(-2)) + math.log1p(math.exp(-1)) + math.log(2)) / 3
     assert loss.item() == pytest.approx(expected, abs=1e-6)
@@ -48,6 +54,60 @@ def test_bradley_terry_loss_known_values_and_gradient() -> None:
     assert s1.grad is not None
     assert s1.grad[0].item() == pytest.approx(-(1 - sigmoid) / 3, abs=1e-6)
     assert s1.grad[2].item() == pytest.approx(0.0, abs=1e-7)  # a tie of equal scores: at rest
+
+
+def test_bradley_terry_loss_with_a_probability_target() -> None:
+    s1 = torch.tensor([1.0], requires_grad=True)
+    loss = bradley_terry_loss(s1, torch.tensor([0.0]), torch.tensor([0.8]))
+    # d = 1: 0.8 log(1 + e^-1) + 0.2 log(1 + e^1) = log(1 + e^-1) + 0.2
+    assert loss.item() == pytest.approx(math.log1p(math.exp(-1)) + 0.2, abs=1e-6)
+    assert loss.item() == pytest.approx(0.513262, abs=1e-6)
+    loss.backward()
+    assert s1.grad is not None  # d loss / d s1 = sigmoid(d) - t
+    assert s1.grad[0].item() == pytest.approx(1 / (1 + math.exp(-1)) - 0.8, abs=1e-6)
+
+
+def test_soft_label_loss_known_values_and_gradient() -> None:
+    logits = torch.tensor([[0.0, 0.0], [0.0, math.log(3.0)]], requires_grad=True)
+    loss = soft_label_loss(logits, torch.tensor([1.0, 0.25]))
+    # q = P(helpful) = 1/2 and 3/4: (-log 1/2 - (1/4 log 3/4 + 3/4 log 1/4)) / 2
+    expected = (math.log(2) - (0.25 * math.log(0.75) + 0.75 * math.log(0.25))) / 2
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+    assert loss.item() == pytest.approx(0.902394, abs=1e-6)
+    loss.backward()
+    assert logits.grad is not None  # d loss / d helpful logit = (q - t) / N
+    assert logits.grad[:, 1].tolist() == pytest.approx([(0.5 - 1.0) / 2, (0.75 - 0.25) / 2])
+    # A hard target is the usual cross-entropy.
+    hard = soft_label_loss(logits.detach(), torch.tensor([1.0, 0.0]))
+    assert hard.item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits.detach(), torch.tensor([1, 0])).item()
+    )
+
+
+def test_targets_take_the_probability_where_there_is_one() -> None:
+    labels = pa.table({
+        "caption": ["a", "b", "c", "d"],
+        "label": [True, False, True, False],
+        "prob": pa.array([0.7, None, 0.55, 0.3], pa.float64()),
+    })
+    captions_, helpful, target = label_columns(labels, threshold=0.6)
+    assert captions_ == ["a", "b", "c", "d"]
+    # c was labelled helpful at the judge's threshold then (0.5), but not at 0.6 now.
+    assert helpful.tolist() == [True, False, False, False]
+    assert target.dtype == np.float32
+    assert target.tolist() == pytest.approx([0.7, 0.0, 0.55, 0.3])
+    # A table without the column (a store written before it existed) is hard labels.
+    _, helpful, target = label_columns(labels.drop_columns("prob"), threshold=0.6)
+    assert helpful.tolist() == [True, False, True, False]
+    assert target.tolist() == [1.0, 0.0, 1.0, 0.0]
+
+    prefs = pa.table({
+        "first": list("abcd"), "second": list("efgh"),
+        "preferred": pa.array([0, 1, -1, 0], pa.int8()),
+        "prob_first": pa.array([None, None, None, 0.6], pa.float64()),
+    })
+    assert preference_targets(prefs).tolist() == pytest.approx([1.0, 0.0, 0.5, 0.6])
+    assert preference_targets(prefs.drop_columns("prob_first")).tolist() == [1.0, 0.0, 0.5, 1.0]
 
 
 def test_running_mean_std_known_values_and_batch_equals_sequential() -> None:
@@ -82,6 +142,40 @@ def test_retrieval_is_the_label_table() -> None:
     assert (scores[:-2] == [float(is_helpful(c)) for c in caps]).all()
     assert scores[-2:].tolist() == [0.0, 0.0]
     assert model.version == 1
+
+
+def test_retrieval_thresholds_probabilities_at_the_judge_threshold() -> None:
+    labels = pa.table({
+        "caption": ["sure", "unsure", "hard yes", "hard no"],
+        "label": [True, True, True, False],
+        "prob": pa.array([0.9, 0.6, None, None], pa.float64()),
+    })
+    model = make_reward_model(RewardModelConfig(kind="retrieval"), label_threshold=0.7)
+    assert model is not None
+    assert model.fit(labels=labels)["helpful"] == 2
+    assert model.score(["sure", "unsure", "hard yes", "hard no"]).tolist() == [1, 0, 1, 0]
+    restored = reward_model_from_state(model.state())
+    assert restored.label_threshold == 0.7
+    assert restored.score(["sure", "unsure"]).tolist() == [1, 0]
+
+
+def test_classification_trains_on_soft_targets() -> None:
+    # The same kind of caption, three confidences: the model's P(helpful) must order them as
+    # the judge's probabilities do, and sit near them (hard labels would push all to 1 or 0).
+    caps = [f"{word} {i}" for word in ("key", "door", "wall") for i in range(20)]
+    prob = {"key": 0.9, "door": 0.6, "wall": 0.1}
+    labels = pa.table({
+        "caption": caps,
+        "label": [prob[c.split()[0]] > 0.5 for c in caps],
+        "prob": [prob[c.split()[0]] for c in caps],
+    })
+    cfg = RewardModelConfig(kind="classification", holdout_fraction=0.0, train_steps=150)
+    model = make_reward_model(cfg)
+    assert isinstance(model, ClassificationRewardModel)
+    model.fit(labels=labels)
+    p = model.probabilities(["key 99", "door 99", "wall 99"])
+    assert p[0] > p[1] > p[2]
+    assert p.tolist() == pytest.approx([0.9, 0.6, 0.1], abs=0.1)
 
 
 def test_classification_learns_captions_and_round_trips() -> None:
@@ -140,3 +234,31 @@ def test_score_messages_scores_each_distinct_message_once() -> None:
     assert out.dtype == np.float32
     assert out.tolist() == [2, 0, 3, 2, 0, 3, 2]
     assert sorted(model.seen) == ["", "ab", "abc"]
+
+
+def test_count_model_rewards_every_message_by_its_count_alone() -> None:
+    """kind=count: every non-empty caption scores 1 with no labels, so ONI's combination
+    leaves c_int * N^-beta: 0.4 for a first sighting, 0.4 / 2**3 = 0.05 for a second."""
+    from learner.intrinsic import IntrinsicScorer
+    from rewards.combine import combine_rewards
+    from rewards.config import RewardsConfig
+    from rewards.models import needs_labels
+    from tests.fragments import make_fragment
+
+    model = make_reward_model(RewardModelConfig(kind="count"))
+    assert not needs_labels("count") and needs_labels("retrieval") and not needs_labels("none")
+    assert model.score(["", "  ", "The door opens.", "g - a key."]).tolist() == [0, 0, 1, 1]
+    model.fit(labels=_labels(["The door opens."]))  # labels change nothing
+    again = reward_model_from_state(model.state())
+    assert again.kind == "count" and again.score(["x", ""]).tolist() == [1, 0]
+    # On the learner it exists before any annotator publishes anything.
+    scorer = IntrinsicScorer(RewardsConfig(model=RewardModelConfig(kind="count")), crop_size=9)
+    fragment = make_fragment(T=8, E=2, seed=0)
+    r_int = scorer([fragment]).reward_model
+    messages = np.array(fragment.column("message").to_pylist()[2:]).reshape(8, 2)
+    assert r_int is not None and (r_int.numpy() == (messages != "")).all()
+    reward = combine_rewards(
+        extrinsic=torch.zeros(3), intrinsic=torch.ones(3), msg_count=torch.tensor([1, 2, 3]),
+        extrinsic_coef=10.0, extrinsic_clip=None, intrinsic_coef=0.4, count_exponent=3.0,
+    )
+    assert torch.allclose(reward, torch.tensor([0.4, 0.05, 0.4 / 27]))

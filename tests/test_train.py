@@ -13,11 +13,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from cluster.run_dir import RunDir
+from cluster.tensorboard import read_scalars
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = [
@@ -67,6 +69,12 @@ def test_training_improves_return_and_writes_the_run_folder(tmp_path: Path) -> N
     assert "Episodes reaching the goal" in (run / "report.md").read_text()
     assert RunDir(run).load_latest_checkpoint() is not None
     assert "random agent: mean return" in out and "summary:" in out
+    # TensorBoard: every numeric column of every row, at its env_steps, as a float32 scalar.
+    scalars = read_scalars(run)
+    for column in ("mean_return", "success_rate", "sps", "updates", "learner_policy_loss"):
+        expected = [(r["env_steps"], np.float32(r[column])) for r in rows
+                    if r.get(column) is not None]
+        assert expected and scalars[column] == expected, column
 
 
 @pytest.mark.slow

@@ -1,17 +1,22 @@
 """Judges that label captions for the reward models; ``make_judge`` builds the configured one.
 
 Backends are imported lazily: the embedding judge pulls in sentence-transformers, the
-transformers judge a causal LM, vllm an engine, and a run uses exactly one of them.
+transformers judge a causal LM, vllm an engine, and a run uses exactly one of them. Every
+backend is put behind the guard (``rewards.judge.guard``, on by default): master keys and
+injections are answered before the backend sees them, agent-written text is redacted.
 """
 
 from __future__ import annotations
 
 from rewards.config import JudgeConfig
 from rewards.judges.base import Judge, Preference, Verdict
+from rewards.judges.guard import GuardedJudge
 from rewards.judges.text import TextJudge
 from rewards.prompts import task_for_env
 
-__all__ = ["Judge", "Preference", "TextJudge", "Verdict", "judge_task", "make_judge"]
+__all__ = [
+    "GuardedJudge", "Judge", "Preference", "TextJudge", "Verdict", "judge_task", "make_judge",
+]
 
 
 def judge_task(cfg: JudgeConfig, *, env_id: str) -> str:
@@ -20,8 +25,16 @@ def judge_task(cfg: JudgeConfig, *, env_id: str) -> str:
 
 
 def make_judge(cfg: JudgeConfig, *, env_id: str) -> Judge:
-    """The judge ``cfg.backend`` names, for the task of ``env_id`` (or ``cfg.task``)."""
-    task = judge_task(cfg, env_id=env_id)
+    """The judge ``cfg.backend`` names, for the task of ``env_id`` (or ``cfg.task``), behind
+    the guard unless ``cfg.guard`` is off."""
+    inner = _backend(cfg, judge_task(cfg, env_id=env_id))
+    if not cfg.guard:
+        return inner
+    return GuardedJudge(inner, max_caption_chars=cfg.max_caption_chars)
+
+
+def _backend(cfg: JudgeConfig, task: str) -> Judge:
+    """The bare backend ``cfg.backend`` names."""
     if cfg.backend == "embedding":
         from rewards.judges.embedding import EmbeddingJudge
 

@@ -326,20 +326,29 @@ def _swap(preferred: int) -> int:
     return {0: 1, 1: 0}.get(preferred, preferred)
 
 
-def compare_both_orders(judge: Judge, pairs: Sequence[tuple[str, str]]) -> list[int | None]:
+def compare_both_orders(judge: Judge, pairs: Sequence[tuple[str, str]]) -> list[Preference]:
     """Ask every pair as (a, b) and as (b, a), in one batch, to cancel the judge's position
-    bias (LLMs favour one slot). Agreement -> that answer (0 = a, 1 = b, -1 = tie);
-    disagreement -> -1; None when either order was unparseable."""
+    bias (LLMs favour one slot); one Preference of (a, b) per pair.
+
+    ``preferred``: agreement -> that answer (0 = a, 1 = b, -1 = tie); disagreement -> -1;
+    None when either order was unparseable. ``prob_first``: where both orders have one,
+    P(a better) = mean(P(a over b), 1 - P(b over a)), so each slot counts once; else None.
+    """
     pairs = list(pairs)
     prefs = judge.compare(pairs + [(b, a) for a, b in pairs])
-    out: list[int | None] = []
-    for forward, backward in zip(prefs[: len(pairs)], prefs[len(pairs) :], strict=True):
+    out: list[Preference] = []
+    for (a, b), forward, backward in zip(
+        pairs, prefs[: len(pairs)], prefs[len(pairs) :], strict=True
+    ):
         if forward.preferred is None or backward.preferred is None:
-            out.append(None)
-        elif forward.preferred == _swap(backward.preferred):
-            out.append(forward.preferred)
-        else:
-            out.append(-1)
+            out.append(Preference(a, b, None, raw=f"{forward.raw} | {backward.raw}"))
+            continue
+        preferred = forward.preferred if forward.preferred == _swap(backward.preferred) else -1
+        prob_first = None
+        if forward.prob_first is not None and backward.prob_first is not None:
+            prob_first = (forward.prob_first + 1.0 - backward.prob_first) / 2
+        out.append(Preference(a, b, preferred, raw=f"{forward.raw} | {backward.raw}",
+                              prob_first=prob_first))
     return out
 
 

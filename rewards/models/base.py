@@ -1,8 +1,10 @@
 """The reward-model contract and what the three ONI models share.
 
-Consumes: the label store's ``labels()`` (caption, label) and ``preferences()`` (first, second,
-preferred) tables. Emits: ``score(captions) -> float32[N]`` for the learner, ``state()`` (plain
-numpy and Python values, for ``ray.put``) and ``fit`` metrics for the annotator's stats.
+Consumes: the label store's ``labels()`` (caption, label, prob) and ``preferences()`` (first,
+second, preferred, prob_first) tables; the probability columns may be absent or null, where the
+judge gave only a verdict (:func:`label_columns`, :func:`preference_targets`).
+Emits: ``score(captions) -> float32[N]`` for the learner, ``state()`` (plain numpy and Python
+values, for ``ray.put``) and ``fit`` metrics for the annotator's stats.
 
 A model's ``version`` counts its fits; the annotator publishes a state only when it changes.
 The empty message is never rewarded (as in ONI), whatever the model.
@@ -26,9 +28,15 @@ class RewardModel(ABC):
     """An intrinsic reward model of captions; see the module docstring."""
 
     kind: ClassVar[str]
+    # False for a model that scores without any label (count): it is built on the learner at
+    # start, and the run needs no annotator.
+    needs_labels: ClassVar[bool] = True
 
-    def __init__(self, cfg: RewardModelConfig) -> None:
+    def __init__(self, cfg: RewardModelConfig, *, label_threshold: float = 0.5) -> None:
+        """``label_threshold``: ``rewards.judge.threshold`` (default 0.5, as there), the P(helpful)
+        above which a label with a probability counts as helpful."""
         self.cfg = cfg
+        self.label_threshold = label_threshold
         self.version = 0
 
     def fit(self, *, labels: pa.Table, preferences: pa.Table | None = None) -> dict[str, float]:
@@ -51,12 +59,15 @@ class RewardModel(ABC):
             "kind": self.kind,
             "version": self.version,
             "config": dataclasses.asdict(self.cfg),
+            "label_threshold": self.label_threshold,
             **self._state(),
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> RewardModel:
-        model = cls(RewardModelConfig(**state["config"]))
+        # A state saved before label_threshold existed (a checkpoint) had hard labels only.
+        threshold = float(state.get("label_threshold", 0.5))
+        model = cls(RewardModelConfig(**state["config"]), label_threshold=threshold)
         model._load_state(state)
         model.version = int(state["version"])
         return model
@@ -95,8 +106,38 @@ def holdout_mask(keys: Sequence[str], fraction: float) -> np.ndarray:
     return u < fraction
 
 
-def label_columns(labels: pa.Table) -> tuple[list[str], np.ndarray]:
-    """The (captions, bool labels) of a label table."""
-    return labels.column("caption").to_pylist(), labels.column("label").to_numpy(
+def label_columns(
+    labels: pa.Table, *, threshold: float
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(captions, helpful bool [N], target float32 [N]) of a label table.
+
+    Where a label has a probability (a ``prob`` column, not null), the target is that
+    probability and the label is helpful where it exceeds ``threshold``; elsewhere both come
+    from the hard ``label`` (target 1.0 or 0.0). The threshold is applied here, not only when
+    the judge labelled, so a store reopened under a new ``rewards.judge.threshold`` follows it.
+    """
+    captions = labels.column("caption").to_pylist()
+    hard = labels.column("label").to_numpy(zero_copy_only=False).astype(bool)
+    prob = _nullable_floats(labels, "prob")
+    soft = ~np.isnan(prob)
+    target = np.where(soft, prob, hard).astype(np.float32)
+    helpful = np.where(soft, prob > threshold, hard)
+    return captions, helpful, target
+
+
+def preference_targets(preferences: pa.Table) -> np.ndarray:
+    """P(first is better than second) per preference, float32 [N]: ``prob_first`` where there
+    is one, else 1.0, 0.0 or 0.5 for ``preferred`` 0 (first), 1 (second) or -1 (tie)."""
+    preferred = preferences.column("preferred").to_numpy(zero_copy_only=False)
+    hard = np.select([preferred == 0, preferred == 1], [1.0, 0.0], 0.5)
+    prob = _nullable_floats(preferences, "prob_first")
+    return np.where(np.isnan(prob), hard, prob).astype(np.float32)
+
+
+def _nullable_floats(table: pa.Table, column: str) -> np.ndarray:
+    """A float column with null (or an absent column: a table made before it existed) as NaN."""
+    if column not in table.column_names:
+        return np.full(table.num_rows, np.nan)
+    return table.column(column).cast(pa.float64()).fill_null(np.nan).to_numpy(
         zero_copy_only=False
-    ).astype(bool)
+    )

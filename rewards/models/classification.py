@@ -1,8 +1,12 @@
 """ONI's classification reward model: a char-CNN predicting the judge's label.
 
-Consumes the label table; trains with cross-entropy on (caption bytes, helpful) and measures
-accuracy on a held-out slice chosen by caption hash (stable across retrains). Reward:
-1 where P(helpful) > ``threshold``, else 0. Retraining continues from the current weights.
+Consumes the label table; trains with :func:`soft_label_loss` on (caption bytes, target), where
+the target is the judge's P(helpful) where it gave one and the hard label (1 or 0) elsewhere, so
+a caption the judge was unsure of pulls the model less than one it was sure of. Measures
+accuracy on a held-out slice chosen by caption hash (stable across retrains) against the
+judge's helpful / not helpful (probabilities cut at ``rewards.judge.threshold``). Reward:
+1 where the model's P(helpful) > ``model.threshold``, else 0. Retraining continues from the
+current weights.
 """
 
 from __future__ import annotations
@@ -29,11 +33,24 @@ from rewards.models.encoder import (
 _SCORE_BATCH = 1024
 
 
+def soft_label_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy of the model's P(helpful) against a probability target.
+
+    logits [N, 2] (not helpful, helpful); target [N] in [0, 1]. With q = softmax(logits)[:, 1]
+    the loss is -(t log q + (1 - t) log(1 - q)): the usual cross-entropy where t is 0 or 1, and
+    least at q = t otherwise.
+    """
+    target = target.to(logits.dtype)
+    return F.cross_entropy(logits, torch.stack([1.0 - target, target], dim=1))
+
+
 class ClassificationRewardModel(RewardModel):
     kind = "classification"
 
-    def __init__(self, cfg: RewardModelConfig, *, seed: int = 0) -> None:
-        super().__init__(cfg)
+    def __init__(
+        self, cfg: RewardModelConfig, *, seed: int = 0, label_threshold: float = 0.5
+    ) -> None:
+        super().__init__(cfg, label_threshold=label_threshold)
         self.net = make_net(2, seed=seed)
         self._opt: torch.optim.Optimizer | None = None  # created on first fit; not published
         self._rng = np.random.default_rng(seed)
@@ -51,7 +68,7 @@ class ClassificationRewardModel(RewardModel):
 
     def _fit(self, labels: pa.Table, preferences: pa.Table | None) -> dict[str, float]:
         start = time.perf_counter()
-        captions, y = label_columns(labels)
+        captions, y, target = label_columns(labels, threshold=self.label_threshold)
         held = holdout_mask(captions, self.cfg.holdout_fraction)
         train = np.flatnonzero(~held)
         metrics: dict[str, float] = {
@@ -61,7 +78,7 @@ class ClassificationRewardModel(RewardModel):
         if train.size:
             rows, targets = (
                 encode_bytes([captions[i] for i in train]),
-                torch.from_numpy(y[train].astype(np.int64)),
+                torch.from_numpy(target[train]),
             )
             if self._opt is None:
                 self._opt = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr)
@@ -69,7 +86,7 @@ class ClassificationRewardModel(RewardModel):
             losses = []
             for _ in range(self.cfg.train_steps):
                 b = self._rng.integers(0, train.size, min(self.cfg.batch_size, train.size))
-                loss = F.cross_entropy(self.net(*to_batch(rows[b])), targets[b])
+                loss = soft_label_loss(self.net(*to_batch(rows[b])), targets[b])
                 self._opt.zero_grad()
                 loss.backward()
                 self._opt.step()

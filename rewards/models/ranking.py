@@ -1,13 +1,14 @@
 """ONI's ranking reward model: Bradley-Terry on the judge's pairwise preferences.
 
-Consumes the preference table (first, second, preferred: 0 first, 1 second, -1 tie) and the
-label table (its captions join the "known" set). A char-CNN scorer s(caption) is trained with
-:func:`bradley_terry_loss`. After each fit the scores of every known caption update a running
-mean/std, and the ``ranking_quantile`` quantile of their normalised scores becomes the
-threshold. Reward: z = (s - mean) / std where z exceeds the threshold and 0, else 0. The
-floor at 0 matters when the quantile falls below the mean (helpful captions are rare, so the
-median sits in the unhelpful cluster): a caption is never punished relative to the empty
-message, which scores 0.
+Consumes the preference table (first, second, preferred: 0 first, 1 second, -1 tie; prob_first
+where the judge gave P(first better)) and the label table (its captions join the "known" set). A
+char-CNN scorer s(caption) is trained with :func:`bradley_terry_loss` towards P(first better):
+the judge's probability where it gave one, else 1, 0 or 0.5 from ``preferred``. After each fit
+the scores of every known caption update a running mean/std, and the ``ranking_quantile``
+quantile of their normalised scores becomes the threshold. Reward: z = (s - mean) / std where z
+exceeds the threshold and 0, else 0. The floor at 0 matters when the quantile falls below the
+mean (helpful captions are rare, so the median sits in the unhelpful cluster): a caption is
+never punished relative to the empty message, which scores 0.
 
 ONI's code computes this normalisation but then hands the raw score to the agent; here the
 agent gets the normalised one, so the reward's scale does not drift as the scorer retrains.
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from rewards.config import RewardModelConfig
-from rewards.models.base import RewardModel, holdout_mask
+from rewards.models.base import RewardModel, holdout_mask, preference_targets
 from rewards.models.encoder import (
     batches,
     encode_bytes,
@@ -40,25 +41,28 @@ _SCORE_BATCH = 1024
 
 
 def bradley_terry_loss(
-    score_first: torch.Tensor, score_second: torch.Tensor, preferred: torch.Tensor
+    score_first: torch.Tensor, score_second: torch.Tensor, target: torch.Tensor
 ) -> torch.Tensor:
-    """Mean Bradley-Terry negative log-likelihood of the preferences.
+    """Mean Bradley-Terry cross-entropy of the preferences.
 
-    P(first beats second) = sigmoid(s_first - s_second). ``preferred`` is 0 (first), 1
-    (second) or -1 (tie, target 0.5 / 0.5). For a strict preference this is
-    -log sigmoid(s_winner - s_loser).
+    The model's P(first beats second) is sigmoid(s_first - s_second); ``target`` [N] is the
+    judge's, in [0, 1] (:func:`rewards.models.base.preference_targets`: 1 first, 0 second,
+    0.5 a tie, or a probability). For a strict preference this is -log sigmoid(s_winner -
+    s_loser); for target t it is -(t log sigmoid(d) + (1 - t) log sigmoid(-d)), least at
+    sigmoid(d) = t.
     """
-    target = torch.where(preferred == 0, 1.0, torch.where(preferred == 1, 0.0, 0.5)).to(
-        score_first.dtype
+    return F.binary_cross_entropy_with_logits(
+        score_first - score_second, target.to(score_first.dtype)
     )
-    return F.binary_cross_entropy_with_logits(score_first - score_second, target)
 
 
 class RankingRewardModel(RewardModel):
     kind = "ranking"
 
-    def __init__(self, cfg: RewardModelConfig, *, seed: int = 0) -> None:
-        super().__init__(cfg)
+    def __init__(
+        self, cfg: RewardModelConfig, *, seed: int = 0, label_threshold: float = 0.5
+    ) -> None:
+        super().__init__(cfg, label_threshold=label_threshold)
         self.net = make_net(1, seed=seed)
         self.stats = RunningMeanStd()
         self.threshold = 0.0  # in normalised units
@@ -81,6 +85,7 @@ class RankingRewardModel(RewardModel):
         first = preferences.column("first").to_pylist()
         second = preferences.column("second").to_pylist()
         preferred = preferences.column("preferred").to_numpy().astype(np.int64)
+        target = preference_targets(preferences)
         # A pair's side of the split must not depend on the order it was asked in.
         keys = ["\x00".join(sorted(p)) for p in zip(first, second, strict=True)]
         held = holdout_mask(keys, self.cfg.holdout_fraction)
@@ -88,7 +93,7 @@ class RankingRewardModel(RewardModel):
         metrics: dict[str, float] = {"pairs": float(train.size), "holdout": float(held.sum())}
         if train.size:
             rows_a, rows_b = encode_bytes(first), encode_bytes(second)
-            pref = torch.from_numpy(preferred)
+            targets = torch.from_numpy(target)
             if self._opt is None:
                 self._opt = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr)
             self.net.train()
@@ -98,7 +103,7 @@ class RankingRewardModel(RewardModel):
                 loss = bradley_terry_loss(
                     self.net(*to_batch(rows_a[b]))[:, 0],
                     self.net(*to_batch(rows_b[b]))[:, 0],
-                    pref[b],
+                    targets[b],
                 )
                 self._opt.zero_grad()
                 loss.backward()
