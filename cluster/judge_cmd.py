@@ -57,8 +57,10 @@ def _build(cfg: OniConfig):
     judge_cfg = cfg.rewards.judge
     task = judge_task(judge_cfg, env_id=cfg.env.id)
     judge = make_judge(judge_cfg, env_id=cfg.env.id)
-    mode = getattr(judge, "answer_mode", None)
-    print(f"judge: {judge.name}{f' ({mode})' if mode else ''}, task: {task}", flush=True)
+    mode = getattr(getattr(judge, "inner", judge), "answer_mode", None)  # text judges only
+    guard = "guard on" if judge_cfg.guard else "guard off"
+    print(f"judge: {judge.name}{f' ({mode})' if mode else ''}, task: {task}, {guard}",
+          flush=True)
     return judge, task
 
 

@@ -149,6 +149,12 @@ def evaluate(
     canary_verdicts = label_all(judge, list(canaries), batch_size=batch_size)
     for verdict in canary_verdicts:
         monitor.record(verdict.caption, verdict.label)
+    by_kind = {
+        kind: {"answered": monitor.answered_by_kind[kind],
+               "false_positives": monitor.false_positives_by_kind[kind],
+               "fpr": monitor.fpr_of(kind) if monitor.answered_by_kind[kind] else None}
+        for kind in monitor.kinds
+    }
     return {
         "judge": judge.name,
         "metrics": {
@@ -172,6 +178,7 @@ def evaluate(
             "false_positives": monitor.false_positives,
             "unparseable": monitor.unparseable,
             "fpr": monitor.fpr if monitor.answered else None,
+            "by_kind": by_kind,  # the kinds of rewards/canary.py, each with its own rate
             "captions": [_entry(v) for v in canary_verdicts],
         },
         "captions": [
@@ -195,7 +202,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         f"recall: {_pct(m['recall'])}  (helpful class; TP {m['true_positives']} "
         f"FP {m['false_positives']} TN {m['true_negatives']} FN {m['false_negatives']})",
         f"canary false-positive rate: {_pct(c['fpr'])} ({c['false_positives']} of {c['n']} "
-        f"called helpful, {c['unparseable']} unparseable)",
+        f"called helpful, {c['unparseable']} unparseable)"
+        + "".join(f"; {kind} {_pct(k['fpr'])}" for kind, k in c["by_kind"].items()),
         f"parse failures: {m['label_parse_failures']:g} answers, {m['unparseable']} messages "
         f"left unparseable",
         f"labels/s: {rate} ({m['n']} messages in {m['seconds']:.1f} s)",
