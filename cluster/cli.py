@@ -8,6 +8,9 @@
     oniray submit CONFIG [key=value ...] --address http://HEAD:8265 [--pip PKG ...] [--no-wait]
                                                the run as a Ray job on a cluster (cluster/submit.py)
     oniray job status|logs|stop JOB_ID --address http://HEAD:8265
+    oniray judge label "caption" ... [key=value ...]   the judge's verdict on each caption
+    oniray judge eval LABELS.tsv [--out RESULT.json] [key=value ...]
+                                               the judge against hand labels (cluster/judge_cmd.py)
 """
 
 from __future__ import annotations
@@ -110,6 +113,14 @@ def _job(args: argparse.Namespace) -> int:
     return job_command(args.action, args.job_id, address=args.address, follow_logs=args.follow)
 
 
+def _judge(args: argparse.Namespace) -> int:
+    from cluster.judge_cmd import run_eval, run_label
+
+    if args.action == "label":
+        return run_label(args.config, args.args)
+    return run_eval(args.config, args.labels, args.overrides, args.out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="oniray", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -143,7 +154,28 @@ def main(argv: list[str] | None = None) -> int:
     job.add_argument("--follow", action="store_true", help="logs: follow until the job ends")
     job.set_defaults(func=_job)
 
-    args = parser.parse_args(argv)
+    judge = sub.add_parser("judge", help="try a judge on captions or against hand labels")
+    actions = judge.add_subparsers(dest="action", required=True)
+    config_help = "YAML config the overrides apply to (default configs/default.yaml)"
+    label = actions.add_parser("label", help="label captions")
+    label.add_argument("args", nargs="+", metavar="CAPTION|key=value",
+                       help="captions, and rewards.judge.* / env.id overrides (a dotted key=)")
+    label.add_argument("--config", help=config_help)
+    label.set_defaults(func=_judge)
+    evaluate = actions.add_parser("eval", help="accuracy, canary FPR, labels/s on a labels file")
+    evaluate.add_argument("labels", help="TSV with the header label<TAB>message (1 = helpful)")
+    evaluate.add_argument("overrides", nargs="*", help="rewards.judge.* and env.id overrides")
+    evaluate.add_argument("--out", metavar="RESULT.json", help="also write the result as JSON")
+    evaluate.add_argument("--config", help=config_help)
+    evaluate.set_defaults(func=_judge)
+
+    # Known-args parsing: argparse cannot take positional overrides after an option
+    # (`judge eval L.tsv --out R.json key=value`); the judge's leftovers are its overrides.
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "judge":
+        (args.args if args.action == "label" else args.overrides).extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command in ("train", "submit") and args.config and "=" in args.config \
             and not getattr(args, "resume", None):
         parser.error(f"the first argument of {args.command} is the CONFIG file, then key=value "
