@@ -52,6 +52,7 @@ ARMS: dict[str, list[str]] = {
 # The protocol: at least 5 seeds where the comparison matters most, 3 elsewhere.
 DEFAULT_SEEDS = {"extrinsic": 5, "retrieval": 5, "count": 5, "classification": 3, "ranking": 3}
 THRESHOLDS = (0.1, 0.5)
+DIAGNOSTICS = ("learner_entropy_loss", "learner_intrinsic_mean", "intrinsic_sparsity")
 
 
 def settings(task: str, arm: str, *, minutes: float, steps: int, shared: list[str]) -> dict:
@@ -103,7 +104,10 @@ def one_run(arm: str, s: dict, seed: int) -> dict:
     summary, rows, judged = train_and_inspect(cfg, f"{arm}-{seed}", read_judgements)
     curve = [{"env_steps": r["env_steps"], "time_s": r["time_s"],
               "success_rate": r.get("success_rate"), "mean_return": r.get("mean_return"),
-              "mean_length": r.get("mean_length")} for r in rows]
+              "mean_length": r.get("mean_length"),
+              # Why a run stalls: a collapsing policy (entropy) or an intrinsic reward that
+              # stops paying (its mean per step).
+              **{k: r.get(k) for k in DIAGNOSTICS if r.get(k) is not None}} for r in rows]
     return {"summary": summary, "curve": curve, **judged}
 
 
