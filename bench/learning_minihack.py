@@ -200,14 +200,23 @@ def save_results(path: Path, results: dict) -> None:
 
 
 def run_bench(task: str, *, arms: list[str], seeds: dict[str, int], minutes: float,
-              steps: int, shared: list[str], out: Path, random_episodes: int) -> dict:
-    """Run every (arm, seed) not yet stored under the current settings; then report."""
+              steps: int, shared: list[str], out: Path, random_episodes: int,
+              report_only: bool = False) -> dict:
+    """Run every (arm, seed) not yet stored under the current settings; then report.
+
+    ``report_only``: write the table and plot of the runs stored so far and nothing else (no
+    run, no random agent, the JSON untouched): safe beside a bench that is still running."""
     json_path = out.with_suffix(".json")
     results = load_results(json_path)
     plan = {arm: settings(task, arm, minutes=minutes, steps=steps, shared=shared)
             for arm in arms}
     for arm in arms:  # fail on a bad --set before any run starts
         config_for(plan[arm], 0)
+    if report_only:
+        report = build_report(results, task, plan)
+        write_markdown(out.with_suffix(".md"), report, results.get("random"))
+        plot(out.with_suffix(".png"), results, plan, report)
+        return report
     started_ray = False
     for seed in range(max(seeds[a] for a in arms)):
         for arm in arms:
