@@ -52,6 +52,7 @@ ARMS: dict[str, list[str]] = {
 # The protocol: at least 5 seeds where the comparison matters most, 3 elsewhere.
 DEFAULT_SEEDS = {"extrinsic": 5, "retrieval": 5, "count": 5, "classification": 3, "ranking": 3}
 THRESHOLDS = (0.1, 0.5)
+FINISHED = ("step budget reached", "time budget reached")  # a run's budget, not a signal
 DIAGNOSTICS = ("learner_entropy_loss", "learner_intrinsic_mean", "intrinsic_sparsity")
 
 
@@ -235,6 +236,10 @@ def run_bench(task: str, *, arms: list[str], seeds: dict[str, int], minutes: flo
                                              shared=shared), seed))
                 started_ray = True
             run = one_run(arm, plan[arm], seed)
+            reason = run["summary"].get("stop_reason")
+            if reason not in FINISHED:  # e.g. SIGINT: a cut-short run must run again
+                raise SystemExit(f"{key} stopped early ({reason}); not stored, so the same "
+                                 f"command runs it again")
             results["runs"][key] = {"arm": arm, "seed": seed, "settings_hash": digest,
                                     "settings": plan[arm], "commit": git_commit(),
                                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **run}
