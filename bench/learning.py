@@ -202,6 +202,9 @@ def main() -> None:
                         help="MiniHack bench: config overrides shared by every arm alike")
     parser.add_argument("--out", type=Path, default=RESULTS / "learning-minihack",
                         help="MiniHack bench: results stem (.json, .md, .png)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="MiniHack bench: write the table and plot of the runs stored so "
+                             "far (no run; the JSON is left as it is)")
     parser.add_argument("--variants", nargs="+",
                         default=["extrinsic", "retrieval", "classification", "ranking"])
     parser.add_argument("--score-minutes", type=float, default=0.0,
@@ -221,7 +224,8 @@ def main() -> None:
                  else learning_minihack.DEFAULT_SEEDS)
         learning_minihack.run_bench(
             args.task, arms=args.arms, seeds=seeds, minutes=args.minutes, steps=args.steps,
-            shared=args.set, out=args.out, random_episodes=args.random_episodes)
+            shared=args.set, out=args.out, random_episodes=args.random_episodes,
+            report_only=args.report_only)
         return
     if args.seeds is None:
         args.seeds = 3

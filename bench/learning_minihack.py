@@ -52,6 +52,8 @@ ARMS: dict[str, list[str]] = {
 # The issue's protocol: at least 5 seeds where the comparison matters most, 3 elsewhere.
 DEFAULT_SEEDS = {"extrinsic": 5, "retrieval": 5, "count": 5, "classification": 3, "ranking": 3}
 THRESHOLDS = (0.1, 0.5)
+FINISHED = ("step budget reached", "time budget reached")  # a run's budget, not a signal
+DIAGNOSTICS = ("learner_entropy_loss", "learner_intrinsic_mean", "intrinsic_sparsity")
 
 
 def settings(task: str, arm: str, *, minutes: float, steps: int, shared: list[str]) -> dict:
@@ -103,7 +105,10 @@ def one_run(arm: str, s: dict, seed: int) -> dict:
     summary, rows, judged = train_and_inspect(cfg, f"{arm}-{seed}", read_judgements)
     curve = [{"env_steps": r["env_steps"], "time_s": r["time_s"],
               "success_rate": r.get("success_rate"), "mean_return": r.get("mean_return"),
-              "mean_length": r.get("mean_length")} for r in rows]
+              "mean_length": r.get("mean_length"),
+              # Why a run stalls: a collapsing policy (entropy) or an intrinsic reward that
+              # stops paying (its mean per step).
+              **{k: r.get(k) for k in DIAGNOSTICS if r.get(k) is not None}} for r in rows]
     return {"summary": summary, "curve": curve, **judged}
 
 
@@ -196,14 +201,23 @@ def save_results(path: Path, results: dict) -> None:
 
 
 def run_bench(task: str, *, arms: list[str], seeds: dict[str, int], minutes: float,
-              steps: int, shared: list[str], out: Path, random_episodes: int) -> dict:
-    """Run every (arm, seed) not yet stored under the current settings; then report."""
+              steps: int, shared: list[str], out: Path, random_episodes: int,
+              report_only: bool = False) -> dict:
+    """Run every (arm, seed) not yet stored under the current settings; then report.
+
+    ``report_only``: write the table and plot of the runs stored so far and nothing else (no
+    run, no random agent, the JSON untouched): safe beside a bench that is still running."""
     json_path = out.with_suffix(".json")
     results = load_results(json_path)
     plan = {arm: settings(task, arm, minutes=minutes, steps=steps, shared=shared)
             for arm in arms}
     for arm in arms:  # fail on a bad --set before any run starts
         config_for(plan[arm], 0)
+    if report_only:
+        report = build_report(results, task, plan)
+        write_markdown(out.with_suffix(".md"), report, results.get("random"))
+        plot(out.with_suffix(".png"), results, plan, report)
+        return report
     started_ray = False
     for seed in range(max(seeds[a] for a in arms)):
         for arm in arms:
@@ -222,6 +236,10 @@ def run_bench(task: str, *, arms: list[str], seeds: dict[str, int], minutes: flo
                                              shared=shared), seed))
                 started_ray = True
             run = one_run(arm, plan[arm], seed)
+            reason = run["summary"].get("stop_reason")
+            if reason not in FINISHED:  # e.g. SIGINT: a cut-short run must run again
+                raise SystemExit(f"{key} stopped early ({reason}); not stored, so the same "
+                                 f"command runs it again")
             results["runs"][key] = {"arm": arm, "seed": seed, "settings_hash": digest,
                                     "settings": plan[arm], "commit": git_commit(),
                                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **run}

@@ -85,6 +85,17 @@ class JudgeConfig:
         "joins independent events into one message; sentences recur far more often than their "
         "combinations, so most captions cost no new embedding)"
     )
+    embedding_goal_sentences: bool = param(
+        False, "embedding backend: each sentence of the goal string is a helpful example too, "
+        "beside the whole goal (a short message sits near the one sentence that names its "
+        "event, far from the average of a paragraph)"
+    )
+    embedding_negatives: Literal["all", "unhelpful_everywhere"] = param(
+        "all", "embedding backend: the not-helpful neighbours: all = every example not "
+        "helpful for this task; unhelpful_everywhere = only examples helpful for no task (an "
+        "example helpful for another goal, such as 'The door opens.', is no evidence against "
+        "this one)"
+    )
     max_caption_chars: int = param(
         512, "captions longer than this are cut (with a marker) before they reach the judge",
         ge=32,

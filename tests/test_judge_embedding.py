@@ -14,6 +14,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 from rewards.config import JudgeConfig
 from rewards.judges import GuardedJudge, make_judge
 from rewards.judges.embedding import EmbeddingJudge, helpfulness, sentences, top_k_mean
+from rewards.prompts import load_prompts
 
 
 def test_top_k_mean_and_helpfulness_by_hand() -> None:
@@ -119,3 +120,26 @@ def test_a_caption_scores_as_its_best_sentence_from_cached_embeddings() -> None:
     whole = EmbeddingJudge(JudgeConfig(embedding_per_sentence=False), "score")
     mixed = whole.scores([f"{dull}  {kill}"])[0]
     assert alone[0] < mixed < alone[1]  # the whole caption's embedding sits between
+
+
+def test_negatives_unhelpful_everywhere_drop_other_goals_positives() -> None:
+    # "The door opens." is helpful for staircase (and others), so by default it is one of
+    # minihack_room's negatives, although that goal names opening doors.
+    default = EmbeddingJudge(JudgeConfig(), "minihack_room")
+    universal = EmbeddingJudge(JudgeConfig(embedding_negatives="unhelpful_everywhere"),
+                               "minihack_room")
+    prompts = load_prompts(JudgeConfig().prompts)
+    nowhere = [e for e in prompts.examples if not e.helpful_for]
+    assert universal._negatives.shape[0] == len(nowhere) < default._negatives.shape[0]
+    # Its own embedding is no longer a negative neighbour: its score rises.
+    assert universal.scores(["The door opens."])[0] > default.scores(["The door opens."])[0] + 0.1
+
+
+def test_goal_sentences_are_positives() -> None:
+    prompts = load_prompts(JudgeConfig().prompts)
+    goal = prompts.goal("minihack_keyroom")
+    plain = EmbeddingJudge(JudgeConfig(), "minihack_keyroom")
+    split = EmbeddingJudge(JudgeConfig(embedding_goal_sentences=True), "minihack_keyroom")
+    assert len(sentences(goal)) == 2
+    assert split._positives.shape[0] == plain._positives.shape[0] + 2
+    np.testing.assert_allclose(split._positives[-2:], split._encode(sentences(goal)), atol=1e-5)

@@ -61,6 +61,13 @@ def test_a_stored_run_is_never_run_again(tmp_path: Path, monkeypatch) -> None:
         raise AssertionError("a stored run was run again")
 
     monkeypatch.setattr(lb, "one_run", must_not_train)
+    # Report only, beside a running bench: seeds still to run are not run, the JSON stays.
+    before = out.with_suffix(".json").read_text()
+    partial = lb.run_bench("keyroom-s5", arms=["count"], seeds={"count": 3}, minutes=1.0,
+                           steps=1000, shared=[], out=out, random_episodes=0, report_only=True)
+    assert partial["arms"]["count"]["seeds"] == 1
+    assert out.with_suffix(".json").read_text() == before
+    assert "| count | 1 | 0.200 ± 0.000" in out.with_suffix(".md").read_text()
     report = lb.run_bench("keyroom-s5", arms=["count"], seeds={"count": 1}, minutes=1.0,
                           steps=1000, shared=[], out=out, random_episodes=0)
     assert report["arms"]["count"]["seeds"] == 1

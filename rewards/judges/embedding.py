@@ -79,8 +79,12 @@ class EmbeddingJudge(Judge):
         self._cfg = cfg
         prompts = load_prompts(cfg.prompts)
         positives, negatives = prompts.labelled_examples(task)
+        if cfg.embedding_negatives == "unhelpful_everywhere":
+            negatives = [e.text for e in prompts.examples if not e.helpful_for]
         # The goal string is a positive too: it names what the task rewards in plain words.
-        self._positives = self._encode([*positives, prompts.goal(task)])
+        goal = prompts.goal(task)
+        goal_parts = sentences(goal) if cfg.embedding_goal_sentences else []
+        self._positives = self._encode([*positives, goal, *goal_parts])
         self._negatives = self._encode(negatives)
         # Bounded: captions are open-ended text, and the annotator runs for days.
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
