@@ -21,9 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from actors.envs import ObsEncoder, decode_message, make_env  # noqa: E402
+from actors.model import PolicyNet  # noqa: E402
 from cluster.config import load_config  # noqa: E402
 from cluster.run_dir import RunDir  # noqa: E402
-from learner.model import PolicyNet  # noqa: E402
 
 APPLY = 9
 
