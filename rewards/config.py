@@ -105,6 +105,11 @@ class JudgeConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = param(
         "auto", "vllm backend: weight and activation dtype (float32 on CPU hosts)"
     )
+    cpu_kv_cache_gib: int = param(
+        1, "vllm backend on CPU hosts: GiB of memory the engine reserves for its KV cache "
+        "(VLLM_CPU_KVCACHE_SPACE; vLLM's own default can exceed a laptop's free memory and "
+        "fail at start-up); a VLLM_CPU_KVCACHE_SPACE set in the environment wins", ge=1
+    )
     vllm_python: str = param(
         ".venv-vllm/bin/python", "vllm backend: the interpreter that runs the engine when "
         "`import vllm` fails in oniray's own (CPU hosts; see rewards/judges/vllm_env.sh)"

@@ -201,3 +201,14 @@ def test_factory_task_override_and_errors() -> None:
 def test_text_judge_rejects_unknown_task() -> None:
     with pytest.raises(KeyError, match="sokoban"):
         ScriptedJudge(lambda p, a: "", task="sokoban")
+
+
+def test_vllm_worker_environment_is_offline_with_a_bounded_kv_cache(monkeypatch) -> None:
+    from rewards.judges.vllm_judge import worker_env
+
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    env = worker_env(JudgeConfig(backend="vllm", cpu_kv_cache_gib=2))
+    assert env == {"VLLM_CPU_KVCACHE_SPACE": "2", "HF_HUB_OFFLINE": "1",
+                   "VLLM_NO_USAGE_STATS": "1"}
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "6")  # the user's environment wins
+    assert worker_env(JudgeConfig(backend="vllm"))["VLLM_CPU_KVCACHE_SPACE"] == "6"

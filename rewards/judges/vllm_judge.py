@@ -94,6 +94,14 @@ def engine_spec(cfg: JudgeConfig) -> dict[str, Any]:
     }
 
 
+def worker_env(cfg: JudgeConfig) -> dict[str, str]:
+    """Environment of the CPU worker: offline, no usage reports, a KV cache sized by config
+    (values already in the environment win)."""
+    wanted = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.cpu_kv_cache_gib), "HF_HUB_OFFLINE": "1",
+              "VLLM_NO_USAGE_STATS": "1"}
+    return {k: os.environ.get(k, v) for k, v in wanted.items()}
+
+
 def vllm_python(cfg: JudgeConfig) -> Path:
     """``cfg.vllm_python``, relative paths taken from the checkout (never symlink-resolved:
     a venv's python is a symlink whose target would lose the venv)."""
@@ -118,7 +126,7 @@ class VLLMJudge(TextJudge):
         elif self.placement == "in_process":
             self._engine = InProcessEngine(spec)
         else:
-            self._engine = SubprocessEngine(vllm_python(cfg), spec)
+            self._engine = SubprocessEngine(vllm_python(cfg), spec, env=worker_env(cfg))
         self._lock = threading.Lock()
         self._stats = {"batches": 0, "prompts": 0, "failed_prompts": 0, "generated_tokens": 0,
                        "engine_seconds": 0.0}
@@ -282,15 +290,17 @@ class RayEngine:
 class SubprocessEngine:
     """The engine in a child interpreter (``python -m rewards.judges.vllm_worker``)."""
 
-    def __init__(self, python: Path, spec: dict[str, Any]) -> None:
+    def __init__(
+        self, python: Path, spec: dict[str, Any], *, env: dict[str, str] | None = None
+    ) -> None:
         if not python.exists():
             raise FileNotFoundError(
                 f"{python} does not exist: vllm is not importable here, and its separate venv "
                 "has not been made (run `make vllm-venv`, i.e. rewards/judges/vllm_env.sh)"
             )
         # Only the checkout on the path: oniray's venv must not leak into the vllm venv.
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-        env["PYTHONPATH"] = str(REPO_ROOT)
+        env = {**{k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")},
+               **(env or {}), "PYTHONPATH": str(REPO_ROOT)}
         self._proc = subprocess.Popen(
             [str(python), "-m", "rewards.judges.vllm_worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
