@@ -17,21 +17,25 @@ pytestmark = pytest.mark.system
 MAX_QUEUED, ACTORS, IN_FLIGHT = 2, 1, 1
 T, E, BATCH, CORE = 16, 8, 256, 1024
 PER_BATCH = BATCH // (T * E)
+STEPS = 24 * BATCH  # 24 updates: the queues fill and drain several times
 
 
 @pytest.mark.slow
 def test_slow_learner_keeps_queues_and_object_store_bounded(tmp_path: Path) -> None:
     # A GRU of 1024 and 8 epochs per batch: an update takes seconds on this CPU, while the
     # corridor's actor makes a fragment in milliseconds.
+    # A step budget, not a time budget: a busy machine slows the run but cannot cut it short
+    # of filling the queues many times over (the time cap is only a safety net).
     finish(oniray("train", "configs/corridor.yaml", f"run.out_dir={tmp_path}", "run.name=b",
-                  "run.total_env_steps=100000000", "run.max_minutes=0.3",
+                  f"run.total_env_steps={STEPS}", "run.max_minutes=2.5",
                   "run.random_baseline_episodes=0", "run.report_every_s=1",
                   f"model.core_hidden={CORE}", "learner.epochs=8",
                   f"learner.max_queued_batches={MAX_QUEUED}", f"learner.batch_size={BATCH}",
                   f"rollout.fragments_in_flight={IN_FLIGHT}", *SMALL), 180)
     run = RunDir(tmp_path / "b")
     rows = run.read_metrics()
-    assert len(rows) >= 8, rows
+    assert len(rows) >= 4, rows
+    assert "step budget reached" in run.summary.read_text()  # not the time cap
 
     # The bound of cluster.driver: fragments alive and weight versions alive.
     fragments = (MAX_QUEUED + 1) * PER_BATCH + ACTORS * IN_FLIGHT

@@ -83,7 +83,9 @@ def test_resume_auto_continues_from_the_newest_checkpoint(tmp_path: Path) -> Non
 def test_local_run_labels_with_the_annotator_in_process(tmp_path: Path) -> None:
     probe, text = _local("configs/corridor.yaml", f"run.out_dir={tmp_path}", "run.name=j", *QUICK,
                          "rewards.annotator.enabled=true", "rewards.judge.backend=rules",
-                         "rewards.model.kind=retrieval", "rewards.intrinsic_coef=0.1")
+                         "rewards.model.kind=retrieval", "rewards.intrinsic_coef=0.1",
+                         # Ask at once: a short run must not end inside the batch wait.
+                         "rewards.annotator.batch_wait_s=0")
     assert probe == {"code": 0, "children": [], "ray": []}, text[-3000:]
     rows = pq.read_table(tmp_path / "j" / "metrics.parquet").to_pylist()
     assert rows[-1]["labels_total"] > 0  # the corridor's messages, judged by the rules judge
