@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import signal
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +33,7 @@ import ray
 
 from actors.rollout_worker import EpisodeStats
 from cluster.config import OniConfig, to_yaml
-from cluster.loop import Clock, RunLoop
+from cluster.loop import Clock, RunLoop, resumed_and_stoppable
 from cluster.progress import annotator_columns
 from cluster.ray_setup import init_ray
 from cluster.run_dir import RunDir, atomic_write_text
@@ -410,22 +409,11 @@ def run_training(cfg: OniConfig, run_dir: RunDir, *, resume_state: dict | None =
     log.info("processes: %s", _pids(parts))
     events = EventWriter(run_dir.root)
     trainer = Trainer(cfg, run_dir, parts, telemetry, events)
-    if resume_state is not None:
-        trainer.restore(resume_state)
-        print(f"resumed at {trainer.counters.env_steps_produced:,} env steps, "
-              f"{trainer.counters.updates} updates", flush=True)
-
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(
-            sig, lambda s, _f: trainer.request_stop(signal.Signals(s).name)
-        )
     try:
-        trainer.measure_random_baseline()
-        return trainer.train()
+        with resumed_and_stoppable(trainer, trainer.restore, resume_state):
+            trainer.measure_random_baseline()
+            return trainer.train()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         telemetry.refresh()  # the final numbers, for a scrape that comes right after the end
         telemetry.stop()
         events.close()

@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import collections
 import logging
-import signal
 import time
 from typing import Any
 
-import pyarrow.compute as pc
 import torch
 
-from actors.fragment import step_rows
+from actors.fragment import step_captions
 from actors.rollout_worker import RolloutWorker
 from actors.versioned import VersionedRef
 from cluster.config import OniConfig, to_yaml
-from cluster.loop import Clock, RunLoop
+from cluster.loop import Clock, RunLoop, resumed_and_stoppable
 from cluster.progress import annotator_columns
 from cluster.run_dir import RunDir, atomic_write_text
 from cluster.scheduler import (
@@ -125,7 +123,7 @@ class LocalTrainer(RunLoop):
             fragment, stats = worker.sample()
             self.record_episodes(stats)
             if self.annotator is not None:
-                self.annotator.submit(pc.unique(step_rows(fragment).column("message")))
+                self.annotator.submit(step_captions(fragment))
             return self.sched.fragment_ready(cmd.actor, cmd.incarnation, fragment,
                                              version=stats.policy_version, steps=stats.env_steps)
         if isinstance(cmd, Train):
@@ -182,21 +180,11 @@ def run_training(cfg: OniConfig, run_dir: RunDir, *, resume_state: dict | None =
     atomic_write_text(run_dir.config, to_yaml(cfg))
     events = EventWriter(run_dir.root)
     trainer = LocalTrainer(cfg, run_dir, events)
-    if resume_state is not None:
-        trainer.restore(resume_state)
-        print(f"resumed at {trainer.counters.env_steps_produced:,} env steps, "
-              f"{trainer.counters.updates} updates", flush=True)
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        previous[sig] = signal.signal(
-            sig, lambda s, _f: trainer.request_stop(signal.Signals(s).name)
-        )
     try:
-        trainer.measure_random_baseline()
-        return trainer.train()
+        with resumed_and_stoppable(trainer, trainer.restore, resume_state):
+            trainer.measure_random_baseline()
+            return trainer.train()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         events.close()
         if trainer.annotator is not None:
             trainer.annotator.judge.close()

@@ -9,8 +9,11 @@ subclass :class:`RunLoop` and only add how commands are carried out.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -178,3 +181,26 @@ class Clock:
 
 def _fmt(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+@contextlib.contextmanager
+def resumed_and_stoppable(
+    loop: RunLoop, restore: Callable[[dict[str, Any]], None], resume_state: dict | None
+) -> Iterator[None]:
+    """Both runtimes' start: restore ``resume_state`` (if any) and say where the run resumes;
+    while the block runs, SIGINT/SIGTERM ask ``loop`` to stop with a checkpoint instead of
+    killing the process. The previous handlers come back afterwards."""
+    if resume_state is not None:
+        restore(resume_state)
+        print(f"resumed at {loop.counters.env_steps_produced:,} env steps, "
+              f"{loop.counters.updates} updates", flush=True)
+    previous = {
+        sig: signal.signal(sig, lambda s, _f: loop.request_stop(signal.Signals(s).name))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
