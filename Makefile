@@ -1,5 +1,5 @@
 # oniray: the two commands of the README, plus the developer targets.
-#   make train   set up .venv if needed, then run configs/default.yaml
+#   make train   set up .venv if needed, then run the default job (configs/minihack/keyroom_s5.yaml)
 #   make test    set up .venv (and test tools) if needed, then run the whole suite
 #   make test-fast   the unit and local-runtime tiers only (no Ray, CLI, vLLM or Prometheus)
 SHELL := /bin/bash
@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.oniray-installed
-CONFIG ?= configs/default.yaml
+CONFIG ?= configs/minihack/keyroom_s5.yaml
 ARGS ?=
 
 .PHONY: install train test test-fast lint bench bench-all bench-peers soak prometheus vllm-venv judge-model clean

@@ -58,6 +58,9 @@ class Counters:
     recent_returns: list[float] = field(default_factory=list)
     recent_lengths: list[int] = field(default_factory=list)
     recent_successes: list[bool] = field(default_factory=list)
+    # message -> [judged reward credited to the steps that led to it, those steps], summed
+    # over the run's updates (rank 0's share with several learners; cluster.summary)
+    rewarded_messages: dict[str, list[float]] = field(default_factory=dict)
 
 
 def checkpoint_state(

@@ -32,7 +32,7 @@ from cluster.progress import LoopState, metrics_row, progress_line
 from cluster.report import mean_and_interval, plot_curve
 from cluster.run_dir import RunDir
 from cluster.scheduler import Command, Drop, Limits, Scheduler
-from cluster.summary import success_rate, summarise
+from cluster.summary import add_rewarded, rewarded_lines, success_rate, summarise
 from cluster.tensorboard import EventWriter
 from learner import intrinsic as intrinsic_keys
 
@@ -84,6 +84,8 @@ class RunLoop:
 
     def note_update(self, result: dict[str, Any]) -> None:
         self.last_loss = {k: v for k, v in result.items() if isinstance(v, float)}
+        add_rewarded(self.counters.rewarded_messages,
+                     result.get(intrinsic_keys.REWARDED_MESSAGES) or {})
 
     def note_train(self, lags: list[int]) -> None:
         for lag in lags:
@@ -153,7 +155,10 @@ class RunLoop:
         self.run_dir.write_summary(summary)
         if self.metric_rows:
             plot_curve(self.metric_rows, self.baseline, self.run_dir.curve)
-        print("summary: " + ", ".join(f"{k}={_fmt(v)}" for k, v in summary.items()), flush=True)
+        for line in rewarded_lines(summary):
+            print(line, flush=True)
+        print("summary: " + ", ".join(f"{k}={_fmt(v)}" for k, v in summary.items()
+                                      if k != "rewarded_messages"), flush=True)
         return summary
 
 

@@ -1,7 +1,7 @@
 """Plots and summaries of a run folder (``oniray report RUN_DIR``; ``make train`` ends with it).
 
 Consumes: ``metrics.parquet`` and ``summary.json`` of a run. Emits: ``curve.png`` (mean return
-against environment steps, with the random agent's mean and its 95% interval) and, for
+and, on goal tasks, success against environment steps, with the random agent's level) and, for
 ``oniray report``, ``report.png`` with more panels and ``report.md``.
 """
 
@@ -32,18 +32,28 @@ def mean_and_interval(values: list[float]) -> tuple[float, float]:
 
 
 def plot_curve(rows: list[dict[str, Any]], baseline: dict[str, float] | None, path: Path) -> None:
-    steps = [r["env_steps"] for r in rows if r.get("mean_return") is not None]
-    returns = [r["mean_return"] for r in rows if r.get("mean_return") is not None]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(steps, returns, label="agent (mean of recent episodes)", color="tab:blue")
-    if baseline:
-        mean, half = baseline["mean_return"], baseline["ci95"]
-        ax.axhline(mean, color="tab:red", linestyle="--", label="random agent")
-        ax.axhspan(mean - half, mean + half, color="tab:red", alpha=0.15)
-    ax.set_xlabel("environment steps")
-    ax.set_ylabel("episode return")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best")
+    """Return against steps; on a goal task (rows with a success rate), success beside it,
+    each with the random agent's level: goal tasks are judged by success."""
+    with_success = any(r.get("success_rate") is not None for r in rows)
+    fig, axes = plt.subplots(1, 2 if with_success else 1, figsize=(12 if with_success else 7, 4),
+                             squeeze=False)
+    panels = [("mean_return", "episode return", "mean_return", "ci95")]
+    if with_success:
+        panels.insert(0, ("success_rate", "episodes reaching the goal", "success_rate", None))
+    for ax, (key, label, base_key, half_key) in zip(axes.flat, panels, strict=True):
+        steps = [r["env_steps"] for r in rows if r.get(key) is not None]
+        ax.plot(steps, [r[key] for r in rows if r.get(key) is not None],
+                label="agent (recent episodes)", color="tab:blue")
+        level = baseline.get(base_key) if baseline else None
+        if level is not None:
+            ax.axhline(level, color="tab:red", linestyle="--", label="random agent")
+            if half_key is not None:
+                half = baseline[half_key]  # type: ignore[index]
+                ax.axhspan(level - half, level + half, color="tab:red", alpha=0.15)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -53,6 +63,7 @@ def plot_curve(rows: list[dict[str, Any]], baseline: dict[str, float] | None, pa
 
 REPORT_PANELS = (
     ("mean_return", "mean episode return"),
+    ("success_rate", "episodes reaching the goal (recent)"),
     ("sps", "environment steps per second"),
     ("policy_lag", "mean policy lag (versions)"),
     ("labels_total", "judge labels"),
@@ -105,6 +116,11 @@ def _headline(summary: dict[str, Any], last: dict[str, Any]) -> list[str]:
             "steps")
         out.append(f"Reward service: {last['labels_total']:,.0f} labels, reward model version "
                    f"{last.get('reward_model_version_trained')} in use{nonzero}.")
+    rewarded = summary.get("rewarded_messages") or []
+    if rewarded:
+        listed = "; ".join(f"\"{row['message']}\" ({row['reward']:.2f} over {row['steps']:,} "
+                           "steps)" for row in rewarded)
+        out.append(f"The judged reward went most to: {listed}.")
     out.append(f"Faults: {summary.get('fragments_lost', 0)} fragments lost, "
                f"{summary.get('actor_restarts', 0)} actor and "
                f"{summary.get('annotator_restarts', 0)} annotator restarts.")
@@ -141,7 +157,8 @@ def write_report(run: Path) -> Path:
     plt.close(fig)
     headline = [f"- {sentence}" for sentence in _headline(summary, rows[-1])]
     lines = [f"# oniray run `{run.name}`", "", *headline, "", "| summary | value |", "|---|---|"]
-    lines += [f"| {key} | {_fmt(summary[key])} |" for key in sorted(summary)]
+    lines += [f"| {key} | {_fmt(summary[key])} |" for key in sorted(summary)
+              if key != "rewarded_messages"]
     lines += ["", "![report](report.png)", ""]
     md = run / "report.md"
     md.write_text("\n".join(lines))

@@ -13,6 +13,40 @@ from typing import Any
 from cluster.checkpointing import Counters
 from cluster.report import mean_and_interval
 
+REWARDED_KEPT = 1000  # messages the run's credit table keeps (a NetHack run meets thousands)
+REWARDED_IN_SUMMARY = 5
+
+
+def add_rewarded(table: dict[str, list[float]], batch: dict[str, list[float]]) -> None:
+    """Add one update's {message: [credit, steps]} (learner.intrinsic.REWARDED_MESSAGES) to
+    the run's table; past twice ``REWARDED_KEPT`` entries the least credited are forgotten."""
+    for message, (credit, steps) in batch.items():
+        row = table.setdefault(message, [0.0, 0.0])
+        row[0] += credit
+        row[1] += steps
+    if len(table) > 2 * REWARDED_KEPT:
+        keep = sorted(table, key=lambda msg: -abs(table[msg][0]))[:REWARDED_KEPT]
+        kept = {msg: table[msg] for msg in keep}
+        table.clear()
+        table.update(kept)
+
+
+def top_rewarded(table: dict[str, list[float]], n: int = REWARDED_IN_SUMMARY) -> list[dict]:
+    """The ``n`` messages that earned the most judged reward, most first."""
+    top = sorted(table.items(), key=lambda kv: (-kv[1][0], kv[0]))[:n]
+    return [{"message": msg, "reward": round(credit, 3), "steps": int(steps)}
+            for msg, (credit, steps) in top if credit > 0]
+
+
+def rewarded_lines(summary: dict[str, Any]) -> list[str]:
+    """The summary's rewarded messages as printed lines (none when nothing was rewarded)."""
+    rows = summary.get("rewarded_messages") or []
+    if not rows:
+        return []
+    out = ["messages that earned the judged reward (reward credited, steps):"]
+    out += [f"  {row['reward']:10.2f} {row['steps']:>9,}  {row['message']}" for row in rows]
+    return out
+
 
 def success_rate(successes: list[bool]) -> float | None:
     """Share of episodes that reached the task's goal (actors.envs.episode_succeeded)."""
@@ -52,6 +86,8 @@ def summarise(
         # Goal tasks (Staircase, Oracle, MiniHack, Corridor): the share of recent episodes
         # that reached the goal; None on tasks without one (NetHackScore: actors.envs.has_goal).
         "final_success_rate": success_rate(c.recent_successes),
+        # Which captions the intrinsic reward went to: what the judge made the agent seek.
+        "rewarded_messages": top_rewarded(c.rewarded_messages),
     }
     if baseline:
         summary["random_mean_return"] = baseline["mean_return"]

@@ -26,11 +26,12 @@ import torch
 
 from learner.batch import Batch
 from learner.collective import average_gradients, global_moments
+from rewards.combine import judged_term
 from rewards.config import RewardsConfig
 from rewards.models import RewardModel, make_reward_model, reward_model_from_state
 from rewards.rnd import RND, fit_step, prediction_error
 from rewards.running_stats import RunningMeanStd
-from rewards.scoring import score_messages
+from rewards.scoring import credit_by_message, score_messages
 
 # Keys of the metrics dict this module adds to a learner update.
 REWARD_MODEL_VERSION = "reward_model_version"  # the version that scored this batch; -1 = none
@@ -38,13 +39,17 @@ INTRINSIC_MEAN = "intrinsic_mean"
 INTRINSIC_ZERO_FRACTION = "intrinsic_zero_fraction"
 INTRINSIC_NONZERO_STEPS = "intrinsic_nonzero_steps"  # cumulative over the run (this rank)
 RND_LOSS = "rnd_loss"
+# Not a float: {message: [judged reward credited, steps]} of this batch's top messages
+# (rewards.combine.judged_term, boundary rule applied); the driver sums it over the run.
+REWARDED_MESSAGES = "rewarded_messages"
+_REWARDED_PER_BATCH = 32  # the batch's messages with the most credit; the rest are noise
 
 
 @dataclass
 class Intrinsic:
     judged: torch.Tensor | None  # r_int [T, B], or None when no model is published yet
     novelty: torch.Tensor | None  # RND's normalised bonus [T, B] (unweighted), or None: off
-    metrics: dict[str, float]
+    metrics: dict[str, Any]  # floats, and REWARDED_MESSAGES
 
 
 class IntrinsicScorer:
@@ -99,7 +104,7 @@ class IntrinsicScorer:
             self.rnd_stats = RunningMeanStd.from_dict(state["rnd_stats"])
 
     def __call__(self, batch: Batch) -> Intrinsic:
-        metrics: dict[str, float] = {REWARD_MODEL_VERSION: float(self.version)}
+        metrics: dict[str, Any] = {REWARD_MODEL_VERSION: float(self.version)}
         judged = None
         if self.model is not None:
             scores = score_messages(self.model, batch.next_message)
@@ -107,11 +112,20 @@ class IntrinsicScorer:
             metrics[INTRINSIC_MEAN] = float(scores.mean())
             metrics[INTRINSIC_ZERO_FRACTION] = float((scores == 0).mean())
             self.nonzero_steps += int(np.count_nonzero(scores))
+            metrics[REWARDED_MESSAGES] = self._rewarded(batch, judged)
         metrics[INTRINSIC_NONZERO_STEPS] = float(self.nonzero_steps)
         novelty = None
         if self.rnd is not None:
             novelty, metrics[RND_LOSS] = self._rnd(batch)
         return Intrinsic(judged=judged, novelty=novelty, metrics=metrics)
+
+    def _rewarded(self, batch: Batch, judged: torch.Tensor) -> dict[str, list[float]]:
+        credit = judged_term(judged=judged, next_msg_count=batch.next_msg_count,
+                             intrinsic_coef=self.cfg.intrinsic_coef,
+                             count_exponent=self.cfg.count_exponent, done=batch.done)
+        credited = credit_by_message(batch.next_message, credit.reshape(-1).numpy())
+        top = sorted(credited.items(), key=lambda kv: -abs(kv[1][0]))[:_REWARDED_PER_BATCH]
+        return {message: [total, float(steps)] for message, (total, steps) in top}
 
     def _rnd(self, batch: Batch) -> tuple[torch.Tensor, float]:
         """The bonus under the predictor before this batch's step, then that step."""

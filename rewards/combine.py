@@ -46,8 +46,28 @@ def combine_rewards(
         r_ext = r_ext.clamp(-extrinsic_clip, extrinsic_clip)
     intrinsic = torch.zeros_like(r_ext)
     if judged is not None and intrinsic_coef != 0.0:
-        count = next_msg_count.float().clamp(min=1.0)  # a count below 1 can only be padding
-        intrinsic = intrinsic + intrinsic_coef * judged.float() * count.pow(-count_exponent)
+        intrinsic = intrinsic + judged_term(judged=judged, next_msg_count=next_msg_count,
+                                            intrinsic_coef=intrinsic_coef,
+                                            count_exponent=count_exponent)
     if novelty is not None and novelty_coef != 0.0:
         intrinsic = intrinsic + novelty_coef * novelty.float()
-    return extrinsic_coef * r_ext + intrinsic * (~done.bool()).float()
+    return extrinsic_coef * r_ext + intrinsic * _not_done(done)
+
+
+def judged_term(
+    *,
+    judged: torch.Tensor,
+    next_msg_count: torch.Tensor,
+    intrinsic_coef: float,
+    count_exponent: float,
+    done: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """c_int * r_int_t * N_t ** -beta: the judged part of the reward above; with ``done``,
+    masked by the boundary rule (what step t is actually credited)."""
+    count = next_msg_count.float().clamp(min=1.0)  # a count below 1 can only be padding
+    term = intrinsic_coef * judged.float() * count.pow(-count_exponent)
+    return term if done is None else term * _not_done(done)
+
+
+def _not_done(done: torch.Tensor) -> torch.Tensor:
+    return (~done.bool()).float()

@@ -71,3 +71,19 @@ def test_beta_zero_keeps_the_full_intrinsic_reward() -> None:
 def test_a_misaligned_term_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match=r"novelty is \(3,\), expected \(4,\)"):
         _four_steps(novelty=torch.ones(3))
+
+
+def test_judged_term_is_the_judged_part_and_masks_like_combine_rewards() -> None:
+    from rewards.combine import judged_term
+
+    terms = dict(judged=torch.tensor([1.0, 1.0, 0.5, 0.0]),
+                 next_msg_count=torch.tensor([1, 1, 4, 1], dtype=torch.int32),
+                 intrinsic_coef=0.4, count_exponent=2.0)
+    done = torch.tensor([False, True, False, False])
+    torch.testing.assert_close(judged_term(**terms),  # type: ignore[arg-type]
+                               torch.tensor([0.4, 0.4, 0.0125, 0.0]))
+    credited = judged_term(**terms, done=done)  # type: ignore[arg-type]
+    torch.testing.assert_close(credited, torch.tensor([0.4, 0.0, 0.0125, 0.0]))
+    # combine_rewards without the other terms is exactly the credited judged reward
+    alone = _four_steps(extrinsic=torch.zeros(4), novelty=None)
+    torch.testing.assert_close(alone, credited)

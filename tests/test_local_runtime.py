@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cluster.run_dir import RunDir
+from rewards.label_store import LabelStore
 
 # The in-process loop: no Ray, no CLI subprocess beyond this interpreter's child.
 pytestmark = pytest.mark.local
@@ -84,9 +85,20 @@ def test_local_run_labels_with_the_annotator_in_process(tmp_path: Path) -> None:
     probe, text = _local("configs/corridor.yaml", f"run.out_dir={tmp_path}", "run.name=j", *QUICK,
                          "rewards.annotator.enabled=true", "rewards.judge.backend=rules",
                          "rewards.model.kind=retrieval", "rewards.intrinsic_coef=0.1",
+                         # retrain on every new label: a reward model within the short run
+                         "rewards.model.train_every_labels=1",
                          # Ask at once: a short run must not end inside the batch wait.
                          "rewards.annotator.batch_wait_s=0")
     assert probe == {"code": 0, "children": [], "ray": []}, text[-3000:]
     rows = pq.read_table(tmp_path / "j" / "metrics.parquet").to_pylist()
     assert rows[-1]["labels_total"] > 0  # the corridor's messages, judged by the rules judge
     assert list((tmp_path / "j" / "labels").glob("labels-*.parquet"))  # flushed at the stop
+    # The summary names the messages the judged reward went to: the ones the judge called
+    # helpful, and none other.
+    summary = json.loads((tmp_path / "j" / "summary.json").read_text())
+    labels = LabelStore(tmp_path / "j" / "labels")
+    rewarded = summary["rewarded_messages"]
+    assert rewarded and all(labels.get(row["message"]) is True for row in rewarded), rewarded
+    assert all(row["reward"] > 0 and row["steps"] > 0 for row in rewarded)
+    assert "messages that earned the judged reward" in text
+    assert rewarded[0]["message"] in text
