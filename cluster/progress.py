@@ -95,8 +95,13 @@ def progress_line(row: dict[str, Any], baseline: dict[str, float] | None) -> str
     """The console line of a metrics row: ``[hh:mm:ss] steps ... | sps ... | lag ... | ...``."""
     ret = "   n/a" if row["mean_return"] is None else f"{row['mean_return']:6.2f}"
     base = f" (random {baseline['mean_return']:.2f})" if baseline else ""
+    measure = f"return {ret}{base}"
+    if row.get("success_rate") is not None:  # a goal task: judged by success (cluster.summary)
+        random_success = baseline.get("success_rate") if baseline else None
+        base = "" if random_success is None else f" (random {random_success:.2f})"
+        measure = f"success {row['success_rate']:4.2f}{base} | return {ret}"
     return (f"[{clock(row['time_s'])}] steps {row['env_steps']:>10,} | sps {row['sps']:7,.0f} | "
-            f"lag {row['policy_lag']:4.1f} | return {ret}{base} | episodes {row['episodes']:,} | "
+            f"lag {row['policy_lag']:4.1f} | {measure} | episodes {row['episodes']:,} | "
             f"updates {row['updates']:,} | dropped {row['fragments_dropped']}")
 
 

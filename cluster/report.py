@@ -47,9 +47,13 @@ def plot_curve(rows: list[dict[str, Any]], baseline: dict[str, float] | None, pa
         level = baseline.get(base_key) if baseline else None
         if level is not None:
             ax.axhline(level, color="tab:red", linestyle="--", label="random agent")
+            assert baseline is not None
             if half_key is not None:
-                half = baseline[half_key]  # type: ignore[index]
-                ax.axhspan(level - half, level + half, color="tab:red", alpha=0.15)
+                half = baseline[half_key]
+            else:  # a success rate: the normal 95% interval of a proportion
+                episodes = max(int(baseline.get("episodes") or 0), 1)
+                half = 1.96 * math.sqrt(level * (1 - level) / episodes)
+            ax.axhspan(level - half, level + half, color="tab:red", alpha=0.15)
         ax.set_xlabel("environment steps")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

@@ -60,7 +60,9 @@ def test_annotator_columns_without_an_answer_keep_the_learners_side() -> None:
 
 
 def test_progress_line() -> None:
-    line = progress_line(metrics_row(counters(), LOOP, {}, {}), {"mean_return": -1.234})
+    no_goal = counters()
+    no_goal.recent_successes = []  # NetHackScore: no success rate, so the return leads
+    line = progress_line(metrics_row(no_goal, LOOP, {}, {}), {"mean_return": -1.234})
     assert line == ("[01:02:05] steps      4,096 | sps   1,234 | lag  1.5 | return   3.00 "
                     "(random -1.23) | episodes 4 | updates 3 | dropped 1")
     assert "return    n/a |" in progress_line(metrics_row(Counters(), LOOP, {}, {}), None)
@@ -69,3 +71,14 @@ def test_progress_line() -> None:
 def test_clock_counts_hours_past_a_day() -> None:
     assert clock(0.9) == "00:00:00"
     assert clock(26 * 3600 + 61) == "26:01:01"
+
+
+def test_progress_line_of_a_goal_task_leads_with_success_against_random() -> None:
+    c = counters()
+    c.recent_successes = [True, False, False, False]
+    line = progress_line(metrics_row(c, LOOP, {}, {}),
+                         {"mean_return": -1.234, "success_rate": 0.07})
+    assert ("| success 0.25 (random 0.07) | return   3.00 | episodes 4 |") in line
+    # a baseline of an old checkpoint, without a success rate: the agent's alone
+    line = progress_line(metrics_row(c, LOOP, {}, {}), {"mean_return": 0.0})
+    assert "| success 0.25 | return   3.00 |" in line

@@ -65,3 +65,19 @@ def test_report_headline_gives_the_verdict_with_the_measure_it_used() -> None:
     success_line = next(line for line in lines if line.startswith("Episodes reaching the goal"))
     assert "**0.0%**" in success_line and "does not beat** random" in success_line
     assert not any("beat" in line for line in lines if line.startswith("Final mean return"))
+
+
+def test_curve_of_a_goal_task_adds_the_success_panel(tmp_path) -> None:
+    import matplotlib.image
+
+    from cluster.report import plot_curve
+
+    rows = [{"env_steps": 1000 * i, "mean_return": 0.1 * i, "success_rate": 0.1 * i}
+            for i in range(1, 6)]
+    baseline = {"mean_return": 0.07, "ci95": 0.03, "success_rate": 0.07, "episodes": 256}
+    plot_curve(rows, baseline, tmp_path / "goal.png")
+    no_goal = [{**row, "success_rate": None} for row in rows]
+    plot_curve(no_goal, {**baseline, "success_rate": None}, tmp_path / "score.png")
+    goal_px = matplotlib.image.imread(tmp_path / "goal.png").shape
+    score_px = matplotlib.image.imread(tmp_path / "score.png").shape
+    assert (goal_px[1], score_px[1]) == (12 * 110, 7 * 110)  # two panels against one
