@@ -4,13 +4,13 @@
                                [--only PART ...] [--scoring-captions 16] [--free-tokens 64]
 
 Four measurements, written to ``bench/results/annotation.json`` (+ ``annotation.png``):
-  1. on/off     training SPS of the default job with the service on (the default: embedding
+  1. on/off     training SPS of the NetHackScore job with the service on (the default: embedding
                 judge, retrieval reward model), off (extrinsic reward only), and on with the
                 intrinsic reward weighted 0 (the service's cost alone, same agent as off),
                 interleaved and repeated in one run, since this machine's speed drifts
                 between runs. Goal: on >= 95% of off.
   1b. cpu       CPU seconds by process role (rollout, learner, annotator, driver, Ray) in
-                the default job: the annotator's share is the service's cost, free of the
+                the NetHackScore job: the annotator's share is the service's cost, free of the
                 noise that different agents put into SPS.
   2. backends   labels per second of each judge that runs here, on the same distinct
                 NetHack messages (collected from random play): embedding, rules,
@@ -63,7 +63,7 @@ MODES = {"off": SERVICE_OFF, "on": [], "cost": SERVICE_COST_ONLY}
 
 
 def timed_job(seconds: float) -> list[str]:
-    """Overrides of the default job for a measured run: a wall-clock budget, no baseline, no
+    """Overrides of the NetHackScore job for a measured run: a wall-clock budget, no baseline, no
     metrics server, a row every 5 s for the steady-state rate."""
     return [f"run.max_minutes={seconds / 60}", "run.random_baseline_episodes=0",
             "run.total_env_steps=1000000000", "run.report_every_s=5", "metrics.enabled=false"]
@@ -119,7 +119,7 @@ def _cpu_by_role() -> dict[str, float]:
 
 
 def cpu_share(seconds: float, warmup_s: float = 20.0) -> dict:
-    """Where the CPU goes in the default job (service on), by process role, after the warm-up.
+    """Where the CPU goes in the NetHackScore job (service on), by process role, after the warm-up.
 
     A noise-free view of what the service costs: on a machine whose cores training keeps busy,
     the annotator's share of the CPU is what it takes from training (the learner-side scoring
@@ -286,7 +286,7 @@ def backend_rates(messages: list[str], skip: set[str]) -> dict:
 
 
 def cache_effect(minutes: float) -> dict:
-    # The default job as `make train` runs it (random baseline included), only longer.
+    # The NetHackScore job as `make train` used to run it (random baseline included), only longer.
     cfg = load_config(REPO / "configs" / "default.yaml", [
         f"run.max_minutes={minutes}", "run.total_env_steps=1000000000",
         "run.report_every_s=30", "metrics.enabled=false"])

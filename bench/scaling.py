@@ -3,7 +3,7 @@ component costs (the inputs of docs/scaling.md's projection).
 
     python bench/scaling.py [--seconds 75] [--actors 1 2 4] [--learners 1 2]
 
-Runs the default job (service off: APPO alone, so the scaling of sampling and learning is
+Runs the NetHackScore job (service off: APPO alone, so the scaling of sampling and learning is
 what is measured) with each actor count at one learner, then each learner count at two
 actors, one after the other in one process. Also measures, in this process, the per-step
 costs the projection needs: an NLE step, one batched policy inference (E envs), one learner
