@@ -3,6 +3,7 @@ instruction-tuned model (SmolLM2-135M-Instruct, ``make judge-model``).
 
 (a) ``VLLMJudge``: the engine runs where ``placement`` puts it (a ``vllm_worker`` subprocess
     in .venv-vllm here, since oniray's venv has no vllm).
+    The judge guard's check (tests/helpers/guard_check.py) runs on the same engine.
 (b) ``OpenAIJudge`` against ``python -m vllm.entrypoints.openai.api_server``: completions and
     chat. One server for the module, one engine for (a): each costs ~30-45 s of start-up.
 Both answer constrained (guided choice: every answer parses) and by log-probabilities, and
@@ -26,6 +27,7 @@ from rewards.judges.openai_judge import OpenAIJudge
 from rewards.judges.text import TextJudge
 from rewards.judges.vllm_judge import VLLMJudge, vllm_importable
 from tests.helpers.captions import NETHACK_MESSAGES
+from tests.helpers.guard_check import RecordsPrompts, check_guarded
 from tests.helpers.vllm_server import Server, vllm_env, vllm_python, vllm_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.system]
@@ -62,6 +64,10 @@ def reference(model_dir: Path) -> dict[str, list[float]]:
     return {"labels": labels, "pairs": pairs}  # type: ignore[dict-item]
 
 
+class RecordingVLLMJudge(RecordsPrompts, VLLMJudge):
+    """The engine judge, recording the prompts it renders (for the guard's check)."""
+
+
 @pytest.fixture(scope="module")
 def engine_judge(model_dir: Path) -> Iterator[VLLMJudge]:
     with pytest.MonkeyPatch.context() as patch:
@@ -69,7 +75,7 @@ def engine_judge(model_dir: Path) -> Iterator[VLLMJudge]:
             patch.setenv(key, value)
         cfg = judge_config(backend="vllm", model=str(model_dir), dtype="float32", api="chat")
         start = time.monotonic()
-        judge = VLLMJudge(cfg, task="score")
+        judge = RecordingVLLMJudge(cfg, task="score")
         print(f"\nvllm engine up in {time.monotonic() - start:.1f} s")
         try:
             yield judge
@@ -169,6 +175,13 @@ def test_vllm_engine_free_text_budget_and_failures(engine_judge: VLLMJudge) -> N
     # Completion strings work too (api: completions).
     (text,) = judge.choose(["The answer is<label>"], [" FOO", " BAR"])
     assert text in (" FOO", " BAR")
+
+
+def test_vllm_engine_behind_the_guard(engine_judge: VLLMJudge) -> None:
+    # The guard test's settings (tests/test_guard_llm.py): short free-text answers.
+    configure(engine_judge, api="completions", scoring="generate", constrained=False,
+              max_new_tokens=4)
+    check_guarded(engine_judge)
 
 
 @pytest.mark.parametrize("api", ["completions", "chat"])
