@@ -179,9 +179,13 @@ def test_vllm_engine_free_text_budget_and_failures(engine_judge: VLLMJudge) -> N
 
 def test_vllm_engine_behind_the_guard(engine_judge: VLLMJudge) -> None:
     # The guard test's settings (tests/test_guard_llm.py): short free-text answers.
+    saved = engine_judge.cfg
     configure(engine_judge, api="completions", scoring="generate", constrained=False,
               max_new_tokens=4)
-    check_guarded(engine_judge)
+    try:
+        check_guarded(engine_judge)
+    finally:  # the module's other engine tests expect the fixture's config (api: chat)
+        engine_judge.cfg = saved
 
 
 @pytest.mark.parametrize("api", ["completions", "chat"])
