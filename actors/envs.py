@@ -37,6 +37,8 @@ OWN_TASKS = ("oniray/Corridor-v0",)
 # eat, scout, challenge) have none, so their success rate is undefined rather than 0.
 NLE_GOAL_TASKS = ("NetHackStaircase-v0", "NetHackStaircasePet-v0", "NetHackOracle-v0")
 OBSERVATION_KEYS = ("glyphs", "blstats", "message")
+# NLE's StepStatus.ABORTED: the episode hit its step limit (max_episode_steps) alive.
+ABORTED = -1
 
 
 class UnknownEnvError(ValueError):
@@ -113,6 +115,20 @@ def episode_succeeded(info: dict) -> bool:
     does not advance the game clock, so reaching the stairs can still end with a negative return.
     """
     return int(info.get("end_status", 0)) == TASK_SUCCESSFUL
+
+
+def episode_end(terminated: bool, truncated: bool, info: dict) -> tuple[bool, bool]:
+    """``(terminated, truncated)`` with time limits reported as truncations.
+
+    NLE (and MiniHack, built on it) checks its step limit before counting the step, so the
+    step that reaches ``max_episode_steps`` comes back as ``terminated=True,
+    truncated=False`` with ``end_status == ABORTED``. That end is a time limit, not a death or
+    a goal: the learner must bootstrap there, so it is reported as gymnasium's ``truncated``.
+    A death on the limit's step reports DEATH, not ABORTED, and stays a termination.
+    """
+    if terminated and int(info.get("end_status", 0)) == ABORTED:
+        return False, True
+    return terminated, truncated
 
 
 def decode_message(message: np.ndarray) -> str:

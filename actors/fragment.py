@@ -6,9 +6,10 @@ version. It is one ``pyarrow.RecordBatch`` of ``(T + 1) * E`` rows in time-major
 
 Rows with ``t < T`` are *steps*. The last E rows (``t == T``) are *bootstrap rows*: they hold
 the observation that follows the fragment (the learner needs its value for the V-trace
-bootstrap), with zeros in the action, log-probability, reward and done fields. A bootstrap row
-is the same observation as row ``t == 0`` of the actor's next fragment, so consumers of
-per-step data (the learner's losses, the annotator) read only the first ``T * E`` rows.
+bootstrap), with zeros in the action, log-probability, reward, done and truncation-value
+fields. A bootstrap row is the same observation as row ``t == 0`` of the actor's next
+fragment, so consumers of per-step data (the learner's losses, the annotator) read only the
+first ``T * E`` rows.
 
 Columns, grouped as the schema's field metadata also records:
 
@@ -21,6 +22,10 @@ Columns, grouped as the schema's field metadata also records:
              reward          float32                           extrinsic reward of the step
              terminated      bool                              episode ended (no bootstrap)
              truncated       bool                              episode cut by a time limit
+             truncation_value float32                          V_behaviour of the observation
+                                                               the time limit cut off (0 unless
+                                                               truncated): V-trace bootstraps
+                                                               from it
     episode  env_index       int32                             env slot in the actor's vector
              episode_id      int64                             unique in the run: actor << 32 | n
              step            int32                             step of this obs in its episode
@@ -42,7 +47,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: truncation_value
 BLSTATS_SIZE = 27  # NLE's NLE_BLSTATS_SIZE
 MESSAGE_SIZE = 256  # NLE's message buffer
 MAX_GLYPH = 5976  # NLE's MAX_GLYPH: ids are in [0, MAX_GLYPH]; the crop pads with MAX_GLYPH
@@ -58,6 +63,7 @@ STEP_FIELDS = (
     "reward",
     "terminated",
     "truncated",
+    "truncation_value",
 )
 EPISODE_FIELDS = ("env_index", "episode_id", "step", "msg_count")
 
@@ -81,6 +87,7 @@ def fragment_schema(crop_size: int) -> pa.Schema:
         field("reward", pa.float32(), "step"),
         field("terminated", pa.bool_(), "step"),
         field("truncated", pa.bool_(), "step"),
+        field("truncation_value", pa.float32(), "step"),
         field("env_index", pa.int32(), "episode"),
         field("episode_id", pa.int64(), "episode"),
         field("step", pa.int32(), "episode"),
@@ -162,6 +169,7 @@ class FragmentBuilder:
         self.reward = np.zeros(rows, np.float32)
         self.terminated = np.zeros(rows, np.bool_)
         self.truncated = np.zeros(rows, np.bool_)
+        self.truncation_value = np.zeros(rows, np.float32)
         self.env_index = np.broadcast_to(np.arange(num_envs, dtype=np.int32), rows).copy()
         self.episode_id = np.zeros(rows, np.int64)
         self.step = np.zeros(rows, np.int32)
@@ -196,12 +204,15 @@ class FragmentBuilder:
         reward: np.ndarray,
         terminated: np.ndarray,
         truncated: np.ndarray,
+        truncation_value: np.ndarray | None = None,
     ) -> None:
         self.action[t] = action
         self.behaviour_logp[t] = behaviour_logp
         self.reward[t] = reward
         self.terminated[t] = terminated
         self.truncated[t] = truncated
+        if truncation_value is not None:
+            self.truncation_value[t] = truncation_value
 
     def build(self, meta: FragmentMeta) -> pa.RecordBatch:
         schema = fragment_schema(self.crop_size)
@@ -223,6 +234,7 @@ class FragmentBuilder:
             pa.array(self.reward.reshape(n)),
             pa.array(self.terminated.reshape(n)),
             pa.array(self.truncated.reshape(n)),
+            pa.array(self.truncation_value.reshape(n)),
             pa.array(self.env_index.reshape(n)),
             pa.array(self.episode_id.reshape(n)),
             pa.array(self.step.reshape(n)),

@@ -111,6 +111,17 @@ class PolicyNet(nn.Module):
         return (outs[0] if len(outs) == 1 else torch.cat(outs)), h.squeeze(0)
 
     @torch.no_grad()
+    def value(
+        self, obs: Mapping[str, np.ndarray | torch.Tensor], core_state: torch.Tensor
+    ) -> torch.Tensor:
+        """V of one observation per env ``[B]``, continuing each env's core state ``[B, H]``
+        (the rollout actor's value of an observation a time limit cut off)."""
+        device = core_state.device
+        batch = {k: torch.as_tensor(obs[k], device=device).unsqueeze(0) for k in OBS_KEYS}
+        first = torch.zeros(1, core_state.shape[0], dtype=torch.bool, device=device)
+        return self.forward(batch, first, core_state).values[0]
+
+    @torch.no_grad()
     def act(
         self,
         obs: Mapping[str, np.ndarray | torch.Tensor],

@@ -19,7 +19,7 @@ import pyarrow as pa
 import torch
 
 from actors.config import EnvConfig, ModelConfig, RolloutConfig
-from actors.envs import EncodedObs, ObsEncoder, episode_succeeded, make_env
+from actors.envs import EncodedObs, ObsEncoder, episode_end, episode_succeeded, make_env
 from actors.fragment import FragmentBuilder, FragmentMeta
 from actors.model import PolicyNet
 
@@ -97,6 +97,36 @@ class RolloutWorker:
         self.episode_return[e] = 0.0
         self._seen[e].clear()
 
+    def _step_env(self, e: int, action: int) -> tuple[dict, float, bool, bool, dict]:
+        """Step env e, time limits reported as truncations; add to its episode's tally."""
+        obs, reward, term, trunc, info = self.envs[e].step(action)
+        term, trunc = episode_end(term, trunc, info)
+        self.episode_return[e] += reward
+        self.episode_step[e] += 1
+        return obs, float(reward), term, trunc, info
+
+    def _finish_episode(self, e: int, info: dict, stats: EpisodeStats) -> dict:
+        """Record env e's finished episode in ``stats``; reset it; return the first obs."""
+        stats.episode_returns.append(float(self.episode_return[e]))
+        stats.episode_lengths.append(int(self.episode_step[e]))
+        stats.episode_successes.append(episode_succeeded(info))
+        obs, _ = self.envs[e].reset()
+        self._start_episode(e)
+        return obs
+
+    def _cut_off_values(
+        self, cut_off: list[tuple[int, dict]], random_policy: bool
+    ) -> np.ndarray:
+        """V of each observation a time limit cut off (0 elsewhere), under the acting policy
+        and the core state it had reached: the learner's V-trace bootstraps from it."""
+        values = np.zeros(self.num_envs, np.float32)
+        if not cut_off or random_policy or self.policy_version < 0:
+            return values  # no policy to value with: a time limit then counts as an end
+        envs = [e for e, _ in cut_off]
+        encoded = self.encoder.encode([obs for _, obs in cut_off])
+        values[envs] = self.policy.value(encoded.policy_inputs(), self.core_state[envs]).numpy()
+        return values
+
     def _count_message(self, e: int, message: str) -> None:
         count = self._seen[e].get(message, 0) + 1
         self._seen[e][message] = count
@@ -155,24 +185,23 @@ class RolloutWorker:
             rewards = np.zeros(self.num_envs, np.float32)
             terminated = np.zeros(self.num_envs, np.bool_)
             truncated = np.zeros(self.num_envs, np.bool_)
-            raw = []
-            for e, environment in enumerate(self.envs):
-                obs, reward, term, trunc, info = environment.step(int(actions[e]))
+            raw, cut_off = [], []  # cut_off: (env, copy of the obs a time limit ended)
+            for e in range(self.num_envs):
+                obs, reward, term, trunc, info = self._step_env(e, int(actions[e]))
                 rewards[e], terminated[e], truncated[e] = reward, term, trunc
-                self.episode_return[e] += reward
-                self.episode_step[e] += 1
+                if trunc:  # NLE reuses its arrays: copy before the reset overwrites them
+                    cut_off.append((e, {k: v.copy() for k, v in obs.items()}))
                 if term or trunc:
-                    stats.episode_returns.append(float(self.episode_return[e]))
-                    stats.episode_lengths.append(int(self.episode_step[e]))
-                    stats.episode_successes.append(episode_succeeded(info))
-                    obs, _ = environment.reset()
-                    self._start_episode(e)
+                    obs = self._finish_episode(e, info, stats)
                 raw.append(obs)
             self.obs = self.encoder.encode(raw)
             for e in range(self.num_envs):
                 self._count_message(e, self.obs.messages[e])
-            stats.inference_seconds += tock - tick
-            stats.env_seconds += time.perf_counter() - tock
+            tick_value = time.perf_counter()
+            truncation_value = self._cut_off_values(cut_off, random_policy)
+            value_seconds = time.perf_counter() - tick_value
+            stats.inference_seconds += tock - tick + value_seconds
+            stats.env_seconds += time.perf_counter() - tock - value_seconds
             builder.put_step(
                 t,
                 action=actions,
@@ -180,6 +209,7 @@ class RolloutWorker:
                 reward=rewards,
                 terminated=terminated,
                 truncated=truncated,
+                truncation_value=truncation_value,
             )
             self.first = terminated | truncated
         self._put_obs(builder, self.length)  # the bootstrap rows
@@ -221,19 +251,12 @@ class RolloutWorker:
                 target += 1  # another whole round: every env plays one more episode
                 continue
             for e in active:
-                environment = self.envs[e]
-                _, reward, term, trunc, info = environment.step(
-                    int(self.rng.integers(self.num_actions)))
+                action = int(self.rng.integers(self.num_actions))
+                _, _, term, trunc, info = self._step_env(e, action)
                 stats.env_steps += 1
-                self.episode_return[e] += reward
-                self.episode_step[e] += 1
                 if term or trunc:
-                    stats.episode_returns.append(float(self.episode_return[e]))
-                    stats.episode_lengths.append(int(self.episode_step[e]))
-                    stats.episode_successes.append(episode_succeeded(info))
                     done[e] += 1
-                    environment.reset()
-                    self._start_episode(e)
+                    self._finish_episode(e, info, stats)
         stats.env_seconds = time.perf_counter() - started
         self.reset_all()
         return stats

@@ -127,9 +127,9 @@ class Learner:
         logits, values = out.logits[:T], out.values[:T]
         logp = F.log_softmax(logits, dim=-1).gather(-1, batch.action.unsqueeze(-1)).squeeze(-1)
         behaviour_logp = batch.behaviour_logp
-        # Truncation is treated as terminal: the fragment does not keep the observation a
-        # time limit cut off, so there is no state to bootstrap from.
-        discounts = lc.gamma * (~batch.done).float()
+        # Only a termination ends the future; at a time limit V-trace bootstraps from the
+        # value the actor computed for the observation the limit cut off.
+        discounts = lc.gamma * (~batch.terminated).float()
         # Sample Factory's APPO: V-trace's rho-clipped advantages under the PPO ratio.
         targets = vtrace(
             behaviour_logp=behaviour_logp,
@@ -138,6 +138,8 @@ class Learner:
             discounts=discounts,
             values=values.detach(),
             bootstrap_value=out.values[T].detach(),
+            truncated=batch.truncated,
+            truncation_values=batch.truncation_value,
             rho_clip=lc.vtrace_rho_clip,
             c_clip=lc.vtrace_c_clip,
             pg_rho_clip=lc.vtrace_rho_clip,

@@ -37,6 +37,7 @@ class FragmentTensors:
     reward: torch.Tensor  # float32 [T+1, E]
     terminated: torch.Tensor  # bool [T+1, E]
     truncated: torch.Tensor  # bool [T+1, E]
+    truncation_value: torch.Tensor  # float32 [T+1, E]: 0 unless truncated
     env_index: torch.Tensor  # int32 [T+1, E]
     episode_id: torch.Tensor  # int64 [T+1, E]
     step: torch.Tensor  # int32 [T+1, E]
@@ -61,7 +62,8 @@ class FragmentTensors:
 
 _TENSOR_COLUMNS = ("glyph_crop", "blstats", "message_bytes")
 _NUMERIC_COLUMNS = (
-    "action", "behaviour_logp", "reward", "env_index", "episode_id", "step", "msg_count",
+    "action", "behaviour_logp", "reward", "truncation_value", "env_index", "episode_id", "step",
+    "msg_count",
 )
 _BOOL_COLUMNS = ("terminated", "truncated")
 
@@ -152,6 +154,20 @@ class Batch:
     def done(self) -> torch.Tensor:
         """Step t ended its episode (terminated or truncated): row t + 1 starts another."""
         return self.rows.terminated[:-1] | self.rows.truncated[:-1]
+
+    @property
+    def terminated(self) -> torch.Tensor:
+        """Step t ended its episode for good (death, goal): no future to bootstrap."""
+        return self.rows.terminated[:-1]
+
+    @property
+    def truncated(self) -> torch.Tensor:
+        """Step t hit a time limit: its future is :attr:`truncation_value`, not row t + 1."""
+        return self.rows.truncated[:-1]
+
+    @property
+    def truncation_value(self) -> torch.Tensor:
+        return self.rows.truncation_value[:-1]
 
     # ---- what step t led to (row t + 1) ----
     @property

@@ -53,11 +53,14 @@ def test_on_policy_update_known_answers() -> None:
     x = fragment_tensors(fragment)
     with torch.no_grad():
         values = learner.model(x.obs(), x.first, x.initial_core_state).values
-    # n-step returns: bootstrap from row T, cut at terminated | truncated, reward * c_ext.
-    done = (x.terminated | x.truncated)[:8]
+    # n-step returns: bootstrap from row T, cut at terminated, restarted from the actor's
+    # value of the cut-off observation at truncated, reward * c_ext.
+    assert x.truncated[:8].any() and x.terminated[:8].any()  # both kinds of end are here
     ret, returns = values[8], torch.empty(8, 4)
     for t in reversed(range(8)):
-        ret = 0.5 * x.reward[t] + 0.9 * (~done[t]).float() * ret
+        future = torch.where(x.terminated[t], 0.0, ret)
+        future = torch.where(x.truncated[t], x.truncation_value[t], future)
+        ret = 0.5 * x.reward[t] + 0.9 * future
         returns[t] = ret
     before = _params(learner)
 

@@ -7,7 +7,7 @@ import pytest
 import ray
 
 from actors import minihack_envs
-from actors.envs import UnknownEnvError, canonical_env_id, has_goal, make_env
+from actors.envs import UnknownEnvError, canonical_env_id, episode_end, has_goal, make_env
 from actors.fragment import MAX_GLYPH, step_rows, validate_fragment
 from actors.model import PolicyNet
 from actors.rollout_actor import RolloutActor
@@ -113,6 +113,40 @@ def test_episode_limit_and_penalty_reach_the_environment() -> None:
         steps, done = steps + 1, term or trunc
     assert steps <= 5
     nle.close()
+
+
+@pytest.mark.parametrize("env_id", ["MiniHack-KeyRoom-S15-v0", "NetHackScore-v0"])
+def test_a_step_limit_is_a_truncation_not_a_termination(env_id: str) -> None:
+    # NLE itself says terminated=True, truncated=False at its step limit (end_status ABORTED):
+    # episode_end turns that into a truncation, the one place oniray reads it.
+    env = make_env(env_id, max_episode_steps=6, penalty_step=0.0)
+    env.reset(seed=0)
+    for step in range(1, 7):
+        # 'wait' ('s' = search, action 0 is 'more'/noop-like): nothing ends a room by itself
+        _, _, term, trunc, info = env.step(0)
+        if step < 6:
+            assert not (term or trunc), step
+    assert (term, trunc) == (True, False)  # what NLE reports
+    assert episode_end(term, trunc, info) == (False, True)
+    assert episode_end(True, False, {"end_status": 1}) == (True, False)  # a death stays one
+    env.close()
+
+
+def test_the_worker_values_the_observation_a_time_limit_cut_off() -> None:
+    cfg = minihack_config("MiniHack-Room-15x15-v0", "env.max_episode_steps=5",
+                          "env.penalty_step=0", "rollout.fragment_length=12",
+                          "learner.batch_size=120")
+    worker = RolloutWorker(env=cfg.env, rollout=cfg.rollout, model=cfg.model, actor_id=0,
+                           seed=0)
+    worker.set_weights({k: v.numpy() for k, v in worker.policy.state_dict().items()}, 0)
+    x = step_rows(worker.sample()[0])
+    truncated = np.array(x.column("truncated").to_pylist()).reshape(12, 2)
+    terminated = np.array(x.column("terminated").to_pylist()).reshape(12, 2)
+    value = np.array(x.column("truncation_value").to_pylist()).reshape(12, 2)
+    worker.close()
+    # 5-step episodes in a 15x15 room: steps 4 and 9 of both envs are time limits.
+    assert truncated[[4, 9]].all() and truncated.sum() == 4 and not terminated.any()
+    assert (value[truncated] != 0).all() and (value[~truncated] == 0).all()
 
 
 def test_success_on_a_room_is_the_goal_status() -> None:

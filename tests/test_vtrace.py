@@ -128,3 +128,52 @@ def test_rejects_mismatched_shapes() -> None:
             rewards=torch.zeros(3, 2), discounts=torch.zeros(3, 2), values=torch.zeros(3, 2),
             bootstrap_value=torch.zeros(3),
         )
+
+
+def _three_steps(*, discounts: list[float], truncated: list[bool] | None) -> tuple:
+    """On-policy (rho = c = 1), one env, gamma 0.9, V = [1, 2, 3], bootstrap 4, rewards
+    [0, 0, 1]; the value of the observation a time limit cut off is 5."""
+    out = vtrace(
+        behaviour_logp=torch.zeros(3, 1),
+        target_logp=torch.zeros(3, 1),
+        rewards=torch.tensor([[0.0], [0.0], [1.0]]),
+        discounts=torch.tensor(discounts).unsqueeze(1),
+        values=torch.tensor([[1.0], [2.0], [3.0]]),
+        bootstrap_value=torch.tensor([4.0]),
+        truncated=None if truncated is None else torch.tensor(truncated).unsqueeze(1),
+        truncation_values=None if truncated is None else torch.full((3, 1), 5.0),
+    )
+    return out.vs.squeeze(1).tolist(), out.pg_advantages.squeeze(1).tolist()
+
+
+def test_a_time_limit_bootstraps_where_a_termination_does_not() -> None:
+    # Terminated at step 2: discounts [0.9, 0.9, 0], the episode's future is worth nothing.
+    #   v_2 = 1                 v_1 = 0.9 * 1 = 0.9      v_0 = 0.9 * 0.9 = 0.81
+    vs, adv = _three_steps(discounts=[0.9, 0.9, 0.0], truncated=[False, False, False])
+    assert vs == pytest.approx([0.81, 0.9, 1.0])
+    # advantages r_t + gamma_t v_{t+1} - V_t: [0.81 - 1, 0.9 - 2, 1 - 3]
+    assert adv == pytest.approx([-0.19, -1.1, -2.0])
+    # Truncated at step 2: the discount stays 0.9 and the cut-off state is worth 5.
+    #   v_2 = 1 + 0.9 * 5 = 5.5  v_1 = 0.9 * 5.5 = 4.95  v_0 = 0.9 * 4.95 = 4.455
+    vs, adv = _three_steps(discounts=[0.9, 0.9, 0.9], truncated=[False, False, True])
+    assert vs == pytest.approx([4.455, 4.95, 5.5])
+    assert adv == pytest.approx([4.455 - 1, 4.95 - 2, 5.5 - 3])
+
+
+def test_a_truncation_mid_fragment_uses_the_cut_off_value_not_the_next_episode() -> None:
+    # Step 0 is truncated: row 1 already belongs to the next episode, whose values (2, 3, 4)
+    # and rewards must not leak into step 0's target: v_0 = 0 + 0.9 * 5 = 4.5.
+    #   Next episode: v_2 = 1 + 0.9 * 4 = 4.6, v_1 = 0.9 * 4.6 = 4.14.
+    vs, adv = _three_steps(discounts=[0.9, 0.9, 0.9], truncated=[True, False, False])
+    assert vs == pytest.approx([4.5, 4.14, 4.6])
+    assert adv == pytest.approx([4.5 - 1, 4.14 - 2, 4.6 - 3])
+    # Treating the same step as terminal (bootstrapping off) gives v_0 = V_0 + delta_0 = 0.
+    vs, _ = _three_steps(discounts=[0.0, 0.9, 0.9], truncated=None)
+    assert vs[0] == pytest.approx(0.0)
+
+
+def test_truncation_needs_its_values() -> None:
+    with pytest.raises(ValueError, match="go together"):
+        vtrace(behaviour_logp=torch.zeros(1, 1), target_logp=torch.zeros(1, 1),
+               rewards=torch.zeros(1, 1), discounts=torch.ones(1, 1), values=torch.zeros(1, 1),
+               bootstrap_value=torch.zeros(1), truncated=torch.ones(1, 1, dtype=torch.bool))
