@@ -21,13 +21,9 @@ import numpy as np
 from actors import metrics as m
 from actors.envs import has_goal
 from actors.rollout_worker import EpisodeStats
-from cluster.checkpointing import (
-    Counters,
-    checkpoint_state,
-    restored_counters,
-    restored_reward_model_version,
-)
+from cluster.checkpointing import COUNTERS, checkpoint_state, restored_reward_model_version
 from cluster.config import OniConfig
+from cluster.counters import Counters
 from cluster.progress import LoopState, metrics_row, progress_line
 from cluster.report import mean_and_interval, plot_curve
 from cluster.run_dir import RunDir
@@ -62,7 +58,7 @@ class RunLoop:
 
     def restore_counters(self, state: dict[str, Any]) -> None:
         """The driver's side of a checkpoint; the runtime restores the learner's."""
-        self.sched.counters = restored_counters(state)
+        self.sched.load_state(state[COUNTERS])
         self.baseline = state.get("baseline")
         # Until the first update, the reward model the restored learner scores with.
         self.last_loss[intrinsic_keys.REWARD_MODEL_VERSION] = float(
@@ -72,8 +68,8 @@ class RunLoop:
         """``learner_state`` must hold every update counted (no update outstanding); returns
         the commands batching resumes with."""
         state = checkpoint_state(
-            self.cfg, counters=self.counters, pending_fragments=len(self.sched.ready),
-            baseline=self.baseline, learner_state=learner_state,
+            self.cfg, counters=self.sched.state(), baseline=self.baseline,
+            learner_state=learner_state,
         )
         path = self.run_dir.save_checkpoint(state, update=self.counters.updates)
         log.debug("checkpoint %s", path)

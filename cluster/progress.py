@@ -1,6 +1,6 @@
 """What the driver records at each report: one metrics row and one progress line.
 
-Consumes: the driver's :class:`cluster.checkpointing.Counters`, the loop's queue depths, the
+Consumes: the driver's :class:`cluster.counters.Counters`, the loop's queue depths, the
 learner's newest losses and the annotator's stats dict. Emits: the row appended to
 ``metrics.parquet`` (the columns ``oniray report`` and the tests read) and the line printed
 to the console. Pure functions: no Ray, no I/O.
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from cluster.checkpointing import Counters
+from cluster.counters import Counters
 from cluster.summary import success_rate
 from learner import intrinsic as intrinsic_keys
 from rewards.canary import CANARY_KIND_NAMES

@@ -22,6 +22,10 @@ The rules:
   * a dead learner: the updates outstanding, and those trained since the newest checkpoint
     (which the rebuilt learner no longer holds), are dropped (reason ``learner_lost``).
 
+State (``state()`` / ``load_state()``, the contract of ``actors.checkpointable``): the
+:class:`cluster.counters.Counters`, with what still waits counted as dropped (reason ``stop``),
+since a run resumed from that checkpoint never trains on it. Nothing else carries over.
+
 Accounting: ``env_steps_produced == env_steps_trained + env_steps_dropped + steps pending``
 at every moment (pending = waiting for a batch or in an outstanding update), so after the stop
 produced == trained + dropped; ``env_steps_dropped_by_reason`` sums to ``env_steps_dropped``.
@@ -32,13 +36,26 @@ A fragment whose actor died before its stats arrived was never produced: it is c
 from __future__ import annotations
 
 import collections
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+# Imports stay light (no torch, Ray, pydantic): the scheduler is tested and reasoned about
+# alone, and tests/test_checkpointable.py checks it imports nothing heavy.
 from actors.versioned import VersionedRef
-from cluster.checkpointing import Counters
+from cluster.counters import Counters
 
-POLICY_LAG, STOP, LEARNER_LOST, ACTOR_LOST = "policy_lag", "stop", "learner_lost", "actor_lost"
+# Why fragments are dropped: the ``reason`` of a Drop, of ``env_steps_dropped_by_reason`` and of
+# the dropped-fragments metric.
+POLICY_LAG = "policy_lag"  # acted by a policy too old for the learner that would train on it
+STOP = "stop"  # waiting at the stop, or at a checkpoint a resumed run continues from
+LEARNER_LOST = "learner_lost"  # held by a learner that died
+ACTOR_LOST = "actor_lost"  # its rollout actor died before it arrived (never produced)
+DROP_REASONS = (POLICY_LAG, STOP, LEARNER_LOST, ACTOR_LOST)
+# Why a run stops on its own (signals stop it with the signal's name, a dead learner with a
+# sentence naming learner.max_restarts).
+STEP_BUDGET_REACHED = "step budget reached"
+TIME_BUDGET_REACHED = "time budget reached"
 
 
 @dataclass(frozen=True)
@@ -155,8 +172,30 @@ class Scheduler:
     def stopping(self) -> bool:
         return self.stop_reason is not None
 
+    def pending(self) -> list[_Ready]:
+        """Fragments produced but neither trained on nor dropped: waiting for a batch, or in
+        an outstanding update."""
+        return [*self.ready, *(r for b in self.updates for r in b)]
+
     def pending_steps(self) -> int:
-        return sum(r.steps for r in self.ready) + sum(r.steps for b in self.updates for r in b)
+        return sum(r.steps for r in self.pending())
+
+    # ---- state -----------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """The counters as a checkpoint holds them: a run resumed from it never trains on
+        what is pending now, so that counts as dropped (reason ``stop``) and the invariant
+        produced == trained + dropped holds in it. The live counters are left as they are."""
+        saved = dataclasses.asdict(self.counters)
+        pending = self.pending()
+        steps = sum(r.steps for r in pending)
+        saved["fragments_dropped"] += len(pending)
+        saved["env_steps_dropped"] += steps
+        _add(saved["env_steps_dropped_by_reason"], STOP, steps)
+        return saved
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue the counts of a checkpoint (a :meth:`state`); nothing is pending after it."""
+        self.counters = Counters(**state)
 
     # ---- events ----------------------------------------------------------------------------
     def start(self, weights: VersionedRef) -> list[Command]:
@@ -270,9 +309,9 @@ class Scheduler:
     def check_budget(self, elapsed_s: float) -> None:
         """``elapsed_s``: this session's training time (the time budget is per session)."""
         if self.counters.env_steps_produced >= self.limits.total_env_steps:
-            self.request_stop("step budget reached")
+            self.request_stop(STEP_BUDGET_REACHED)
         elif self.limits.max_minutes is not None and elapsed_s >= self.limits.max_minutes * 60:
-            self.request_stop("time budget reached")
+            self.request_stop(TIME_BUDGET_REACHED)
 
     def skip_queued(self) -> bool:
         """At the stop: whether updates wait behind the one in progress (to be skipped)."""

@@ -1,7 +1,7 @@
 """The run's final summary: the counters, the final return, and whether it beats random
 (by success rate on goal tasks, by return on the others).
 
-Consumes: the driver's :class:`cluster.checkpointing.Counters` and the random baseline.
+Consumes: the driver's :class:`cluster.counters.Counters` and the random baseline.
 Emits: the flat dict written to ``summary.json`` and printed as the summary line.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from cluster.checkpointing import Counters
+from cluster.counters import Counters
 from cluster.report import mean_and_interval
 
 REWARDED_KEPT = 1000  # messages the run's credit table keeps (a NetHack run meets thousands)

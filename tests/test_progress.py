@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cluster.checkpointing import Counters
+from cluster.counters import Counters
 from cluster.progress import (
     ANNOTATOR_COLUMNS,
     LoopState,

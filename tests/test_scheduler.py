@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from actors.checkpointable import Checkpointable
 from actors.versioned import VersionedRef
 from cluster.scheduler import (
+    ACTOR_LOST,
     LEARNER_LOST,
     POLICY_LAG,
+    STEP_BUDGET_REACHED,
     STOP,
+    TIME_BUDGET_REACHED,
     Checkpoint,
     Drop,
     Limits,
@@ -112,11 +119,44 @@ def test_a_checkpoint_pauses_batching_until_written() -> None:
     assert of(cmds, Train) and len(s.updates) == 1
 
 
+def test_state_counts_what_is_pending_as_dropped_by_its_own_steps() -> None:
+    """A checkpoint's counters: a resumed run never trains on what waits now, so it is dropped
+    (reason stop) in the state, counted by each fragment's own length; the live counters and
+    the queue are untouched, and a scheduler loading the state continues the counts."""
+    s = Scheduler(limits(num_actors=3, fragments_per_batch=3, max_policy_lag=10))
+    assert isinstance(s, Checkpointable)
+    s.start(weights(0))
+    s.fragment_ready(0, 0, None, version=0, steps=STEPS)
+    s.fragment_ready(1, 0, None, version=0, steps=3 * STEPS)  # a shorter or longer fragment
+    state = s.state()
+    assert (state["fragments_dropped"], state["env_steps_dropped"]) == (2, 4 * STEPS)
+    assert state["env_steps_dropped_by_reason"] == {STOP: 4 * STEPS}
+    assert state["env_steps_produced"] == 4 * STEPS and state["env_steps_trained"] == 0
+    assert s.counters.env_steps_dropped == 0 and len(s.ready) == 2
+    resumed = Scheduler(limits())
+    resumed.load_state(state)
+    assert resumed.state() == state  # nothing pends after a resume: the round trip is exact
+    c = resumed.counters
+    assert c.env_steps_produced == c.env_steps_trained + c.env_steps_dropped
+
+
+def test_the_scheduler_imports_nothing_heavy() -> None:
+    """The rules are pure: importing them must not pull in torch, Ray or the config's
+    pydantic (a fresh interpreter, since this one has them loaded already)."""
+    heavy = ("torch", "ray", "pydantic", "omegaconf", "gymnasium", "numpy", "pyarrow")
+    code = ("import sys, cluster.scheduler; "
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=root).stdout
+    assert out.strip() == "[]"
+
+
 def test_dead_actor_is_restarted_once_per_incarnation_and_stale_slots_are_retired() -> None:
     s = Scheduler(limits(fragments_in_flight=2))
     s.start(weights(0))
-    assert s.actor_lost(0, 0) == [Drop("actor_lost", 1, 0), RestartActor(0)]
-    assert s.actor_lost(0, 0) == [Drop("actor_lost", 1, 0)]  # the same death
+    assert s.actor_lost(0, 0) == [Drop(ACTOR_LOST, 1, 0), RestartActor(0)]
+    assert s.actor_lost(0, 0) == [Drop(ACTOR_LOST, 1, 0)]  # the same death
     assert s.counters.fragments_lost == 2 and s.counters.env_steps_dropped == 0
     cmds = s.actor_restarted(0)
     assert of(cmds, Sample) == [Sample(0, 1, weights(0))] * 2
@@ -129,7 +169,7 @@ def test_a_failed_sample_call_of_a_live_actor_is_lost_and_its_slot_reissued() ->
     s = Scheduler(limits())
     s.start(weights(0))
     s.learner_restored(weights(3))
-    assert s.sample_failed(1, 0) == [Drop("actor_lost", 1, 0), Sample(1, 0, weights(3))]
+    assert s.sample_failed(1, 0) == [Drop(ACTOR_LOST, 1, 0), Sample(1, 0, weights(3))]
     assert s.counters.fragments_lost == 1 and s.counters.env_steps_produced == 0
 
 
@@ -167,13 +207,13 @@ def test_budgets_stop_the_run() -> None:
     s.check_budget(59.0)
     assert not s.stopping
     s.check_budget(60.0)
-    assert s.stop_reason == "time budget reached"
+    assert s.stop_reason == TIME_BUDGET_REACHED
     s = Scheduler(limits(total_env_steps=2 * STEPS))
     s.start(weights(0))
     ready(s, 0, 0)
     ready(s, 1, 0)
     s.check_budget(0.0)
-    assert s.stop_reason == "step budget reached"
+    assert s.stop_reason == STEP_BUDGET_REACHED
 
 
 def test_learner_lost_drops_what_it_held_since_the_checkpoint_and_rebuilds() -> None:

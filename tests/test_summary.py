@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from cluster.checkpointing import Counters
+from cluster.counters import Counters
 from cluster.summary import success_z, summarise
 
 
