@@ -5,13 +5,15 @@
     python bench/learning.py --score-minutes 8      # NetHackScore against a random agent
     python bench/learning.py --penalty-step 0 --tag no-penalty   # Staircase without NLE's
                                                                  # frozen-step penalty
-    python bench/learning.py --task keyroom-s15 --minutes 20     # the MiniHack bench:
-        [--arms extrinsic retrieval classification ranking count] [--seeds N]
-        [--set learner.entropy_coef=0.01 ...] [--out bench/results/learning-minihack]
+    python bench/learning.py --env MiniHack-MultiRoom-N4-v0 --steps 2000000   # the arms
+        [--arms extrinsic retrieval count] [--seeds N] [--config configs/minihack/oni.yaml]
+        [--set env.penalty_step=0 ...] [--out bench/results/learning-multiroom]
+    python bench/learning.py --task keyroom-s15 --steps 4000000   # the same, by a short name
 
-The MiniHack key-room bench (``--task keyroom-s15`` / ``keyroom-s5``; bench/learning_minihack.py)
-compares extrinsic-only, ONI's three reward models and the label-free count arm, resumably:
-a finished (arm, seed, settings) run is kept in the results JSON and never run again.
+The arms bench (``--env`` any environment id, or ``--task keyroom-s15`` / ``keyroom-s5``;
+bench/learning_task.py) compares extrinsic-only, ONI's three reward models and the label-free
+count arm at one step budget per run, resumably: a finished (arm, seed, settings) run is kept
+in the results JSON and never run again.
 
 Each variant trains ``--seeds`` times for ``--minutes`` of wall-clock on the sparse-reward
 task, with the offline embedding judge for the intrinsic variants and ONI's settings
@@ -40,7 +42,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench import learning_minihack  # noqa: E402
+from bench import learning_task  # noqa: E402
 from bench.runs import git_commit, train  # noqa: E402
 from cluster.config import OniConfig, load_config  # noqa: E402
 
@@ -185,25 +187,66 @@ def write_outputs(out: dict, stem: str) -> None:
     print("\n".join(lines))
 
 
+def run_arms_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """The arms bench on ``--env`` (or a key-room short name): one results file per task and
+    settings, every run to ``--steps``."""
+    if args.env and args.task:
+        parser.error("--env and --task name the task twice: give one")
+    task = args.env or args.task
+    try:
+        from actors.envs import UnknownEnvError, canonical_env_id
+
+        if args.env:
+            task = canonical_env_id(args.env)
+    except UnknownEnvError as exc:
+        parser.error(str(exc))
+    if args.steps is None:
+        if args.env:
+            parser.error("--env needs --steps: every run ends at one step budget")
+        args.steps = 1_000_000_000  # a key-room short name with --minutes, as first run
+    seeds = ({a: args.seeds for a in args.arms} if args.seeds is not None
+             else learning_task.DEFAULT_SEEDS)
+    out = args.out
+    if out is None:
+        out = (RESULTS / "learning-minihack" if args.task else learning_task.default_stem(
+            task, minutes=args.minutes, steps=args.steps, shared=args.set, config=args.config))
+    print(f"results: {out.relative_to(REPO) if out.is_relative_to(REPO) else out}"
+          ".{json,md,png}", flush=True)
+    learning_task.run_bench(
+        task, arms=args.arms, seeds=seeds, minutes=args.minutes, steps=args.steps,
+        shared=args.set, out=out, random_episodes=args.random_episodes,
+        report_only=args.report_only, config=args.config)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=sorted(TASKS) + sorted(learning_minihack.TASKS),
-                        default="staircase")
-    parser.add_argument("--minutes", type=float, default=4.0, help="per run")
+    parser.add_argument("--task", choices=sorted(TASKS) + sorted(learning_task.TASKS),
+                        default=None, help="a NetHack bench task, or a key-room short name for "
+                        "the arms bench (default: staircase)")
+    parser.add_argument("--env", default=None, metavar="ENV_ID",
+                        help="arms bench: any environment id (MiniHack-..., NetHack...)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="arms bench: the base config of every arm (default: "
+                             "configs/minihack/oni.yaml for MiniHack, else configs/default.yaml)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="per run: NetHack benches' wall-clock budget (default 4); arms "
+                             "bench: only a safety cap (default none: runs end at --steps)")
     parser.add_argument("--seeds", type=int, default=None,
-                        help="per variant (default 3; MiniHack: 5 for extrinsic, retrieval "
+                        help="per variant (default 3; arms bench: 5 for extrinsic, retrieval "
                              "and count, 3 for classification and ranking)")
-    parser.add_argument("--arms", nargs="+", default=list(learning_minihack.ARMS),
-                        choices=list(learning_minihack.ARMS), help="MiniHack bench: the arms")
-    parser.add_argument("--steps", type=int, default=1_000_000_000,
-                        help="MiniHack bench: env steps per run (as well as --minutes)")
+    parser.add_argument("--arms", nargs="+", default=list(learning_task.ARMS),
+                        choices=list(learning_task.ARMS), help="arms bench: the arms")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="arms bench: env steps per run (required with --env)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="MiniHack bench: config overrides shared by every arm alike")
-    parser.add_argument("--out", type=Path, default=RESULTS / "learning-minihack",
-                        help="MiniHack bench: results stem (.json, .md, .png)")
+                        help="arms bench: config overrides shared by every arm alike")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="arms bench: results stem (.json, .md, .png); default "
+                             "bench/results/learning-<task>-<settings hash> (key-room short "
+                             "names: bench/results/learning-minihack)")
     parser.add_argument("--report-only", action="store_true",
-                        help="MiniHack bench: write the table and plot of the runs stored so "
+                        help="arms bench: write the table and plot of the runs stored so "
                              "far (no run; the JSON is left as it is)")
     parser.add_argument("--variants", nargs="+",
                         default=["extrinsic", "retrieval", "classification", "ranking"])
@@ -219,14 +262,11 @@ def main() -> None:
     parser.add_argument("--tag", default="",
                         help="results go to bench/results/learning-TAG.* instead of learning.*")
     args = parser.parse_args()
-    if args.task in learning_minihack.TASKS:
-        seeds = ({a: args.seeds for a in args.arms} if args.seeds is not None
-                 else learning_minihack.DEFAULT_SEEDS)
-        learning_minihack.run_bench(
-            args.task, arms=args.arms, seeds=seeds, minutes=args.minutes, steps=args.steps,
-            shared=args.set, out=args.out, random_episodes=args.random_episodes,
-            report_only=args.report_only)
+    if args.env or args.task in learning_task.TASKS:
+        run_arms_bench(args, parser)
         return
+    args.task = args.task or "staircase"
+    args.minutes = 4.0 if args.minutes is None else args.minutes
     if args.seeds is None:
         args.seeds = 3
     RESULTS.mkdir(parents=True, exist_ok=True)

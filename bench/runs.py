@@ -1,7 +1,7 @@
 """What the benchmark scripts share: one training run in a temporary folder, steady-state SPS.
 
 Imported by bench/annotation.py, bench/scaling.py, bench/learning.py (and its MiniHack
-bench, bench/learning_minihack.py) and
+bench, bench/learning_task.py) and
 bench/peers/compare.py (which put the checkout on sys.path first).
 """
 

@@ -88,6 +88,10 @@ def summarise(
         "final_success_rate": success_rate(c.recent_successes),
         # Which captions the intrinsic reward went to: what the judge made the agent seek.
         "rewarded_messages": top_rewarded(c.rewarded_messages),
+        # Their denominator: the judged reward credited in all (a share of it per message is
+        # what the learning bench reports, e.g. how much a distractor took).
+        "rewarded_total": round(sum(max(credit, 0.0) for credit, _ in
+                                    c.rewarded_messages.values()), 3),
     }
     if baseline:
         summary["random_mean_return"] = baseline["mean_return"]

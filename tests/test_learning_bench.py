@@ -1,5 +1,6 @@
-"""The MiniHack learning bench's bookkeeping (bench/learning_minihack.py): run keys, resuming,
-the statistics of its report. No training here: the bench itself is run by hand."""
+"""The arms bench's bookkeeping (bench/learning_task.py): run keys, resuming, result files per
+task, and the statistics of its report (bench/stats.py) on hand-computed values. No training
+here: the bench itself is run by hand."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import learning_minihack as lb
+from bench import learning_task as lb
+from bench import stats
 
 
 def _plan(shared: list[str] | None = None) -> dict:
@@ -32,8 +34,69 @@ def test_steps_to_exceed_and_bands_known_values() -> None:
              {"env_steps": 300, "success_rate": 0.3}, {"env_steps": 400, "success_rate": 0.6}]
     assert lb.steps_to_exceed(curve, 0.1) == 300  # exceeds, not reaches
     assert lb.steps_to_exceed(curve, 0.5) == 400 and lb.steps_to_exceed(curve, 0.9) is None
+    # Two seeds: Student's t(0.975, 1) = 12.706, not the normal 1.96; sd 0.1414, n 2.
     mean, half = lb.band([0.2, 0.4, None])
-    assert mean == pytest.approx(0.3) and half == pytest.approx(1.96 * 0.1414213 / 2 ** 0.5)
+    assert mean == pytest.approx(0.3) and half == pytest.approx(12.706 * 0.1414213 / 2 ** 0.5,
+                                                                rel=1e-4)
+
+
+def test_few_seed_statistics_known_values() -> None:
+    assert stats.t_multiplier(5) == pytest.approx(2.776, abs=1e-3)  # 5 seeds
+    assert stats.t_multiplier(3) == pytest.approx(4.303, abs=1e-3)
+    assert stats.t_band([0.5]) == (0.5, 0.0) and stats.t_band([None])[0] != stats.t_band([None])[0]
+    # IQM of 0, 1, 2, 3: the middle half, 1 and 2, averaged.
+    iqm, low, high = stats.iqm_interval([0.0, 1.0, 2.0, 3.0])
+    assert iqm == pytest.approx(1.5) and 0.0 <= low <= 1.5 <= high <= 3.0
+    # Every run of X above every run of Y: P = 1, whatever the resample.
+    assert stats.improvement([2.0, 3.0], [0.0, 1.0]) == (1.0, 1.0, 1.0)
+    # Pairs (0,0) tie, (0,1) lose, (1,0) win, (1,1) tie: (0.5 + 0 + 1 + 0.5) / 4.
+    assert stats.improvement([0.0, 1.0], [0.0, 1.0])[0] == pytest.approx(0.5)
+    # Welch: means 2 and 5, variances 1 and 1, n 3 each: t = -3 / sqrt(2 / 3).
+    t, p = stats.welch([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
+    assert t == pytest.approx(-3 / (2 / 3) ** 0.5) and 0.01 < p < 0.05
+    assert stats.welch([1.0, 1.0], [1.0, 1.0]) is None  # no spread: no test
+
+
+def test_comparisons_count_a_seed_that_never_got_there_as_its_budget() -> None:
+    def run(success: float, curve: list[float]) -> dict:
+        points = [{"env_steps": 100 * (i + 1), "success_rate": v} for i, v in enumerate(curve)]
+        return {"summary": {"final_success_rate": success, "env_steps": 400}, "curve": points}
+
+    by_arm = {"retrieval": [run(0.8, [0.2, 0.6]), run(0.9, [0.6])],
+              "extrinsic": [run(0.0, [0.0]), run(0.1, [0.1])]}
+    assert lb.steps_to_threshold(by_arm["extrinsic"], 0.5) == [400.0, 400.0]
+    (c,) = lb.comparisons(by_arm)
+    assert (c["arm"], c["control"]) == ("retrieval", "extrinsic")
+    assert c["success_difference"] == pytest.approx(0.8)
+    assert c["success_improvement"] == (1.0, 1.0, 1.0)
+    # steps to 50%: 200 and 100 against the budget, 400 and 400: fewer is better
+    assert c["steps_to_0.5_improvement"][0] == 1.0
+
+
+def test_one_results_file_per_task_and_settings_and_renamed_keys_still_match() -> None:
+    a = lb.default_stem("MiniHack-MultiRoom-N4-v0", minutes=None, steps=10, shared=["x=1"])
+    assert a.name.startswith("learning-multiroom-n4-")
+    assert a != lb.default_stem("MiniHack-MultiRoom-N4-v0", minutes=None, steps=20,
+                                shared=["x=1"])
+    assert a == lb.default_stem("MiniHack-MultiRoom-N4-v0", minutes=None, steps=10,
+                                shared=["x=1"])
+    assert lb.base_config("NetHackScore-v0").name == "default.yaml"
+    assert lb.base_config("MiniHack-MultiRoom-N4-v0").name == "oni.yaml"
+    # A run stored under the judge's old flat key is found with today's key.
+    old = lb.settings("keyroom-s5", "count", minutes=1.0, steps=1000,
+                      shared=["rewards.judge.embedding_goal_sentences=true"])
+    new = lb.settings("keyroom-s5", "count", minutes=1.0, steps=1000,
+                      shared=["rewards.judge.embedding.goal_sentences=true"])
+    digest = lb.settings_hash(old)
+    stored = {"runs": {lb.run_key("count", 0, digest): {
+        "arm": "count", "seed": 0, "settings_hash": digest, "settings": old}}}
+    migrated = lb.migrate(stored)
+    assert list(migrated["runs"]) == [lb.run_key("count", 0, lb.settings_hash(new))]
+    # No time cap: only the step budget finishes a run; with a cap, the cap does too.
+    assert lb.finished({"minutes": None}, "step budget reached")
+    assert not lb.finished({"minutes": None}, "time budget reached")
+    assert lb.finished({"minutes": 5.0}, "time budget reached")
+    assert not lb.finished({"minutes": 5.0}, "signal")
 
 
 def test_message_labels_count_seeds_and_preference_wins() -> None:

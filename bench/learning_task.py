@@ -1,24 +1,32 @@
-"""The MiniHack learning bench: does the judge matter on a key room? (``bench/learning.py
---task keyroom-s15`` or ``keyroom-s5``; this module holds its logic.)
+"""The arms bench: does the judge matter on a task? (``bench/learning.py --env ENV_ID``, or the
+key-room aliases ``--task keyroom-s15`` / ``keyroom-s5``; this module holds its logic.)
 
-Arms, all from ``configs/minihack/keyroom.yaml`` with the same step penalty and the same
-shared settings (``--set key=value``, applied to every arm alike):
+Any environment id oniray runs (every MiniHack id, the NLE tasks, the Corridor). Arms, all
+from one base config (MiniHack: ``configs/minihack/oni.yaml``; others: ``configs/default.yaml``;
+``--config`` picks another) with the same shared settings (``--set key=value``, applied to
+every arm alike):
 
     extrinsic       the environment's reward alone
-    retrieval       ONI with the offline embedding judge, told the task's goal (no MiniHack
-    classification  message among its examples, no rules for the task): the label table,
+    retrieval       ONI with the offline embedding judge, told the task's goal (no message
+    classification  of the task among its examples, no rules for the task): the label table,
     ranking         a classifier, a ranking model
     count           label-free: every message rewarded by its episodic count alone
                     (rewards.model.kind=count, ONI's formula with every caption helpful)
 
-Resumable: every finished (arm, seed, settings) run is stored in the results JSON, written
-atomically after each run, under a key of arm, seed and a hash of the settings; a stored run
-is never run again. Runs interleave seed-major, as this machine's speed drifts.
+Every run ends at its step budget (``--steps``); ``--minutes``, off by default, is only a
+safety cap, and a run it cut short is not stored. Resumable: every finished (arm, seed,
+settings) run is stored in the results JSON, written atomically after each run, under a key
+of arm, seed and a hash of the settings; a stored run is never run again. Runs interleave
+seed-major, as this machine's speed drifts. One results file per (task, settings): the
+default name carries the task and a hash of the shared settings.
 
-Reports per arm: success over the last episodes (``run.summary_window_episodes``) with a 95%
-interval over seeds, success against env steps with bands, the steps until success first
-exceeds 10% and 50%, and the judge's labels for the task's distinct messages (read from each
-run's label store). Writes ``<out>.json``, ``<out>.md`` and ``<out>.png``.
+Reports per arm (``bench/stats.py``): final success over the last episodes
+(``run.summary_window_episodes``) with a 95% Student-t interval over seeds, its interquartile
+mean with a bootstrap interval, success against env steps with t bands, the steps until
+success first exceeds 10% and 50%; per judged arm against each control (extrinsic, count):
+Welch's t and the probability of improvement with its bootstrap interval; the judge's labels
+for the task's distinct messages (read from each run's label store) and the share of the
+judged reward each message took. Writes ``<out>.json``, ``<out>.md`` and ``<out>.png``.
 """
 
 from __future__ import annotations
@@ -34,12 +42,15 @@ from typing import Any
 
 import numpy as np
 
+from bench import stats
 from bench.runs import git_commit, train_and_inspect
 from cluster.config import OniConfig, load_config
 from cluster.run_dir import RunDir, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
-BASE_CONFIG = REPO / "configs" / "minihack" / "keyroom.yaml"
+MINIHACK_CONFIG = REPO / "configs" / "minihack" / "oni.yaml"
+DEFAULT_CONFIG = REPO / "configs" / "default.yaml"
+# Short names for the tasks the bench was first run on (their results files predate --env).
 TASKS = {"keyroom-s15": "MiniHack-KeyRoom-S15-v0", "keyroom-s5": "MiniHack-KeyRoom-S5-v0"}
 ARMS: dict[str, list[str]] = {
     "extrinsic": ["rewards.annotator.enabled=false", "rewards.model.kind=none",
@@ -52,14 +63,31 @@ ARMS: dict[str, list[str]] = {
 # The issue's protocol: at least 5 seeds where the comparison matters most, 3 elsewhere.
 DEFAULT_SEEDS = {"extrinsic": 5, "retrieval": 5, "count": 5, "classification": 3, "ranking": 3}
 THRESHOLDS = (0.1, 0.5)
-FINISHED = ("step budget reached", "time budget reached")  # a run's budget, not a signal
+STEP_BUDGET = "step budget reached"
+TIME_BUDGET = "time budget reached"  # a finish only for settings that set a time cap
+JUDGED_ARMS = ("retrieval", "classification", "ranking")
+CONTROLS = ("extrinsic", "count")
 DIAGNOSTICS = ("learner_entropy_loss", "learner_intrinsic_mean", "intrinsic_sparsity")
 
 
-def settings(task: str, arm: str, *, minutes: float, steps: int, shared: list[str]) -> dict:
-    """Everything that decides what a run computes (the seed aside): its key's hash."""
-    return {"env_id": TASKS[task], "arm": ARMS[arm], "minutes": minutes, "steps": steps,
-            "shared": sorted(shared)}
+def env_id_of(task: str) -> str:
+    """The environment id for a key-room alias or an id as given."""
+    return TASKS.get(task, task)
+
+
+def base_config(env_id: str) -> Path:
+    return MINIHACK_CONFIG if env_id.startswith("MiniHack-") else DEFAULT_CONFIG
+
+
+def settings(task: str, arm: str, *, minutes: float | None, steps: int, shared: list[str],
+             config: Path | None = None) -> dict:
+    """Everything that decides what a run computes (the seed aside): its key's hash. The base
+    config enters only when it is not the task's default, so older results keep their keys."""
+    s = {"env_id": env_id_of(task), "arm": ARMS[arm], "minutes": minutes, "steps": steps,
+         "shared": sorted(shared)}
+    if config is not None and Path(config).resolve() != base_config(s["env_id"]):
+        s["config"] = str(Path(config).resolve().relative_to(REPO))
+    return s
 
 
 def settings_hash(s: dict) -> str:
@@ -70,12 +98,30 @@ def run_key(arm: str, seed: int, digest: str) -> str:
     return f"{arm}/seed={seed}/{digest}"
 
 
+def default_stem(task: str, *, minutes: float | None, steps: int, shared: list[str],
+                 config: Path | None = None) -> Path:
+    """``bench/results/learning-<task>-<hash>``: one results file per (task, settings)."""
+    env_id = env_id_of(task)
+    slug = env_id.removeprefix("MiniHack-").removesuffix("-v0").replace("/", "-").lower()
+    common = settings(task, "extrinsic", minutes=minutes, steps=steps, shared=shared,
+                      config=config)
+    common.pop("arm")
+    return REPO / "bench" / "results" / f"learning-{slug}-{settings_hash(common)[:6]}"
+
+
 def config_for(s: dict, seed: int) -> OniConfig:
-    overrides = [f"env.id={s['env_id']}", f"run.max_minutes={s['minutes']}",
+    cap = "null" if s["minutes"] is None else s["minutes"]
+    overrides = [f"env.id={s['env_id']}", f"run.max_minutes={cap}",
                  f"run.total_env_steps={s['steps']}", f"run.seed={seed}",
                  "run.random_baseline_episodes=0", "run.report_every_s=10",
                  "metrics.enabled=false", *s["shared"], *s["arm"]]
-    return load_config(BASE_CONFIG, overrides)
+    base = REPO / s["config"] if "config" in s else base_config(s["env_id"])
+    return load_config(base, overrides)
+
+
+def finished(s: dict, stop_reason: str | None) -> bool:
+    """A run that reached its budget (a signal or a failure cut it short otherwise)."""
+    return stop_reason == STEP_BUDGET or (stop_reason == TIME_BUDGET and s["minutes"] is not None)
 
 
 def read_judgements(run_dir: RunDir) -> dict[str, Any]:
@@ -114,12 +160,8 @@ def one_run(arm: str, s: dict, seed: int) -> dict:
 
 # ---- statistics --------------------------------------------------------------------------
 def band(values: list[float | None]) -> tuple[float, float]:
-    """Mean and 95% half-width (normal approximation) over seeds; NaN when there are none."""
-    kept = [float(v) for v in values if v is not None and not math.isnan(v)]
-    if not kept:
-        return float("nan"), float("nan")
-    half = 1.96 * statistics.stdev(kept) / math.sqrt(len(kept)) if len(kept) > 1 else 0.0
-    return statistics.fmean(kept), half
+    """Mean and 95% half-width over seeds (Student's t: few seeds, bootstrap-free)."""
+    return stats.t_band(values)
 
 
 def steps_to_exceed(curve: list[dict], threshold: float) -> int | None:
@@ -146,13 +188,24 @@ def curve_band(runs: list[dict], key: str, grid: np.ndarray) -> tuple[np.ndarray
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(stack, axis=0)
         std = np.nanstd(stack, axis=0, ddof=1) if len(curves) > 1 else np.zeros_like(mean)
-    return mean, 1.96 * np.nan_to_num(std) / np.sqrt(np.maximum(count, 1))
+    multiplier = np.array([stats.t_multiplier(int(n)) for n in count])
+    return mean, multiplier * np.nan_to_num(std) / np.sqrt(np.maximum(count, 1))
+
+
+def steps_to_threshold(runs: list[dict], threshold: float) -> list[float]:
+    """Per seed, the steps to exceed ``threshold``; a seed that never did counts as its whole
+    budget (censored: it took at least that long), so a comparison never drops the failures."""
+    return [float(steps_to_exceed(r["curve"], threshold) or r["summary"].get("env_steps") or 0)
+            for r in runs]
 
 
 def arm_table(runs: list[dict]) -> dict[str, Any]:
+    success = [r["summary"].get("final_success_rate") for r in runs]
     row: dict[str, Any] = {
         "seeds": len(runs),
-        "final_success_rate": band([r["summary"].get("final_success_rate") for r in runs]),
+        "final_success_rate": band(success),
+        "final_success_per_seed": success,
+        "final_success_iqm": stats.iqm_interval(success),
         "final_mean_return": band([r["summary"].get("final_mean_return") for r in runs]),
         "env_steps": band([r["summary"].get("env_steps") for r in runs]),
     }
@@ -162,6 +215,45 @@ def arm_table(runs: list[dict]) -> dict[str, Any]:
         row[f"steps_to_{threshold:g}"] = {"per_seed": reached, "reached": len(hit),
                                           "mean": band(hit)[0] if hit else None}
     return row
+
+
+def comparisons(by_arm: dict[str, list[dict]]) -> list[dict[str, Any]]:
+    """Each judged arm against each control: final success (Welch's t, probability of
+    improvement) and steps to 50% (Welch's t on censored steps: fewer is better)."""
+    out = []
+    for arm in (a for a in JUDGED_ARMS if by_arm.get(a)):
+        for control in (c for c in CONTROLS if by_arm.get(c)):
+            x, y = by_arm[arm], by_arm[control]
+            success_x = [r["summary"].get("final_success_rate") for r in x]
+            success_y = [r["summary"].get("final_success_rate") for r in y]
+            steps_x, steps_y = steps_to_threshold(x, 0.5), steps_to_threshold(y, 0.5)
+            mean_x, half_x = band(success_x)
+            mean_y, half_y = band(success_y)
+            out.append({
+                "arm": arm, "control": control,
+                "success_difference": mean_x - mean_y,
+                # the issue's bar: the two 95% intervals do not overlap
+                "success_intervals_apart": mean_x - half_x > mean_y + half_y,
+                "success_welch": stats.welch(success_x, success_y),
+                "success_improvement": stats.improvement(success_x, success_y),
+                "steps_to_0.5_welch": stats.welch(steps_x, steps_y),
+                "steps_to_0.5_improvement": stats.improvement([-v for v in steps_x],
+                                                              [-v for v in steps_y]),
+            })
+    return out
+
+
+def judged_reward_shares(runs: list[dict], top: int = 5) -> list[tuple[str, float]]:
+    """The messages that took the largest mean share of a run's judged reward (the summary's
+    rewarded messages over its rewarded total), over the arm's seeds."""
+    shares: dict[str, float] = {}
+    for run in runs:
+        total = run["summary"].get("rewarded_total") or 0.0
+        for row in run["summary"].get("rewarded_messages") or []:
+            if total > 0:
+                shares[row["message"]] = shares.get(row["message"], 0.0) + row["reward"] / total
+    ranked = sorted(shares.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    return [(message, share / len(runs)) for message, share in ranked]
 
 
 def message_labels(by_arm: dict[str, list[dict]]) -> dict[str, dict[str, str]]:
@@ -189,10 +281,38 @@ def message_labels(by_arm: dict[str, list[dict]]) -> dict[str, dict[str, str]]:
 
 
 # ---- the bench ------------------------------------------------------------------------------
+# Config keys renamed since runs were stored (issue 20 put the judge's backend settings in
+# sub-sections): a stored run's settings are read with today's names, so the same command
+# with today's keys finds it.
+RENAMED_KEYS = {
+    "rewards.judge.embedding_goal_sentences": "rewards.judge.embedding.goal_sentences",
+    "rewards.judge.embedding_negatives": "rewards.judge.embedding.negatives",
+}
+
+
+def _renamed(override: str) -> str:
+    key, sep, value = override.partition("=")
+    return f"{RENAMED_KEYS.get(key, key)}{sep}{value}"
+
+
+def migrate(results: dict) -> dict:
+    """Re-key stored runs whose settings use renamed keys (nothing a run computed changes)."""
+    runs = {}
+    for key, run in results["runs"].items():
+        shared = sorted(_renamed(o) for o in run["settings"]["shared"])
+        if shared != run["settings"]["shared"]:
+            run["settings"] = {**run["settings"], "shared": shared}
+            run["settings_hash"] = settings_hash(run["settings"])
+            key = run_key(run["arm"], run["seed"], run["settings_hash"])
+        runs[key] = run
+    results["runs"] = runs
+    return results
+
+
 def load_results(path: Path) -> dict:
     if path.exists():
-        return json.loads(path.read_text())
-    return {"bench": "learning-minihack", "runs": {}}
+        return migrate(json.loads(path.read_text()))
+    return {"bench": "learning", "runs": {}}
 
 
 def save_results(path: Path, results: dict) -> None:
@@ -200,17 +320,17 @@ def save_results(path: Path, results: dict) -> None:
     atomic_write_text(path, json.dumps(results, indent=1, default=str) + "\n")
 
 
-def run_bench(task: str, *, arms: list[str], seeds: dict[str, int], minutes: float,
+def run_bench(task: str, *, arms: list[str], seeds: dict[str, int], minutes: float | None,
               steps: int, shared: list[str], out: Path, random_episodes: int,
-              report_only: bool = False) -> dict:
+              report_only: bool = False, config: Path | None = None) -> dict:
     """Run every (arm, seed) not yet stored under the current settings; then report.
 
     ``report_only``: write the table and plot of the runs stored so far and nothing else (no
     run, no random agent, the JSON untouched): safe beside a bench that is still running."""
     json_path = out.with_suffix(".json")
     results = load_results(json_path)
-    plan = {arm: settings(task, arm, minutes=minutes, steps=steps, shared=shared)
-            for arm in arms}
+    plan = {arm: settings(task, arm, minutes=minutes, steps=steps, shared=shared,
+                          config=config) for arm in arms}
     for arm in arms:  # fail on a bad --set before any run starts
         config_for(plan[arm], 0)
     if report_only:
@@ -233,11 +353,11 @@ def run_bench(task: str, *, arms: list[str], seeds: dict[str, int], minutes: flo
 
                 # Sized for an arm with the annotator, the most CPUs any arm reserves.
                 init_ray(config_for(settings(task, "retrieval", minutes=minutes, steps=steps,
-                                             shared=shared), seed))
+                                             shared=shared, config=config), seed))
                 started_ray = True
             run = one_run(arm, plan[arm], seed)
             reason = run["summary"].get("stop_reason")
-            if reason not in FINISHED:  # e.g. SIGINT: a cut-short run must run again
+            if not finished(plan[arm], reason):  # e.g. SIGINT: a cut-short run runs again
                 raise SystemExit(f"{key} stopped early ({reason}); not stored, so the same "
                                  f"command runs it again")
             results["runs"][key] = {"arm": arm, "seed": seed, "settings_hash": digest,
@@ -248,10 +368,10 @@ def run_bench(task: str, *, arms: list[str], seeds: dict[str, int], minutes: flo
             print(f"{key}: success {s.get('final_success_rate')}, return "
                   f"{s.get('final_mean_return')}, steps {s.get('env_steps'):,}", flush=True)
     penalty = config_for(plan[arms[0]], 0).env.penalty_step
-    random_key = f"{TASKS[task]}/penalty={penalty}/episodes={random_episodes}"
+    random_key = f"{env_id_of(task)}/penalty={penalty}/episodes={random_episodes}"
     if random_episodes and results.get("random", {}).get("key") != random_key:
         results["random"] = {"key": random_key,
-                             **random_agent(TASKS[task], random_episodes, penalty)}
+                             **random_agent(env_id_of(task), random_episodes, penalty)}
         save_results(json_path, results)
     report = build_report(results, task, plan)
     results["report"] = report
@@ -280,12 +400,17 @@ def random_agent(env_id: str, episodes: int, penalty_step: float | None) -> dict
 
 
 def build_report(results: dict, task: str, plan: dict[str, dict]) -> dict:
-    """The current settings' runs per arm, their table and the judge's labels."""
+    """The current settings' runs per arm, their table, the arms' comparisons and the
+    judge's labels."""
     by_arm = {arm: [r for r in results["runs"].values()
                     if r["arm"] == arm and r["settings_hash"] == settings_hash(s)]
               for arm, s in plan.items()}
-    return {"task": TASKS[task], "plan": plan,
+    return {"task": env_id_of(task), "plan": plan,
             "arms": {arm: arm_table(runs) for arm, runs in by_arm.items() if runs},
+            "comparisons": comparisons(by_arm),
+            "judged_reward_shares": {arm: judged_reward_shares(runs)
+                                     for arm, runs in by_arm.items()
+                                     if runs and arm in (*JUDGED_ARMS, "count")},
             "labels": message_labels(by_arm), "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
@@ -295,27 +420,68 @@ def _fmt_steps(entry: dict, seeds: int) -> str:
     return f"{entry['mean'] / 1e6:.2f} M ({entry['reached']}/{seeds})"
 
 
+def _interval(entry: list | tuple | None, digits: int = 2) -> str:
+    if entry is None:
+        return "n/a"
+    point, low, high = entry
+    return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _welch(entry: list | tuple | None) -> str:
+    return "n/a" if entry is None else f"{entry[0]:+.2f} (p = {entry[1]:.3f})"
+
+
 def write_markdown(path: Path, report: dict, random: dict | None) -> None:
     any_plan = next(iter(report["plan"].values()))
-    shared = ", ".join(any_plan["shared"]) or "those of configs/minihack/keyroom.yaml"
+    base = any_plan.get("config") or base_config(any_plan["env_id"]).relative_to(REPO)
+    shared = ", ".join(any_plan["shared"]) or "none"
+    cap = ("no time cap" if any_plan["minutes"] is None
+           else f"a {any_plan['minutes']}-minute safety cap")
     lines = [f"# Learning bench: {report['task']}", "",
-             f"Per run: {any_plan['minutes']} min or {any_plan['steps']:,} env steps; shared "
+             f"Per run: {any_plan['steps']:,} env steps ({cap}); base config {base}; shared "
              f"settings: {shared}."
              " Success: the episode reached the goal (the environment's end status). Final: the "
-             "last episodes of each run (run.summary_window_episodes); ± is a 95% interval over "
-             "seeds. Steps to X%: the mean over the seeds that got there (how many did).", "",
-             "| arm | seeds | final success (±95%) | final return (±95%) | steps to 10% | "
-             "steps to 50% | env steps |", "|---|---|---|---|---|---|---|"]
+             "last episodes of each run (run.summary_window_episodes); ± is a 95% Student-t "
+             "interval over seeds; IQM: the interquartile mean over seeds with a 95% bootstrap "
+             "interval. Steps to X%: the mean over the seeds that got there (how many did).", "",
+             "| arm | seeds | final success (±95%) | IQM [95%] | final return (±95%) | "
+             "steps to 10% | steps to 50% | env steps |", "|---|---|---|---|---|---|---|---|"]
     for arm, row in report["arms"].items():
         (s, sh), (r, rh), (st, _) = (row["final_success_rate"], row["final_mean_return"],
                                      row["env_steps"])
-        lines.append(f"| {arm} | {row['seeds']} | {s:.3f} ± {sh:.3f} | {r:.2f} ± {rh:.2f} | "
+        lines.append(f"| {arm} | {row['seeds']} | {s:.3f} ± {sh:.3f} | "
+                     f"{_interval(row.get('final_success_iqm'))} | {r:.2f} ± {rh:.2f} | "
                      f"{_fmt_steps(row['steps_to_0.1'], row['seeds'])} | "
                      f"{_fmt_steps(row['steps_to_0.5'], row['seeds'])} | {st:,.0f} |")
     if random:
         lines.append(f"| random agent | {random['episodes']} episodes | "
-                     f"{random['success_rate']:.3f} ± {random['success_ci95']:.3f} | "
+                     f"{random['success_rate']:.3f} ± {random['success_ci95']:.3f} | | "
                      f"{random['mean_return']:.2f} | | | {random['env_steps']:,} |")
+    if report.get("comparisons"):
+        lines += ["", "## Judged arms against the controls", "",
+                  "Welch's t (arm minus control) with its two-sided p; P(improvement): the "
+                  "probability that a run of the arm beats a run of the control (ties half), "
+                  "with a 95% bootstrap interval. Steps to 50%: a seed that never got there "
+                  "counts as its whole budget; fewer steps is the improvement.", "",
+                  "| arm vs control | success difference | intervals apart | Welch t (success) "
+                  "| P(improvement), success | Welch t (steps to 50%) | P(improvement), steps "
+                  "to 50% |", "|---|---|---|---|---|---|---|"]
+        for c in report["comparisons"]:
+            lines.append(
+                f"| {c['arm']} vs {c['control']} | {c['success_difference']:+.3f} | "
+                f"{'yes' if c['success_intervals_apart'] else 'no'} | "
+                f"{_welch(c['success_welch'])} | {_interval(c['success_improvement'])} | "
+                f"{_welch(c['steps_to_0.5_welch'])} | "
+                f"{_interval(c['steps_to_0.5_improvement'])} |")
+    shares = report.get("judged_reward_shares") or {}
+    if any(shares.values()):
+        lines += ["", "## Where the intrinsic reward went", "",
+                  "Per arm, the messages that took the largest share of a run's intrinsic "
+                  "reward (the learner's credit by message), averaged over seeds.", ""]
+        for arm, top in shares.items():
+            if top:
+                lines.append(f"- **{arm}**: " + "; ".join(
+                    f"{share:.0%} \"{message}\"" for message, share in top))
     labels = report["labels"]
     if labels:
         judge_arms = [a for a in report["arms"] if a in ("retrieval", "classification",
