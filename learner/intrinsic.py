@@ -90,7 +90,7 @@ class IntrinsicScorer:
         if self.rnd is not None:
             state["rnd"] = self.rnd.state_dict()
             state["rnd_optimizer"] = self.rnd_optimizer.state_dict()
-            state["rnd_stats"] = self.rnd_stats.to_dict()
+            state["rnd_stats"] = self.rnd_stats.state()
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -101,7 +101,7 @@ class IntrinsicScorer:
         if self.rnd is not None and "rnd" in state:  # RND may be turned on at resume
             self.rnd.load_state_dict(state["rnd"])
             self.rnd_optimizer.load_state_dict(state["rnd_optimizer"])
-            self.rnd_stats = RunningMeanStd.from_dict(state["rnd_stats"])
+            self.rnd_stats = RunningMeanStd(**state["rnd_stats"])
 
     def __call__(self, batch: Batch) -> Intrinsic:
         metrics: dict[str, Any] = {REWARD_MODEL_VERSION: float(self.version)}

@@ -52,9 +52,7 @@ class RunningMeanStd:
         """values / std, without centring (RND's bonus keeps its sign and zero)."""
         return (np.asarray(values, np.float64) / np.sqrt(self.var + eps)).astype(np.float32)
 
-    def to_dict(self) -> dict[str, float]:
+    def state(self) -> dict[str, float]:
+        """The three floats; ``RunningMeanStd(**state)`` is the same statistics again (a value
+        is rebuilt, not loaded into: ``actors.checkpointable``)."""
         return {"mean": self.mean, "var": self.var, "count": self.count}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, float]) -> RunningMeanStd:
-        return cls(float(d["mean"]), float(d["var"]), float(d["count"]))

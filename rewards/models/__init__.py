@@ -54,5 +54,8 @@ def needs_labels(kind: str) -> bool:
 
 
 def reward_model_from_state(state: dict[str, Any]) -> RewardModel:
-    """The model a ``RewardModel.state()`` describes, ready to score."""
-    return _KINDS[state["kind"]].from_state(state)
+    """The model a ``RewardModel.state()`` describes, ready to score: the state names its
+    kind, so this picks the class (``load_state`` then fills an instance of it)."""
+    model = _KINDS[state["kind"]](RewardModelConfig(**state["config"]))
+    model.load_state(state)
+    return model

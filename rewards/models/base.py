@@ -6,6 +6,11 @@ judge gave only a verdict (:func:`label_columns`, :func:`preference_targets`).
 Emits: ``score(captions) -> float32[N]`` for the learner, ``state()`` (plain numpy and Python
 values, for ``ray.put``) and ``fit`` metrics for the annotator's stats.
 
+State is the one contract (``actors.checkpointable``): ``state()`` and ``load_state(state)``.
+Each model extends both with what it adds (``super()`` first); the keys are those published
+and checkpointed since the first runs, so their checkpoints still load.
+``rewards.models.reward_model_from_state`` builds the model a state describes.
+
 A model's ``version`` counts its fits; the annotator publishes a state only when it changes.
 The empty message is never rewarded (as in ONI), whatever the model.
 """
@@ -54,35 +59,29 @@ class RewardModel(ABC):
         return out
 
     def state(self) -> dict[str, Any]:
-        """Everything needed to score, as plain numpy / Python values."""
+        """Everything needed to score, as plain numpy / Python values. The optimiser and the
+        minibatch RNG are the trainer's and stay out: the learner only scores."""
         return {
             "kind": self.kind,
             "version": self.version,
             "config": dataclasses.asdict(self.cfg),
             "label_threshold": self.label_threshold,
-            **self._state(),
         }
 
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> RewardModel:
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Score as the model that wrote ``state`` (a ``state()`` of this kind) did."""
+        if state["kind"] != self.kind:
+            raise ValueError(f"a {state['kind']!r} state loaded into a {self.kind!r} model")
+        self.cfg = RewardModelConfig(**state["config"])
         # A state saved before label_threshold existed (a checkpoint) had hard labels only.
-        threshold = float(state.get("label_threshold", 0.5))
-        model = cls(RewardModelConfig(**state["config"]), label_threshold=threshold)
-        model._load_state(state)
-        model.version = int(state["version"])
-        return model
+        self.label_threshold = float(state.get("label_threshold", 0.5))
+        self.version = int(state["version"])
 
     @abstractmethod
     def _fit(self, labels: pa.Table, preferences: pa.Table | None) -> dict[str, float]: ...
 
     @abstractmethod
     def _score(self, captions: list[str]) -> np.ndarray: ...
-
-    @abstractmethod
-    def _state(self) -> dict[str, Any]: ...
-
-    @abstractmethod
-    def _load_state(self, state: dict[str, Any]) -> None: ...
 
 
 def holdout_mask(keys: Sequence[str], fraction: float) -> np.ndarray:

@@ -21,16 +21,8 @@ import torch.nn.functional as F
 
 from rewards.config import RewardModelConfig
 from rewards.models.base import RewardModel, holdout_mask, label_columns
-from rewards.models.encoder import (
-    batches,
-    encode_bytes,
-    load_net_state,
-    make_net,
-    net_state,
-    to_batch,
-)
-
-_SCORE_BATCH = 1024
+from rewards.models.encoder import encode_bytes, make_net, to_batch
+from rewards.models.training import MinibatchTrainer, evaluate
 
 
 def soft_label_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -52,19 +44,11 @@ class ClassificationRewardModel(RewardModel):
     ) -> None:
         super().__init__(cfg, label_threshold=label_threshold)
         self.net = make_net(2, seed=seed)
-        self._opt: torch.optim.Optimizer | None = None  # created on first fit; not published
-        self._rng = np.random.default_rng(seed)
+        self._trainer = MinibatchTrainer(self.net, seed=seed)
 
     def probabilities(self, captions: list[str]) -> np.ndarray:
         """P(helpful) of each caption, float32 [N]."""
-        rows = encode_bytes(captions)
-        out = np.empty(len(captions), np.float32)
-        self.net.eval()
-        with torch.no_grad():
-            for s in batches(len(captions), _SCORE_BATCH):
-                logits = self.net(*to_batch(rows[s]))
-                out[s] = torch.softmax(logits, dim=1)[:, 1].numpy()
-        return out
+        return evaluate(self.net, captions, lambda logits: torch.softmax(logits, dim=1)[:, 1])
 
     def _fit(self, labels: pa.Table, preferences: pa.Table | None) -> dict[str, float]:
         start = time.perf_counter()
@@ -76,22 +60,12 @@ class ClassificationRewardModel(RewardModel):
             "holdout": float(held.sum()),
         }
         if train.size:
-            rows, targets = (
-                encode_bytes([captions[i] for i in train]),
-                torch.from_numpy(target[train]),
+            rows = encode_bytes([captions[i] for i in train])
+            targets = torch.from_numpy(target[train])
+            metrics["loss"] = self._trainer.fit(
+                self.cfg, train.size,
+                lambda b: soft_label_loss(self.net(*to_batch(rows[b])), targets[b]),
             )
-            if self._opt is None:
-                self._opt = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr)
-            self.net.train()
-            losses = []
-            for _ in range(self.cfg.train_steps):
-                b = self._rng.integers(0, train.size, min(self.cfg.batch_size, train.size))
-                loss = soft_label_loss(self.net(*to_batch(rows[b])), targets[b])
-                self._opt.zero_grad()
-                loss.backward()
-                self._opt.step()
-                losses.append(loss.item())
-            metrics["loss"] = float(np.mean(losses[-10:]))
         if held.any():
             hc = [c for c, h in zip(captions, held, strict=True) if h]
             predicted = self._score(hc) > 0.5
@@ -102,8 +76,9 @@ class ClassificationRewardModel(RewardModel):
     def _score(self, captions: list[str]) -> np.ndarray:
         return (self.probabilities(captions) > self.cfg.threshold).astype(np.float32)
 
-    def _state(self) -> dict[str, Any]:
-        return {"net": net_state(self.net)}
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "net": self.net.state()}
 
-    def _load_state(self, state: dict[str, Any]) -> None:
-        load_net_state(self.net, state["net"])
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.net.load_state(state["net"])

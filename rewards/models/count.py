@@ -10,7 +10,7 @@ labels add from mere novelty.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -27,9 +27,3 @@ class CountRewardModel(RewardModel):
 
     def _score(self, captions: list[str]) -> np.ndarray:
         return np.ones(len(captions), np.float32)
-
-    def _state(self) -> dict[str, Any]:
-        return {}
-
-    def _load_state(self, state: dict[str, Any]) -> None:
-        pass

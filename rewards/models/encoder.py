@@ -1,7 +1,9 @@
 """ONI's caption encoder: message bytes -> embedding -> 1-D convolutions -> max-pool -> MLP.
 
 Tensors in, tensors out. Padding is masked after every convolution, so a caption's output does
-not depend on how long the other captions in its batch are.
+not depend on how long the other captions in its batch are. The net's ``state()`` /
+``load_state()`` (``actors.checkpointable``) are numpy arrays, so a published reward model
+travels through the object store without torch tensors.
 """
 
 from __future__ import annotations
@@ -66,14 +68,13 @@ class CharCNN(nn.Module):
         # ReLU outputs are >= 0, so zeroed padding never wins the max.
         return self.head(x.amax(dim=2))
 
+    def state(self) -> dict[str, np.ndarray]:
+        """The parameters as numpy copies (safe to publish while training continues)."""
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.state_dict().items()}
 
-def net_state(net: nn.Module) -> dict[str, np.ndarray]:
-    return {k: v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
-
-
-def load_net_state(net: nn.Module, state: dict[str, np.ndarray]) -> None:
-    # Object-store arrays are read-only; load_state_dict copies into the parameters anyway.
-    net.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in state.items()})
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        # Object-store arrays are read-only; load_state_dict copies into the parameters anyway.
+        self.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in state.items()})
 
 
 def make_net(out_dim: int, *, seed: int) -> CharCNN:
@@ -81,7 +82,3 @@ def make_net(out_dim: int, *, seed: int) -> CharCNN:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return CharCNN(out_dim)
-
-
-def batches(n: int, size: int) -> list[slice]:
-    return [slice(i, min(i + size, n)) for i in range(0, n, size)]

@@ -27,17 +27,9 @@ import torch.nn.functional as F
 
 from rewards.config import RewardModelConfig
 from rewards.models.base import RewardModel, holdout_mask, preference_targets
-from rewards.models.encoder import (
-    batches,
-    encode_bytes,
-    load_net_state,
-    make_net,
-    net_state,
-    to_batch,
-)
+from rewards.models.encoder import encode_bytes, make_net, to_batch
+from rewards.models.training import MinibatchTrainer, evaluate
 from rewards.running_stats import RunningMeanStd
-
-_SCORE_BATCH = 1024
 
 
 def bradley_terry_loss(
@@ -66,17 +58,11 @@ class RankingRewardModel(RewardModel):
         self.net = make_net(1, seed=seed)
         self.stats = RunningMeanStd()
         self.threshold = 0.0  # in normalised units
-        self._opt: torch.optim.Optimizer | None = None
-        self._rng = np.random.default_rng(seed)
+        self._trainer = MinibatchTrainer(self.net, seed=seed)
 
     def raw_scores(self, captions: list[str]) -> np.ndarray:
-        rows = encode_bytes(captions)
-        out = np.empty(len(captions), np.float32)
-        self.net.eval()
-        with torch.no_grad():
-            for s in batches(len(captions), _SCORE_BATCH):
-                out[s] = self.net(*to_batch(rows[s]))[:, 0].numpy()
-        return out
+        """s(caption) of each caption, float32 [N]."""
+        return evaluate(self.net, captions, lambda out: out[:, 0])
 
     def _fit(self, labels: pa.Table, preferences: pa.Table | None) -> dict[str, float]:
         start = time.perf_counter()
@@ -94,22 +80,16 @@ class RankingRewardModel(RewardModel):
         if train.size:
             rows_a, rows_b = encode_bytes(first), encode_bytes(second)
             targets = torch.from_numpy(target)
-            if self._opt is None:
-                self._opt = torch.optim.Adam(self.net.parameters(), lr=self.cfg.lr)
-            self.net.train()
-            losses = []
-            for _ in range(self.cfg.train_steps):
-                b = train[self._rng.integers(0, train.size, min(self.cfg.batch_size, train.size))]
-                loss = bradley_terry_loss(
+
+            def loss_of(i: np.ndarray) -> torch.Tensor:
+                b = train[i]  # the trainer draws positions among the training pairs
+                return bradley_terry_loss(
                     self.net(*to_batch(rows_a[b]))[:, 0],
                     self.net(*to_batch(rows_b[b]))[:, 0],
                     targets[b],
                 )
-                self._opt.zero_grad()
-                loss.backward()
-                self._opt.step()
-                losses.append(loss.item())
-            metrics["loss"] = float(np.mean(losses[-10:]))
+
+            metrics["loss"] = self._trainer.fit(self.cfg, train.size, loss_of)
         strict = held & (preferred >= 0)
         if strict.any():
             idx = np.flatnonzero(strict)
@@ -129,14 +109,16 @@ class RankingRewardModel(RewardModel):
         z = self.stats.normalise(self.raw_scores(captions))
         return np.where(z > self.threshold, np.maximum(z, 0.0), 0.0).astype(np.float32)
 
-    def _state(self) -> dict[str, Any]:
+    def state(self) -> dict[str, Any]:
         return {
-            "net": net_state(self.net),
-            "stats": self.stats.to_dict(),
+            **super().state(),
+            "net": self.net.state(),
+            "stats": self.stats.state(),
             "threshold": self.threshold,
         }
 
-    def _load_state(self, state: dict[str, Any]) -> None:
-        load_net_state(self.net, state["net"])
-        self.stats = RunningMeanStd.from_dict(state["stats"])
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.net.load_state(state["net"])
+        self.stats = RunningMeanStd(**state["stats"])
         self.threshold = float(state["threshold"])

@@ -31,8 +31,10 @@ class RetrievalRewardModel(RewardModel):
     def _score(self, captions: list[str]) -> np.ndarray:
         return np.fromiter((c in self._helpful for c in captions), np.float32, len(captions))
 
-    def _state(self) -> dict[str, Any]:
-        return {"helpful": sorted(self._helpful)}  # unhelpful and unknown both score 0
+    def state(self) -> dict[str, Any]:
+        # Unhelpful and unknown captions both score 0: the helpful ones are the whole table.
+        return {**super().state(), "helpful": sorted(self._helpful)}
 
-    def _load_state(self, state: dict[str, Any]) -> None:
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
         self._helpful = frozenset(state["helpful"])
