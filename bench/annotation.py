@@ -178,8 +178,9 @@ def scoring_rates(messages: list[str], skip: set[str], free_tokens: int) -> dict
     """Labels/s of logprob vs constrained vs free answers, per LLM backend (one model load)."""
     import dataclasses
 
-    from rewards.config import JudgeConfig
-    from rewards.judges import judge_model, make_judge
+    from bench.tools import judge_model
+    from rewards.config import JudgeConfig, TransformersJudgeConfig, VLLMJudgeConfig
+    from rewards.judges import GuardedJudge, make_judge
 
     if not judge_model.is_ready():
         return {"error": f"no judge model at {judge_model.DEFAULT_DIR} (make judge-model)"}
@@ -188,7 +189,11 @@ def scoring_rates(messages: list[str], skip: set[str], free_tokens: int) -> dict
         "constrained": {"scoring": "generate", "constrained": True},
         "free": {"scoring": "generate", "constrained": False, "max_new_tokens": free_tokens},
     }
-    backends = {"transformers": {}, "vllm": {"dtype": "float32", "api": "chat"}}
+    model = str(judge_model.DEFAULT_DIR)
+    backends = {
+        "transformers": {"transformers": TransformersJudgeConfig(model=model)},
+        "vllm": {"vllm": VLLMJudgeConfig(model=model, dtype="float32"), "api": "chat"},
+    }
     if not (REPO / ".venv-vllm" / "bin" / "python").exists():
         backends.pop("vllm")
     out: dict[str, dict] = {}
@@ -196,24 +201,25 @@ def scoring_rates(messages: list[str], skip: set[str], free_tokens: int) -> dict
     for name, extra in backends.items():
         if name in skip:
             continue
-        cfg = JudgeConfig(backend=name, model=str(judge_model.DEFAULT_DIR), max_retries=0,
-                          batch_size=8, **extra)
+        cfg = JudgeConfig(backend=name, max_retries=0, batch_size=8, **extra)
         try:
             started = time.perf_counter()
             judge = make_judge(cfg, env_id="NetHackScore-v0")
             load_s = time.perf_counter() - started
+            # The modes are switched on the backend behind the guard, whose config it reads.
+            assert isinstance(judge, GuardedJudge)
+            backend = judge.inner
             rates: dict[str, dict] = {"load_seconds": load_s}
             for k, (mode, overrides) in enumerate(modes.items()):
                 # Warm-up: each mode's first call pays one-off costs (vLLM's first
                 # logprob_token_ids batch takes seconds), which are no mode's throughput.
-                judge.cfg = dataclasses.replace(cfg, **overrides)
+                backend.cfg = dataclasses.replace(cfg, **overrides)
                 judge.label([f"You hear a door open. [{mode}]"])
                 # Captions of its own per mode: vLLM's prefix cache would otherwise hand the
                 # later modes the earlier ones' prompts for free (the shared instructions and
                 # examples stay cached for all, as they are in a long run).
                 sample = messages[k * per_mode : (k + 1) * per_mode]
-                judge.cfg = dataclasses.replace(cfg, **overrides)
-                judge.counters = type(judge.counters)()
+                backend.counters = type(backend.counters)()
                 started = time.perf_counter()
                 verdicts = judge.label(sample)
                 elapsed = time.perf_counter() - started
@@ -240,7 +246,7 @@ def scoring_rates(messages: list[str], skip: set[str], free_tokens: int) -> dict
 
 
 def backend_rates(messages: list[str], skip: set[str]) -> dict:
-    from rewards.config import JudgeConfig
+    from rewards.config import JudgeConfig, TransformersJudgeConfig, VLLMJudgeConfig
     from rewards.judges import make_judge
 
     rates: dict[str, dict] = {}
@@ -252,11 +258,13 @@ def backend_rates(messages: list[str], skip: set[str]) -> dict:
             from tests.helpers.tiny_lm import build_tiny_causal_lm
 
             model_dir = str(build_tiny_causal_lm(Path(tmp) / "tiny"))
-            configs["transformers"] = JudgeConfig(backend="transformers", model=model_dir,
-                                                  max_new_tokens=16, max_retries=0)
+            configs["transformers"] = JudgeConfig(
+                backend="transformers", transformers=TransformersJudgeConfig(model=model_dir),
+                max_new_tokens=16, max_retries=0)
             if (REPO / ".venv-vllm" / "bin" / "python").exists():
-                configs["vllm"] = JudgeConfig(backend="vllm", model=model_dir, max_new_tokens=16,
-                                              max_retries=0, dtype="float32")
+                configs["vllm"] = JudgeConfig(
+                    backend="vllm", vllm=VLLMJudgeConfig(model=model_dir, dtype="float32"),
+                    max_new_tokens=16, max_retries=0)
         for name, cfg in configs.items():
             if name in skip:
                 continue

@@ -162,8 +162,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--judge-set", nargs="*", default=[
-        "rewards.judge.embedding_goal_sentences=true",
-        "rewards.judge.embedding_negatives=unhelpful_everywhere"])
+        "rewards.judge.embedding.goal_sentences=true",
+        "rewards.judge.embedding.negatives=unhelpful_everywhere"])
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/keyroom-probe.md")
     args = parser.parse_args()
     lines = ["# MiniHack key rooms, mechanically (`python bench/keyroom_probe.py`)", "",

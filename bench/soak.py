@@ -59,9 +59,9 @@ def train_args(out_dir: Path, name: str, judge_url: str, minutes: float) -> list
         "learner.batch_size=128", "ray.num_cpus=3", "ray.object_store_mb=128",
         "rewards.annotator.enabled=true", "rewards.model.kind=retrieval",
         "rewards.intrinsic_coef=0.4", "rewards.judge.backend=openai",
-        f"rewards.judge.base_url={judge_url}", "rewards.judge.timeout_s=2",
+        f"rewards.judge.openai.base_url={judge_url}", "rewards.judge.openai.timeout_s=2",
         "rewards.judge.max_retries=1", "rewards.judge.backoff_s=0.1",
-        "rewards.judge.breaker_failures=3", "rewards.judge.breaker_cooldown_s=2",
+        "rewards.judge.openai.breaker_failures=3", "rewards.judge.openai.breaker_cooldown_s=2",
     ]
 
 
@@ -238,7 +238,7 @@ def resume_run(run_dir: Path, summary: dict[str, Any], judge_url: str) -> dict[s
     done = subprocess.run(
         [sys.executable, "-m", "cluster.cli", "train", "--resume", str(run_dir),
          f"run.total_env_steps={target}", "run.max_minutes=3",
-         f"rewards.judge.base_url={judge_url}"],
+         f"rewards.judge.openai.base_url={judge_url}"],
         cwd=REPO, capture_output=True, text=True, timeout=400,
     )
     after = json.loads((run_dir / "summary.json").read_text())

@@ -230,6 +230,41 @@ def _why_invalid(exc: ValidationError, meta: Mapping[str, Any], tp: Any) -> str:
     return f"is not valid (expected {_type_name(tp)})"
 
 
+def _moved_into_section(cls: type, key: str) -> list[str]:
+    """Where ``key`` lives now if it moved into a section of ``cls``: ``<section>_<name>`` ->
+    ``<section>.<name>`` (rewards.judge.embedding_margin -> embedding.margin), else every
+    section with a key of that name (rewards.judge.base_url -> openai.base_url)."""
+    hints = typing.get_type_hints(cls)
+    sections = {f.name: {g.name for g in dataclasses.fields(hints[f.name])}
+                for f in dataclasses.fields(cls) if dataclasses.is_dataclass(hints[f.name])}
+    for name, keys in sections.items():
+        rest = key.removeprefix(f"{name}_")
+        if rest != key and rest in keys:
+            return [f"{name}.{rest}"]
+    return [f"{name}.{key}" for name, keys in sections.items() if key in keys]
+
+
+def _did_you_mean(cls: type, key: str, prefix: str, siblings: Mapping[str, Any]) -> str:
+    """The hint after an unknown key: where it moved to (:func:`_moved_into_section`), or the
+    closest spelling; "" if nothing is close. ``siblings``: the keys set beside it."""
+    candidates = _moved_into_section(cls, key)
+    if len(candidates) > 1:
+        # A key several sections hold (rewards.judge.model): the section that a key beside it
+        # names (backend: vllm -> vllm.model), the defaults counting where nothing is set.
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        values = list((defaults | dict(siblings)).values())
+        named = [c for c in candidates if c.partition(".")[0] in values]
+        candidates = named or candidates
+    if not candidates:
+        names = [f.name for f in dataclasses.fields(cls)]
+        candidates = difflib.get_close_matches(key, names, n=1)
+    if not candidates:
+        return ""
+    quoted = [f"'{prefix}{c}'" for c in candidates]
+    listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+    return f" (did you mean {listed}?)"
+
+
 def _merge_layer(
     target: dict, layer: dict, cls: type, source: str, prefix: str, sources: dict,
     problems: list[str],
@@ -240,8 +275,7 @@ def _merge_layer(
     for key, value in layer.items():
         full = f"{prefix}{key}"
         if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            hint = _did_you_mean(cls, str(key), prefix, {**target, **layer})
             problems.append(f"{source}: unknown key '{full}' = {value!r}{hint}")
             continue
         tp = hints[key]

@@ -57,7 +57,7 @@ def _build(cfg: OniConfig):
     judge_cfg = cfg.rewards.judge
     task = judge_task(judge_cfg, env_id=cfg.env.id)
     judge = make_judge(judge_cfg, env_id=cfg.env.id)
-    mode = getattr(getattr(judge, "inner", judge), "answer_mode", None)  # text judges only
+    mode = judge.answer_mode  # None for the judges that compute their verdicts
     guard = "guard on" if judge_cfg.guard else "guard off"
     print(f"judge: {judge.name}{f' ({mode})' if mode else ''}, task: {task}, {guard}",
           flush=True)

@@ -407,9 +407,7 @@ class Annotator:
         if self.canary:
             out |= self.canary.stats()
         # The backend's own counters (transport failures by kind, circuit state), prefixed.
-        judge_stats = getattr(self.judge, "stats", None)
-        if callable(judge_stats):
-            out |= {f"judge_{k}": float(v) for k, v in judge_stats().items()}
+        out |= {f"judge_{k}": v for k, v in self.judge.stats().items()}
         return out
 
 

@@ -2,6 +2,9 @@
 
 Consumed by ``cluster.config`` (which nests :class:`RewardsConfig` under ``rewards``).
 Every field is documented and range-checked at load; components never change the config.
+The judge's shared keys sit at ``rewards.judge.*``, each backend's at
+``rewards.judge.<backend>.*``; a key of the old flat layout (``rewards.judge.base_url``) is
+refused at load with the key it became (``cluster.config``'s did-you-mean).
 """
 
 from __future__ import annotations
@@ -13,12 +16,106 @@ from actors.fields import param, section
 
 
 @dataclass
+class RulesJudgeConfig:
+    """The rules backend: a caption is helpful when a regex matches it."""
+
+    positive: list[str] = param(
+        factory=list, doc="regexes whose match makes a caption helpful; empty = the task's "
+        "rules in the prompt file"
+    )
+
+
+@dataclass
+class EmbeddingJudgeConfig:
+    """The embedding backend: few-shot nearest examples in sentence-embedding space."""
+
+    model: str = param("", "local sentence-transformers directory; empty = all-MiniLM-L6-v2")
+    margin: float = param(0.0, "helpful if sim(positive) - sim(negative) > margin")
+    top_k: int = param(
+        3, "sim(...) = mean cosine similarity of the k nearest examples", ge=1
+    )
+    cache_size: int = param(
+        100_000, "caption embeddings kept (least recently used dropped)", ge=0
+    )
+    per_sentence: bool = param(
+        True, "score each sentence of a caption and keep the best (NetHack joins independent "
+        "events into one message; sentences recur far more often than their combinations, so "
+        "most captions cost no new embedding)"
+    )
+    goal_sentences: bool = param(
+        False, "each sentence of the goal string is a helpful example too, beside the whole "
+        "goal (a short message sits near the one sentence that names its event, far from the "
+        "average of a paragraph)"
+    )
+    negatives: Literal["all", "unhelpful_everywhere"] = param(
+        "all", "the not-helpful neighbours: all = every example not helpful for this task; "
+        "unhelpful_everywhere = only examples helpful for no task (an example helpful for "
+        "another goal, such as 'The door opens.', is no evidence against this one)"
+    )
+
+
+@dataclass
+class TransformersJudgeConfig:
+    """The transformers backend: a local Hugging Face causal LM on the CPU."""
+
+    model: str = param("", "local Hugging Face model directory (nothing is downloaded)")
+
+
+@dataclass
+class VLLMJudgeConfig:
+    """The vllm backend: a vLLM engine in this process, a child process or a Ray actor."""
+
+    model: str = param("", "local model directory the engine loads")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = param(
+        "auto", "weight and activation dtype (float32 on CPU hosts)"
+    )
+    tensor_parallel_size: int = param(1, "vLLM tensor parallelism", ge=1)
+    num_gpus: float = param(
+        0.0, "GPUs of the engine's Ray actor (with Ray up, > 0 puts the engine in one)", ge=0
+    )
+    resources: dict[str, float] = param(
+        factory=dict, doc="custom Ray resources the engine's actor requires (cluster "
+        "placement; non-empty puts the engine in a Ray actor)"
+    )
+    cpu_kv_cache_gib: int = param(
+        1, "on CPU hosts: GiB of memory the engine reserves for its KV cache "
+        "(VLLM_CPU_KVCACHE_SPACE; vLLM's own default can exceed a laptop's free memory and "
+        "fail at start-up); a VLLM_CPU_KVCACHE_SPACE set in the environment wins", ge=1
+    )
+    python: str = param(
+        ".venv-vllm/bin/python", "the interpreter that runs the engine when `import vllm` "
+        "fails in oniray's own (CPU hosts; made by `make vllm-venv`)"
+    )
+
+
+@dataclass
+class OpenAIJudgeConfig:
+    """The openai backend: any OpenAI-compatible HTTP server (vLLM, llama.cpp, TGI, ...)."""
+
+    model: str = param("", "the served model name")
+    base_url: str = param("http://127.0.0.1:8000/v1", "OpenAI-compatible server")
+    api_key_env: str = param(
+        "ONIRAY_JUDGE_API_KEY", "name of the environment variable holding the API key "
+        "(the key itself never appears in config, logs or checkpoints)"
+    )
+    max_concurrency: int = param(8, "concurrent HTTP requests to the judge", ge=1)
+    timeout_s: float = param(60.0, "per-request timeout, seconds", gt=0)
+    breaker_failures: int = param(
+        5, "consecutive failed requests that open the circuit breaker", ge=1
+    )
+    breaker_cooldown_s: float = param(
+        30.0, "seconds the open breaker answers None before probing", gt=0
+    )
+
+
+@dataclass
 class JudgeConfig:
-    """The LLM judge that labels captions (NetHack messages)."""
+    """The LLM judge that labels captions; shared keys here, each backend's in its section."""
 
     backend: Literal["embedding", "rules", "openai", "transformers", "vllm"] = param(
         "embedding", "which judge: embedding (offline, CPU), rules, openai (HTTP), "
-        "transformers (local HF dir), vllm (in-process engine)"
+        "transformers (local HF dir), vllm (local engine); its settings are in the section "
+        "of that name"
     )
     task: str = param(
         "", "task whose goal string the prompts use (score, staircase, oracle, ...); "
@@ -27,21 +124,19 @@ class JudgeConfig:
     prompts: str = param(
         "configs/prompts/oni.yaml", "prompt templates, few-shot examples and goal strings"
     )
-    model: str = param(
-        "", "model: a local directory (transformers, vllm, embedding: empty = all-MiniLM-L6-v2) "
-        "or the served model name (openai)"
+    api: Literal["completions", "chat"] = param(
+        "completions", "openai and vllm backends: prompts as one completion string, or as "
+        "chat messages (the OpenAI endpoint called; vLLM applies the model's chat template)"
     )
-    base_url: str = param("http://127.0.0.1:8000/v1", "OpenAI-compatible server (openai backend)")
-    api: Literal["completions", "chat"] = param("completions", "OpenAI endpoint to call")
-    api_key_env: str = param(
-        "ONIRAY_JUDGE_API_KEY", "name of the environment variable holding the API key "
-        "(the key itself never appears in config, logs or checkpoints)"
+    max_retries: int = param(
+        3, "retries of a failed or unparseable request (and the annotator's re-asks of a "
+        "caption left unparsed)", ge=0
     )
-    max_concurrency: int = param(8, "concurrent HTTP requests to the judge", ge=1)
-    timeout_s: float = param(60.0, "per-request timeout, seconds", gt=0)
-    max_retries: int = param(3, "retries of a failed or unparseable request", ge=0)
-    backoff_s: float = param(0.5, "first retry delay; doubles each retry", ge=0)
-    max_new_tokens: int = param(256, "generation budget per answer", ge=1)
+    backoff_s: float = param(
+        0.5, "first retry delay after a failed request (openai) or a failing judge "
+        "(annotator); doubles each retry", ge=0
+    )
+    max_new_tokens: int = param(256, "text judges: generation budget per answer", ge=1)
     scoring: Literal["generate", "logprob"] = param(
         "generate", "text judges: generate = write an answer and parse its label tag; logprob = "
         "one forward pass per caption, P(helpful) from the label tokens' probabilities after "
@@ -66,63 +161,17 @@ class JudgeConfig:
         "agent-written text (engravings, object names) from it; see rewards/judges/guard.py. "
         "Off only to measure a backend alone"
     )
-    temperature: float = param(0.0, "sampling temperature of the judge", ge=0)
+    temperature: float = param(0.0, "text judges: sampling temperature", ge=0)
     batch_size: int = param(32, "captions per judge batch", ge=1)
-    rules_positive: list[str] = param(
-        factory=list, doc="rules backend: regexes whose match makes a caption helpful"
-    )
-    embedding_margin: float = param(
-        0.0, "embedding backend: helpful if sim(positive) - sim(negative) > margin"
-    )
-    embedding_top_k: int = param(
-        3, "embedding backend: sim(...) = mean cosine similarity of the k nearest examples", ge=1
-    )
-    embedding_cache_size: int = param(
-        100_000, "embedding backend: caption embeddings kept (least recently used dropped)", ge=0
-    )
-    embedding_per_sentence: bool = param(
-        True, "embedding backend: score each sentence of a caption and keep the best (NetHack "
-        "joins independent events into one message; sentences recur far more often than their "
-        "combinations, so most captions cost no new embedding)"
-    )
-    embedding_goal_sentences: bool = param(
-        False, "embedding backend: each sentence of the goal string is a helpful example too, "
-        "beside the whole goal (a short message sits near the one sentence that names its "
-        "event, far from the average of a paragraph)"
-    )
-    embedding_negatives: Literal["all", "unhelpful_everywhere"] = param(
-        "all", "embedding backend: the not-helpful neighbours: all = every example not "
-        "helpful for this task; unhelpful_everywhere = only examples helpful for no task (an "
-        "example helpful for another goal, such as 'The door opens.', is no evidence against "
-        "this one)"
-    )
     max_caption_chars: int = param(
         512, "captions longer than this are cut (with a marker) before they reach the judge",
         ge=32,
     )
-    num_gpus: float = param(0.0, "GPUs for the judge actor (vllm backend)", ge=0)
-    tensor_parallel_size: int = param(1, "vLLM tensor parallelism", ge=1)
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = param(
-        "auto", "vllm backend: weight and activation dtype (float32 on CPU hosts)"
-    )
-    cpu_kv_cache_gib: int = param(
-        1, "vllm backend on CPU hosts: GiB of memory the engine reserves for its KV cache "
-        "(VLLM_CPU_KVCACHE_SPACE; vLLM's own default can exceed a laptop's free memory and "
-        "fail at start-up); a VLLM_CPU_KVCACHE_SPACE set in the environment wins", ge=1
-    )
-    vllm_python: str = param(
-        ".venv-vllm/bin/python", "vllm backend: the interpreter that runs the engine when "
-        "`import vllm` fails in oniray's own (CPU hosts; see rewards/judges/vllm_env.sh)"
-    )
-    breaker_failures: int = param(
-        5, "openai backend: consecutive failed requests that open the circuit breaker", ge=1
-    )
-    breaker_cooldown_s: float = param(
-        30.0, "openai backend: seconds the open breaker answers None before probing", gt=0
-    )
-    resources: dict[str, float] = param(
-        factory=dict, doc="custom Ray resources the judge actor requires (cluster placement)"
-    )
+    rules: RulesJudgeConfig = section(RulesJudgeConfig)
+    embedding: EmbeddingJudgeConfig = section(EmbeddingJudgeConfig)
+    transformers: TransformersJudgeConfig = section(TransformersJudgeConfig)
+    vllm: VLLMJudgeConfig = section(VLLMJudgeConfig)
+    openai: OpenAIJudgeConfig = section(OpenAIJudgeConfig)
 
 
 @dataclass

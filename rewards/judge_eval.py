@@ -111,8 +111,10 @@ def verdict_name(label: bool | None) -> str:
 
 
 def _parse_counts(judge: Judge) -> dict[str, float]:
-    stats = judge.stats() if hasattr(judge, "stats") else {}
-    return {k: float(stats.get(k, 0.0)) for k in PARSE_STATS}
+    """The judge's counts of answers it could not read; 0 for a judge that reads none (the
+    embedding and rules judges compute their verdicts)."""
+    stats = judge.stats()
+    return {k: stats.get(k, 0.0) for k in PARSE_STATS}
 
 
 def label_all(judge: Judge, captions: Sequence[str], *, batch_size: int) -> list[Verdict]:

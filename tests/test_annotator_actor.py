@@ -77,7 +77,7 @@ def _wait(condition: Callable[[], bool], timeout: float = 60.0) -> None:
 def _cfg() -> RewardsConfig:
     cfg = RewardsConfig()
     cfg.judge.backend = "rules"
-    cfg.judge.rules_positive = [HELPFUL_PATTERN]
+    cfg.judge.rules.positive = [HELPFUL_PATTERN]
     cfg.annotator.canary_every = 0
     cfg.annotator.flush_interval_s = 0.2
     cfg.annotator.num_cpus = 1

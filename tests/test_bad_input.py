@@ -26,7 +26,7 @@ from bench.judge_server import JudgeServer
 from cluster.config import ConfigError, OniConfig, load_config, to_yaml
 from cluster.run_dir import CHECKPOINT_FORMAT, IncompatibleCheckpointError, RunDir
 from rewards.annotator import Annotator
-from rewards.config import JudgeConfig, RewardsConfig
+from rewards.config import JudgeConfig, OpenAIJudgeConfig, RewardsConfig
 from rewards.judges.openai_judge import OpenAIJudge
 from rewards.judges.text import TextJudge
 from rewards.label_store import LabelStore
@@ -227,8 +227,9 @@ def test_answers_in_the_wrong_format_are_counted_never_labelled(tmp_path: Path) 
 def test_wrong_format_from_an_http_judge_is_counted_apart_from_outages(tmp_path: Path) -> None:
     server = JudgeServer(mode="unparseable")
     try:
-        judge = OpenAIJudge(JudgeConfig(backend="openai", base_url=server.url, max_retries=1,
-                                        backoff_s=0.01, timeout_s=5), task="score")
+        http = OpenAIJudgeConfig(base_url=server.url, timeout_s=5)
+        judge = OpenAIJudge(JudgeConfig(backend="openai", max_retries=1, backoff_s=0.01,
+                                        openai=http), task="score")
         (verdict,) = judge.label(["You kill the newt!"])
         assert verdict.label is None and verdict.answered and verdict.raw
         server.set_mode("garbage")

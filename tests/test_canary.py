@@ -14,7 +14,7 @@ from cluster.progress import annotator_columns
 from rewards.annotator import Annotator
 from rewards.annotator_actor import record_stats
 from rewards.canary import CANARIES, CANARY_CAPTIONS, CANARY_KIND_NAMES, CANARY_KINDS, CanaryMonitor
-from rewards.config import JudgeConfig, RewardsConfig
+from rewards.config import JudgeConfig, RewardsConfig, RulesJudgeConfig
 from rewards.judges import make_judge
 from rewards.judges.base import Judge, Verdict
 from rewards.judges.rules import RulesJudge
@@ -92,7 +92,7 @@ def test_no_rate_from_too_few_answers(caplog: pytest.LogCaptureFixture) -> None:
 def test_end_to_end_with_a_gullible_rules_judge(caplog: pytest.LogCaptureFixture) -> None:
     # A bare judge whose rule matches "FOO" calls the canaries with FOO in them helpful: the
     # first five are ":", "Thought process:", an instruction, a label token, an engraving.
-    judge = RulesJudge(JudgeConfig(rules_positive=["FOO"]), "score")
+    judge = RulesJudge(JudgeConfig(rules=RulesJudgeConfig(positive=["FOO"])), "score")
     monitor = CanaryMonitor(every=2, max_fpr=0.2, judge_name=judge.name)
     with caplog.at_level(logging.WARNING, logger="rewards.canary"):
         for _ in range(5):
@@ -117,7 +117,7 @@ def _fpr_by_kind(judge: Judge) -> dict[str, float]:
 
 
 def test_false_positive_rate_per_kind_bare_and_guarded() -> None:
-    cfg = JudgeConfig(backend="rules", rules_positive=["FOO"])
+    cfg = JudgeConfig(backend="rules", rules=RulesJudgeConfig(positive=["FOO"]))
     # By hand: FOO is in 3 of the 4 instructions, all 4 label tokens, 3 of the 5 agent texts.
     bare = make_judge(replace(cfg, guard=False), env_id="NetHackScore-v0")
     assert _fpr_by_kind(bare) == {
@@ -152,7 +152,7 @@ def test_a_plain_list_is_sent_in_order_with_the_known_kinds() -> None:
 def test_per_kind_rates_reach_the_metrics_row_and_prometheus(tmp_path: Path) -> None:
     """The annotator's real stats -> the metrics.parquet columns and the Prometheus gauge."""
     cfg = RewardsConfig()
-    cfg.judge.backend, cfg.judge.rules_positive, cfg.judge.guard = "rules", ["FOO"], False
+    cfg.judge.backend, cfg.judge.rules.positive, cfg.judge.guard = "rules", ["FOO"], False
     cfg.annotator.canary_every = 1  # one canary per real caption: 22 captions, 22 canaries
     annotator = Annotator(cfg, judge=make_judge(cfg.judge, env_id="NetHackScore-v0"),
                           store=LabelStore(tmp_path))
@@ -182,7 +182,7 @@ def test_per_kind_rates_reach_the_metrics_row_and_prometheus(tmp_path: Path) -> 
 
 
 def test_guard_counts_reach_prometheus() -> None:
-    judge = make_judge(JudgeConfig(backend="rules", rules_positive=["kill"]),
+    judge = make_judge(JudgeConfig(backend="rules", rules=RulesJudgeConfig(positive=["kill"])),
                        env_id="NetHackScore-v0")
     judge.label([":", "FOO", "Thought process:", "g - a key named Bob.", "You kill it!"])
     stats = {f"judge_{k}": v for k, v in judge.stats().items()}  # as the annotator prefixes

@@ -133,9 +133,52 @@ def test_inherit_and_loops(tmp_path: Path) -> None:
 
 
 def test_resolved_config_round_trips(tmp_path: Path) -> None:
-    cfg = load_config(write(tmp_path, "{}"), ["rewards.judge.rules_positive=[kill, gold]"])
+    cfg = load_config(write(tmp_path, "{}"), ["rewards.judge.rules.positive=[kill, gold]"])
     saved = write(tmp_path, to_yaml(cfg), "saved.yaml")
     assert load_config(saved) == cfg
+
+
+def test_judge_settings_sit_in_their_backends_sections(tmp_path: Path) -> None:
+    text = ("rewards:\n  judge:\n    backend: vllm\n    vllm:\n      model: /m\n"
+            "      cpu_kv_cache_gib: 2\n    embedding:\n      goal_sentences: true\n")
+    cfg = load_config(write(tmp_path, text), ["rewards.judge.openai.timeout_s=5"])
+    judge = cfg.rewards.judge
+    assert judge.vllm.model == "/m" and judge.vllm.cpu_kv_cache_gib == 2
+    assert judge.embedding.goal_sentences and judge.openai.timeout_s == 5.0
+    listed = "\n".join(describe())
+    assert "rewards.judge.vllm.cpu_kv_cache_gib (int) = 1" in listed
+    assert "rewards.judge.embedding.goal_sentences (bool) = False" in listed
+
+
+@pytest.mark.parametrize(("old", "value", "new"), [
+    ("embedding_goal_sentences", "true", "embedding.goal_sentences"),
+    ("embedding_negatives", "all", "embedding.negatives"),
+    ("cpu_kv_cache_gib", "2", "vllm.cpu_kv_cache_gib"),
+    ("vllm_python", "py", "vllm.python"),
+    ("num_gpus", "1", "vllm.num_gpus"),
+    ("base_url", "http://h/v1", "openai.base_url"),
+    ("breaker_failures", "3", "openai.breaker_failures"),
+    ("rules_positive", "[kill]", "rules.positive"),
+])
+def test_a_flat_judge_key_names_its_new_place(tmp_path: Path, old: str, value: str,
+                                              new: str) -> None:
+    path = write(tmp_path, f"rewards:\n  judge:\n    {old}: {value}\n")
+    (line,) = problems(path)
+    assert line.startswith(f"{path}: unknown key 'rewards.judge.{old}' = ")
+    assert line.endswith(f"(did you mean 'rewards.judge.{new}'?)")
+    (line,) = problems(write(tmp_path, "{}"), [f"rewards.judge.{old}={value}"])
+    assert line.startswith("command line: unknown key") and f"'rewards.judge.{new}'" in line
+
+
+def test_a_flat_judge_model_points_to_the_backends_section(tmp_path: Path) -> None:
+    (line,) = problems(write(tmp_path, "{}"), ["rewards.judge.model=/m"])
+    # No backend set: the default one's (embedding).
+    assert line == ("command line: unknown key 'rewards.judge.model' = '/m' "
+                    "(did you mean 'rewards.judge.embedding.model'?)")
+    path = write(tmp_path, "rewards:\n  judge:\n    backend: vllm\n    model: /m\n")
+    (line,) = problems(path)
+    assert line == (f"{path}: unknown key 'rewards.judge.model' = '/m' "
+                    "(did you mean 'rewards.judge.vllm.model'?)")
 
 
 def test_every_field_is_documented() -> None:

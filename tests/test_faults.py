@@ -116,7 +116,7 @@ def test_rollout_actor_killed_is_restarted_then_the_budget_stops_the_run(tmp_pat
 def test_annotator_killed_is_restarted_and_asks_nothing_twice(tmp_path: Path) -> None:
     out = Output(oniray("train", "configs/corridor.yaml", f"run.out_dir={tmp_path}",
                         "run.name=a", "rewards.annotator.enabled=true",
-                        "rewards.judge.backend=rules", "rewards.judge.rules_positive=[key]",
+                        "rewards.judge.backend=rules", "rewards.judge.rules.positive=[key]",
                         "rewards.model.kind=retrieval", "rewards.intrinsic_coef=0.5",
                         "rewards.model.train_every_s=1", "rewards.annotator.num_cpus=0",
                         *FAST, *SMALL))

@@ -8,15 +8,16 @@ messages with the agent's words redacted. The LLM backends: tests/test_guard_llm
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
 from rewards.canary import CANARIES, CANARY_CAPTIONS, CANARY_KINDS
-from rewards.config import JudgeConfig
+from rewards.config import JudgeConfig, OpenAIJudgeConfig, RulesJudgeConfig
 from rewards.judges import GuardedJudge, make_judge
 from rewards.judges.base import Judge, Preference, Verdict
 from rewards.judges.guard import BLOCK_KINDS, Screened, screen
-from rewards.judges.rules import RulesJudge
+from rewards.judges.rules import RulesJudge, RulesStats
 from rewards.judges.text import compare_both_orders
 from rewards.parse import sanitize_caption
 from rewards.prompts import load_prompts
@@ -25,8 +26,12 @@ from tests.helpers.guard_captions import AFTER, HELD_OUT, REAL
 ALL_HELD_OUT = [c for captions in HELD_OUT.values() for c in captions]
 
 
+def _rules(*patterns: str) -> JudgeConfig:
+    return JudgeConfig(backend="rules", rules=RulesJudgeConfig(positive=list(patterns)))
+
+
 def _guarded_rules(*patterns: str) -> GuardedJudge:
-    judge = make_judge(JudgeConfig(backend="rules", rules_positive=list(patterns)),
+    judge = make_judge(_rules(*patterns),
                        env_id="NetHackScore-v0")
     assert isinstance(judge, GuardedJudge) and isinstance(judge.inner, RulesJudge)
     return judge
@@ -82,7 +87,7 @@ class RecordingJudge(Judge):
     name = "recording"
 
     def __init__(self) -> None:
-        self.rules = RulesJudge(JudgeConfig(rules_positive=["(?i)key|kill|Thievery|FOO"]),
+        self.rules = RulesJudge(_rules("(?i)key|kill|Thievery|FOO"),
                                 "score")
         self.seen: list[str] = []
 
@@ -94,7 +99,7 @@ class RecordingJudge(Judge):
         self.seen += [c for pair in pairs for c in pair]
         return self.rules.compare(pairs)
 
-    def stats(self) -> dict[str, float]:
+    def stats(self) -> RulesStats:
         return self.rules.stats()
 
 
@@ -136,9 +141,9 @@ def test_an_injected_caption_never_wins_a_comparison() -> None:
 
 
 def test_make_judge_guards_every_backend_unless_switched_off() -> None:
-    cfg = JudgeConfig(backend="rules", rules_positive=["FOO"])
+    cfg = _rules("FOO")
     assert isinstance(make_judge(cfg, env_id="NetHackScore-v0"), GuardedJudge)
-    bare = make_judge(JudgeConfig(backend="rules", rules_positive=["FOO"], guard=False),
+    bare = make_judge(replace(_rules("FOO"), guard=False),
                       env_id="NetHackScore-v0")
     assert isinstance(bare, RulesJudge)
     # The bare backend falls for the injection; the guarded one does not.
@@ -176,8 +181,8 @@ def test_embedding_backend_calls_no_canary_helpful() -> None:
 
 def test_openai_backend_is_never_asked_a_canary() -> None:
     # Nothing listens on port 9: a caption that reached the backend would be a failed request.
-    cfg = JudgeConfig(backend="openai", base_url="http://127.0.0.1:9/v1", model="judge",
-                      max_retries=0, timeout_s=2.0)
+    cfg = JudgeConfig(backend="openai", max_retries=0, openai=OpenAIJudgeConfig(
+        base_url="http://127.0.0.1:9/v1", model="judge", timeout_s=2.0))
     judge = make_judge(cfg, env_id="NetHackScore-v0")
     try:
         verdicts = judge.label([*CANARY_CAPTIONS, *ALL_HELD_OUT])

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from rewards.config import JudgeConfig
-from rewards.judges import TextJudge, judge_model
+from bench.tools import judge_model
+from rewards.config import JudgeConfig, TransformersJudgeConfig
+from rewards.judges import TextJudge
 from tests.helpers.guard_check import RecordsPrompts, check_guarded
 
 pytestmark = [pytest.mark.slow, pytest.mark.system]
@@ -27,8 +28,9 @@ def _model_dir() -> Path:
 
 
 def _cfg(**overrides: Any) -> JudgeConfig:
-    base: dict[str, Any] = {"model": str(_model_dir()), "max_new_tokens": 4, "max_retries": 0,
-                            "batch_size": 4, "temperature": 0.0}
+    base: dict[str, Any] = {"max_new_tokens": 4, "max_retries": 0, "batch_size": 4,
+                            "temperature": 0.0,
+                            "transformers": TransformersJudgeConfig(model=str(_model_dir()))}
     return JudgeConfig(**{**base, **overrides})
 
 

@@ -11,10 +11,14 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from rewards.config import JudgeConfig
+from rewards.config import EmbeddingJudgeConfig, JudgeConfig
 from rewards.judges import GuardedJudge, make_judge
 from rewards.judges.embedding import EmbeddingJudge, helpfulness, sentences, top_k_mean
 from rewards.prompts import load_prompts
+
+
+def _cfg(**embedding: object) -> JudgeConfig:
+    return JudgeConfig(embedding=EmbeddingJudgeConfig(**embedding))  # type: ignore[arg-type]
 
 
 def test_top_k_mean_and_helpfulness_by_hand() -> None:
@@ -69,12 +73,12 @@ def test_the_task_changes_the_labels() -> None:
 
 
 def test_margin_moves_the_threshold(score_judge: EmbeddingJudge) -> None:
-    strict = EmbeddingJudge(JudgeConfig(embedding_margin=10.0), "score")
+    strict = EmbeddingJudge(_cfg(margin=10.0), "score")
     assert not any(v.label for v in strict.label(SCORE_HELPFUL))
 
 
 def test_cache_hits_and_bound() -> None:
-    judge = EmbeddingJudge(JudgeConfig(embedding_cache_size=3), "score")
+    judge = EmbeddingJudge(_cfg(cache_size=3), "score")
     first = judge.scores(SCORE_NOT[:3])
     again = judge.scores(SCORE_NOT[:3])
     np.testing.assert_array_equal(first, again)
@@ -117,7 +121,7 @@ def test_a_caption_scores_as_its_best_sentence_from_cached_embeddings() -> None:
     np.testing.assert_allclose(joined, [alone[1], alone[1], alone[0]], rtol=1e-6)
     assert judge.stats()["cache_misses"] == misses  # recombined sentences cost no embedding
     assert [v.label for v in judge.label([f"{dull}  {kill}"])] == [True]
-    whole = EmbeddingJudge(JudgeConfig(embedding_per_sentence=False), "score")
+    whole = EmbeddingJudge(_cfg(per_sentence=False), "score")
     mixed = whole.scores([f"{dull}  {kill}"])[0]
     assert alone[0] < mixed < alone[1]  # the whole caption's embedding sits between
 
@@ -126,7 +130,7 @@ def test_negatives_unhelpful_everywhere_drop_other_goals_positives() -> None:
     # "The door opens." is helpful for staircase (and others), so by default it is one of
     # minihack_room's negatives, although that goal names opening doors.
     default = EmbeddingJudge(JudgeConfig(), "minihack_room")
-    universal = EmbeddingJudge(JudgeConfig(embedding_negatives="unhelpful_everywhere"),
+    universal = EmbeddingJudge(_cfg(negatives="unhelpful_everywhere"),
                                "minihack_room")
     prompts = load_prompts(JudgeConfig().prompts)
     nowhere = [e for e in prompts.examples if not e.helpful_for]
@@ -139,7 +143,7 @@ def test_goal_sentences_are_positives() -> None:
     prompts = load_prompts(JudgeConfig().prompts)
     goal = prompts.goal("minihack_keyroom")
     plain = EmbeddingJudge(JudgeConfig(), "minihack_keyroom")
-    split = EmbeddingJudge(JudgeConfig(embedding_goal_sentences=True), "minihack_keyroom")
+    split = EmbeddingJudge(_cfg(goal_sentences=True), "minihack_keyroom")
     assert len(sentences(goal)) == 2
     assert split._positives.shape[0] == plain._positives.shape[0] + 2
     np.testing.assert_allclose(split._positives[-2:], split._encode(sentences(goal)), atol=1e-5)

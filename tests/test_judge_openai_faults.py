@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from rewards.config import JudgeConfig
+from rewards.config import JudgeConfig, OpenAIJudgeConfig
 from rewards.judges.openai_judge import OpenAIJudge
 
 KEY_ENV = "ONIRAY_TEST_JUDGE_KEY"
@@ -106,16 +106,22 @@ def make_judge(server: FaultServer, monkeypatch: pytest.MonkeyPatch) -> Iterator
     monkeypatch.setenv(KEY_ENV, SECRET)
     judges: list[OpenAIJudge] = []
     base = JudgeConfig(
-        backend="openai", model="tiny", base_url=server.url, api_key_env=KEY_ENV,
-        max_concurrency=1, timeout_s=2.0, max_retries=2, backoff_s=0.05, batch_size=3,
-        breaker_failures=100, breaker_cooldown_s=0.5,
+        backend="openai", max_retries=2, backoff_s=0.05, batch_size=3,
         # Free text: these tests are about the transport. Constrained and log-probability
         # answers from a real vLLM server: tests/test_judge_vllm.py.
         constrained=False,
     )
+    http = OpenAIJudgeConfig(
+        model="tiny", base_url=server.url, api_key_env=KEY_ENV, max_concurrency=1,
+        timeout_s=2.0, breaker_failures=100, breaker_cooldown_s=0.5,
+    )
 
     def make(**overrides: Any) -> OpenAIJudge:
-        judges.append(OpenAIJudge(replace(base, **overrides), task="score"))
+        """``overrides``: keys of rewards.judge and of its openai section, by name."""
+        mine = {k: v for k, v in overrides.items() if hasattr(http, k)}
+        shared = {k: v for k, v in overrides.items() if k not in mine}
+        cfg = replace(base, **shared, openai=replace(http, **mine))
+        judges.append(OpenAIJudge(cfg, task="score"))
         return judges[-1]
 
     yield make

@@ -52,9 +52,9 @@ def run_args(out_dir: Path, name: str, judge_url: str, *extra: str) -> list[str]
         "learner.batch_size=128", "ray.num_cpus=3", "ray.object_store_mb=128",
         "rewards.annotator.enabled=true", "rewards.model.kind=retrieval",
         "rewards.intrinsic_coef=0.4", "rewards.judge.backend=openai",
-        f"rewards.judge.base_url={judge_url}", "rewards.judge.timeout_s=1",
+        f"rewards.judge.openai.base_url={judge_url}", "rewards.judge.openai.timeout_s=1",
         "rewards.judge.max_retries=1", "rewards.judge.backoff_s=0.1",
-        "rewards.judge.breaker_failures=3", "rewards.judge.breaker_cooldown_s=2",
+        "rewards.judge.openai.breaker_failures=3", "rewards.judge.openai.breaker_cooldown_s=2",
         "metrics.scrape_every_s=0.5", *extra,
     ]
 

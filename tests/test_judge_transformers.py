@@ -18,8 +18,9 @@ import torch
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from rewards.config import JudgeConfig
-from rewards.judges import judge_model, make_judge
+from bench.tools import judge_model
+from rewards.config import JudgeConfig, TransformersJudgeConfig
+from rewards.judges import make_judge
 from rewards.judges.text import LABEL_CHOICES, LABEL_OPEN
 from rewards.judges.transformers_judge import TransformersJudge
 from tests.helpers.captions import NETHACK_MESSAGES
@@ -37,8 +38,9 @@ def judge() -> TransformersJudge:
         pytest.skip(f"SKIPPED, NOT TESTED: no judge model at {judge_model.DEFAULT_DIR} "
                     "(run `make judge-model`)")
     # The backend alone (guard off): these tests are about the model's answers.
-    cfg = JudgeConfig(backend="transformers", model=str(judge_model.DEFAULT_DIR),
-                      batch_size=8, max_retries=0, guard=False)
+    model = TransformersJudgeConfig(model=str(judge_model.DEFAULT_DIR))
+    cfg = JudgeConfig(backend="transformers", transformers=model, batch_size=8, max_retries=0,
+                      guard=False)
     made = make_judge(cfg, env_id="NetHackScore-v0")
     assert isinstance(made, TransformersJudge) and made.use_chat
     return made

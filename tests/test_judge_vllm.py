@@ -21,8 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from rewards.config import JudgeConfig
-from rewards.judges import judge_model
+from bench.tools import judge_model
+from rewards.config import (
+    JudgeConfig,
+    OpenAIJudgeConfig,
+    TransformersJudgeConfig,
+    VLLMJudgeConfig,
+)
 from rewards.judges.openai_judge import OpenAIJudge
 from rewards.judges.text import TextJudge
 from rewards.judges.vllm_judge import VLLMJudge, vllm_importable
@@ -56,8 +61,8 @@ def reference(model_dir: Path) -> dict[str, list[float]]:
     from rewards.judges.transformers_judge import TransformersJudge
 
     judge = TransformersJudge(
-        JudgeConfig(backend="transformers", model=str(model_dir), scoring="logprob",
-                    batch_size=8), "score",
+        JudgeConfig(backend="transformers", scoring="logprob", batch_size=8,
+                    transformers=TransformersJudgeConfig(model=str(model_dir))), "score",
     )
     labels = [v.prob for v in judge.label(CAPTIONS)]
     pairs = [p.prob_first for p in judge.compare(PAIRS)]
@@ -73,7 +78,8 @@ def engine_judge(model_dir: Path) -> Iterator[VLLMJudge]:
     with pytest.MonkeyPatch.context() as patch:
         for key, value in vllm_env().items():
             patch.setenv(key, value)
-        cfg = judge_config(backend="vllm", model=str(model_dir), dtype="float32", api="chat")
+        engine = VLLMJudgeConfig(model=str(model_dir), dtype="float32")
+        cfg = judge_config(backend="vllm", vllm=engine, api="chat")
         start = time.monotonic()
         judge = RecordingVLLMJudge(cfg, task="score")
         print(f"\nvllm engine up in {time.monotonic() - start:.1f} s")
@@ -91,10 +97,7 @@ def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 def judge_config(**overrides: object) -> JudgeConfig:
-    base = {
-        "max_new_tokens": 16, "temperature": 0.0, "max_retries": 0, "batch_size": 4,
-        "timeout_s": 120.0,
-    }
+    base = {"max_new_tokens": 16, "temperature": 0.0, "max_retries": 0, "batch_size": 4}
     return JudgeConfig(**{**base, **overrides})  # type: ignore[arg-type]
 
 
@@ -192,7 +195,8 @@ def test_vllm_engine_behind_the_guard(engine_judge: VLLMJudge) -> None:
 def test_openai_judge_against_real_vllm_server(
     server: Server, reference: dict[str, list[float]], api: str
 ) -> None:
-    cfg = judge_config(backend="openai", base_url=server.base_url, model=server.model, api=api)
+    http = OpenAIJudgeConfig(base_url=server.base_url, model=server.model, timeout_s=120.0)
+    cfg = judge_config(backend="openai", openai=http, api=api)
     judge = OpenAIJudge(cfg, task="score")
     try:
         if api == "chat":

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import pytest
 
-from rewards.config import JudgeConfig
+from rewards.config import JudgeConfig, RulesJudgeConfig, VLLMJudgeConfig
 from rewards.judges import GuardedJudge, make_judge
-from rewards.judges.rules import RulesJudge
-from rewards.judges.text import TextJudge, compare_both_orders
+from rewards.judges.guard import BLOCK_KINDS, GuardedStats
+from rewards.judges.rules import RulesJudge, RulesStats
+from rewards.judges.text import TextJudge, TextJudgeStats, compare_both_orders
 
 
 class ScriptedJudge(TextJudge):
@@ -31,6 +33,10 @@ class ScriptedJudge(TextJudge):
             out.append(self.answer(prompt, self.seen.count(prompt)))
             self.seen.append(prompt)
         return out
+
+
+def _rules(*patterns: str) -> JudgeConfig:
+    return JudgeConfig(backend="rules", rules=RulesJudgeConfig(positive=list(patterns)))
 
 
 def _caption(prompt: str) -> str:
@@ -123,7 +129,7 @@ def test_compare_both_orders_cancels_position_bias() -> None:
 
 
 def test_compare_both_orders_with_rules_judge() -> None:
-    judge = RulesJudge(JudgeConfig(rules_positive=[r"(?i)\bkey\b"]), "corridor")
+    judge = RulesJudge(_rules(r"(?i)\bkey\b"), "corridor")
     pairs = [("You see a key here.", "It's solid stone."), ("a", "b"), ("b", "key")]
     assert [p.preferred for p in compare_both_orders(judge, pairs)] == [0, -1, 1]
 
@@ -165,7 +171,7 @@ def test_compare_both_orders_averages_the_two_orders_probabilities() -> None:
 
 
 def test_rules_judge_uses_config_regexes() -> None:
-    judge = RulesJudge(JudgeConfig(rules_positive=["(?i)you kill", r"gold pieces"]), "score")
+    judge = RulesJudge(_rules("(?i)you kill", r"gold pieces"), "score")
     verdicts = judge.label(["You kill the jackal!", "12 gold pieces.", "It's solid stone.", ""])
     assert [v.label for v in verdicts] == [True, True, False, False]
     assert judge.stats()["labels_helpful"] == 2
@@ -184,7 +190,7 @@ def test_rules_judge_falls_back_to_the_task_rules_of_the_prompt_file() -> None:
 
 def test_rules_judge_rejects_bad_regex() -> None:
     with pytest.raises(ValueError, match=r"bad regex '\(oops'"):
-        RulesJudge(JudgeConfig(rules_positive=["(oops"]), "score")
+        RulesJudge(_rules("(oops"), "score")
 
 
 def test_factory_task_override_and_errors() -> None:
@@ -207,8 +213,58 @@ def test_vllm_worker_environment_is_offline_with_a_bounded_kv_cache(monkeypatch)
     from rewards.judges.vllm_judge import worker_env
 
     monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
-    env = worker_env(JudgeConfig(backend="vllm", cpu_kv_cache_gib=2))
+    env = worker_env(VLLMJudgeConfig(cpu_kv_cache_gib=2))
     assert env == {"VLLM_CPU_KVCACHE_SPACE": "2", "HF_HUB_OFFLINE": "1",
                    "VLLM_NO_USAGE_STATS": "1"}
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "6")  # the user's environment wins
-    assert worker_env(JudgeConfig(backend="vllm"))["VLLM_CPU_KVCACHE_SPACE"] == "6"
+    assert worker_env(VLLMJudgeConfig())["VLLM_CPU_KVCACHE_SPACE"] == "6"
+
+
+def test_logprob_answers_keep_the_chosen_tag_and_the_probabilities() -> None:
+    (pref,) = ScoredJudge(lambda p: [0.6, 0.2, 0.2]).compare([("a", "b")])
+    assert pref.preferred == 0 and pref.prob_first == pytest.approx(0.75)
+    assert pref.raw == ("<best_description> 1 </best_description> "
+                        "(P(1)=0.6000, P(2)=0.2000, P(none)=0.2000)")
+    (failed,) = ScoredJudge(lambda p: None).compare([("a", "b")])
+    assert (failed.preferred, failed.raw, failed.prob_first) == (None, "no answer", None)
+
+
+def test_stats_are_typed_counters_and_a_flat_mapping() -> None:
+    judge = make_judge(_rules("(?i)you kill"), env_id="NetHackScore-v0")
+    judge.label(["You kill the newt!", "It's solid stone.", ":"])
+    stats = judge.stats()
+    assert isinstance(stats, GuardedStats) and isinstance(stats.backend, RulesStats)
+    # The common counters are typed attributes, the backend's own are its stats' fields.
+    assert (stats.labels, stats.backend.labels_helpful, stats.guard_asked) == (2, 1, 2)
+    # Flat, as the annotator exports them: the same names the metrics have always had.
+    assert dict(stats) == {
+        "labels": 2.0, "labels_empty": 0.0, "comparisons": 0.0, "labels_helpful": 1.0,
+        **{f"guard_blocked_{k}": float(k == "punctuation") for k in BLOCK_KINDS},
+        "guard_redacted_read": 0.0, "guard_redacted_name": 0.0, "guard_asked": 2.0,
+    }
+    text = ScriptedJudge(lambda p, a: "<label> FOO </label>").stats()
+    assert isinstance(text, TextJudgeStats) and text.label_generations == 0
+    assert set(text) == {f.name for f in dataclasses.fields(TextJudgeStats)}
+
+
+def test_the_guard_forwards_the_contract_only() -> None:
+    judge = make_judge(_rules("(?i)you kill"), env_id="NetHackScore-v0")
+    assert isinstance(judge, GuardedJudge) and judge.answer_mode is None
+    assert not hasattr(judge, "helpful")  # the backend's own method: judge.inner.helpful
+    text = GuardedJudge(ScriptedJudge(lambda p, a: "", constrained=False), max_caption_chars=64)
+    assert text.answer_mode == "free"
+
+
+def test_chat_prompts_go_through_one_hook() -> None:
+    class Templated(ScriptedJudge):
+        def render_chat(self, messages: list[dict[str, str]]) -> str:  # type: ignore[override]
+            return "".join(f"<{m['role']}>{m['content']}" for m in messages)
+
+    plain = ScriptedJudge(lambda p, a: "", api="chat").render_label("You kill the newt!")
+    assert isinstance(plain, list) and plain[-1]["role"] == "user"
+    assert "You kill the newt!" in plain[-1]["content"]
+    templated = Templated(lambda p, a: "", api="chat")
+    assert templated.render_label("You kill the newt!").endswith(f"<user>{plain[-1]['content']}")
+    pair = templated.render_compare("a key", "a wall")
+    assert isinstance(pair, str) and "<user>" in pair and "a wall" in pair
+    assert isinstance(ScriptedJudge(lambda p, a: "").render_label("x"), str)  # completions

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.tools.judge_model import DEFAULT_DIR, is_ready
 from rewards.annotator import Annotator
 from rewards.config import RewardsConfig
 from rewards.judges import Judge, make_judge
-from rewards.judges.judge_model import DEFAULT_DIR, is_ready
 from rewards.label_store import LabelStore
 from rewards.models import reward_model_from_state
 from rewards.models.classification import ClassificationRewardModel
@@ -39,7 +39,7 @@ CAPTIONS = [
 def _cfg() -> RewardsConfig:
     cfg = RewardsConfig()
     cfg.judge.backend = "transformers"
-    cfg.judge.model = str(DEFAULT_DIR)
+    cfg.judge.transformers.model = str(DEFAULT_DIR)
     cfg.judge.scoring = "logprob"
     cfg.judge.batch_size = len(CAPTIONS)  # one step, one forward pass
     cfg.annotator.canary_every = 0  # every caption asked is one of ours

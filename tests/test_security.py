@@ -80,7 +80,7 @@ def test_run_is_token_authenticated_loopback_only_and_never_writes_the_key(
          "rollout.num_actors=1", "ray.num_cpus=3", "ray.object_store_mb=128",
          "rewards.annotator.enabled=true", "rewards.model.kind=retrieval",
          "rewards.model.train_every_s=1", "rewards.intrinsic_coef=0.4",
-         "rewards.judge.backend=openai", f"rewards.judge.base_url={server.url}"],
+         "rewards.judge.backend=openai", f"rewards.judge.openai.base_url={server.url}"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     root = psutil.Process(proc.pid)

@@ -9,13 +9,14 @@ injections are answered before the backend sees them, agent-written text is reda
 from __future__ import annotations
 
 from rewards.config import JudgeConfig
-from rewards.judges.base import Judge, Preference, Verdict
+from rewards.judges.base import Judge, JudgeStats, Preference, Verdict
 from rewards.judges.guard import GuardedJudge
 from rewards.judges.text import TextJudge
 from rewards.prompts import task_for_env
 
 __all__ = [
-    "GuardedJudge", "Judge", "Preference", "TextJudge", "Verdict", "judge_task", "make_judge",
+    "GuardedJudge", "Judge", "JudgeStats", "Preference", "TextJudge", "Verdict", "judge_task",
+    "make_judge",
 ]
 
 

@@ -14,12 +14,13 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from rewards.config import JudgeConfig
-from rewards.judges.base import Judge, Preference, Verdict
+from rewards.judges.base import Judge, JudgeStats, Preference, Verdict
 from rewards.parse import sanitize_caption
 from rewards.prompts import load_prompts
 
@@ -66,48 +67,57 @@ def load_encoder(model_dir: str):  # -> SentenceTransformer; shared: read-only a
     return SentenceTransformer(model_dir, device="cpu", local_files_only=True)
 
 
+@dataclass
+class EmbeddingStats(JudgeStats):
+    """The common counters plus the encoder's and its cache's."""
+
+    labels_helpful: int = 0
+    cache_hits: int = 0  # caption sentences found in the embedding cache
+    cache_misses: int = 0  # ... and encoded
+    encode_seconds: float = 0.0  # encoding captions (the examples at construction excluded)
+    cache_size: int = 0  # embeddings held now
+
+
 class EmbeddingJudge(Judge):
-    """Helpful iff helpfulness > ``cfg.embedding_margin``; compare: the higher score wins."""
+    """Helpful iff helpfulness > ``embedding.margin``; compare: the higher score wins."""
 
     name = "embedding"
 
     def __init__(self, cfg: JudgeConfig, task: str) -> None:
-        model_dir = Path(cfg.model) if cfg.model else default_model_dir()
+        self._emb_cfg = emb = cfg.embedding
+        model_dir = Path(emb.model) if emb.model else default_model_dir()
         if not model_dir.is_dir():
             raise FileNotFoundError(f"embedding judge: model dir {model_dir} does not exist")
         self._model = load_encoder(str(model_dir.resolve()))
         self._cfg = cfg
         prompts = load_prompts(cfg.prompts)
         positives, negatives = prompts.labelled_examples(task)
-        if cfg.embedding_negatives == "unhelpful_everywhere":
+        if emb.negatives == "unhelpful_everywhere":
             negatives = [e.text for e in prompts.examples if not e.helpful_for]
         # The goal string is a positive too: it names what the task rewards in plain words.
         goal = prompts.goal(task)
-        goal_parts = sentences(goal) if cfg.embedding_goal_sentences else []
-        self._positives = self._encode([*positives, goal, *goal_parts])
-        self._negatives = self._encode(negatives)
+        goal_parts = sentences(goal) if emb.goal_sentences else []
+        self._positives = self._encode([*positives, goal, *goal_parts], counted=False)
+        self._negatives = self._encode(negatives, counted=False)
         # Bounded: captions are open-ended text, and the annotator runs for days.
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._counts = dict.fromkeys(
-            ("labels", "labels_empty", "labels_helpful", "comparisons", "cache_hits",
-             "cache_misses", "encode_seconds"), 0.0,
-        )
+        self.counters = EmbeddingStats()
 
-    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+    def _encode(self, texts: Sequence[str], *, counted: bool = True) -> np.ndarray:
         start = time.perf_counter()
         out = self._model.encode(
             list(texts), batch_size=self._cfg.batch_size, convert_to_numpy=True,
             normalize_embeddings=True, show_progress_bar=False,
         )
-        if hasattr(self, "_counts"):
-            self._counts["encode_seconds"] += time.perf_counter() - start
+        if counted:
+            self.counters.encode_seconds += time.perf_counter() - start
         return np.asarray(out, dtype=np.float32)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit embeddings [N, D] of sanitised, non-empty texts, through the LRU cache."""
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
-        self._counts["cache_hits"] += len(texts) - len(missing)
-        self._counts["cache_misses"] += len(missing)
+        self.counters.cache_hits += len(texts) - len(missing)
+        self.counters.cache_misses += len(missing)
         fresh = dict(zip(missing, self._encode(missing), strict=True)) if missing else {}
         rows = []
         for text in texts:
@@ -118,7 +128,7 @@ class EmbeddingJudge(Judge):
             rows.append(row)
         for text, row in fresh.items():
             self._cache[text] = row
-        while len(self._cache) > self._cfg.embedding_cache_size:
+        while len(self._cache) > self._emb_cfg.cache_size:
             self._cache.popitem(last=False)
         return np.stack(rows) if rows else np.zeros((0, self._positives.shape[1]), np.float32)
 
@@ -127,20 +137,20 @@ class EmbeddingJudge(Judge):
 
         A caption of punctuation alone (":", "...") tells nothing about progress, yet its
         embedding lands anywhere; an LLM judge would not call it helpful, so neither may this.
-        With ``embedding_per_sentence`` a caption scores as its best sentence: "The kitten
+        With ``embedding.per_sentence`` a caption scores as its best sentence: "The kitten
         picks up a gem.  You kill the newt!" is as helpful as the kill.
         """
         clean = [sanitize_caption(c, self._cfg.max_caption_chars) for c in captions]
-        if self._cfg.embedding_per_sentence:
+        if self._emb_cfg.per_sentence:
             parts = [sentences(c) for c in clean]
         else:
             parts = [[c] if _WORD.search(c) else [] for c in clean]
         out = np.full(len(clean), -np.inf, dtype=np.float32)
-        self._counts["labels_empty"] += sum(not p for p in parts)
+        self.counters.labels_empty += sum(not p for p in parts)
         texts = [text for p in parts for text in p]
         if not texts:
             return out
-        k = self._cfg.embedding_top_k
+        k = self._emb_cfg.top_k
         per_text = helpfulness(self.embed(texts), self._positives, self._negatives, k=k)
         owner = np.repeat(np.arange(len(parts)), [len(p) for p in parts])
         np.maximum.at(out, owner, per_text)  # the best sentence of each caption
@@ -148,16 +158,16 @@ class EmbeddingJudge(Judge):
 
     def label(self, captions: Sequence[str]) -> list[Verdict]:
         scores = self.scores(captions)
-        helpful = scores > self._cfg.embedding_margin
-        self._counts["labels"] += len(captions)
-        self._counts["labels_helpful"] += int(helpful.sum())
+        helpful = scores > self._emb_cfg.margin
+        self.counters.labels += len(captions)
+        self.counters.labels_helpful += int(helpful.sum())
         return [
             Verdict(c, bool(h), raw=f"helpfulness={s:.4f}")
             for c, h, s in zip(captions, helpful, scores, strict=True)
         ]
 
     def compare(self, pairs: Sequence[tuple[str, str]]) -> list[Preference]:
-        self._counts["comparisons"] += len(pairs)
+        self.counters.comparisons += len(pairs)
         scores = self.scores([c for pair in pairs for c in pair]).reshape(-1, 2)
         out = []
         for (first, second), (a, b) in zip(pairs, scores, strict=True):
@@ -165,5 +175,5 @@ class EmbeddingJudge(Judge):
             out.append(Preference(first, second, preferred, raw=f"{a:.4f} vs {b:.4f}"))
         return out
 
-    def stats(self) -> dict[str, float]:
-        return {**{k: float(v) for k, v in self._counts.items()}, "cache_size": len(self._cache)}
+    def stats(self) -> EmbeddingStats:
+        return replace(self.counters, cache_size=len(self._cache))

@@ -42,10 +42,9 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
 
-from rewards.judges.base import Judge, Preference, Verdict
+from rewards.judges.base import Judge, JudgeStats, Preference, Verdict, counts_by_kind
 from rewards.parse import sanitize_caption
 
 BLOCK_KINDS = ("punctuation", "instruction", "label_token", "reasoning", "agent_text")
@@ -228,11 +227,22 @@ def screen(caption: str) -> Screened:
     return Screened(text, redacted=redacted)
 
 
+@dataclass
+class GuardedStats(JudgeStats):
+    """The backend's counters (``labels``, ``labels_empty``, ``comparisons`` are its own, as
+    the backend counted them) plus the guard's, flat as ``guard_<name>_<kind>``."""
+
+    backend: JudgeStats = field(default_factory=JudgeStats)
+    guard_blocked: dict[str, int] = counts_by_kind("guard_blocked_")  # every BLOCK_KINDS
+    guard_redacted: dict[str, int] = counts_by_kind("guard_redacted_")  # every REDACT_KINDS
+    guard_asked: int = 0  # captions passed on to the backend
+
+
 class GuardedJudge(Judge):
     """Any judge behind the guard: the Judge contract, with blocked captions answered here and
     agent text redacted before ``inner`` sees it. Verdicts and preferences name the original
-    captions. Attributes that are not part of the contract (a backend's ``generate``,
-    ``scores``, ...) are the inner judge's, unguarded: tools for tests and benchmarks."""
+    captions. Only the contract is forwarded; the backend itself (its ``generate``,
+    ``scores``, ...) is ``inner``, unguarded: a tool for tests and benchmarks."""
 
     def __init__(self, inner: Judge, *, max_caption_chars: int) -> None:
         self.inner = inner
@@ -279,21 +289,22 @@ class GuardedJudge(Judge):
             for (first, second), (a, b) in zip(pairs, screens, strict=True)
         ]
 
-    def stats(self) -> dict[str, float]:
-        inner = getattr(self.inner, "stats", None)
-        out = {k: float(v) for k, v in inner().items()} if callable(inner) else {}
-        out |= {f"guard_blocked_{k}": float(self.blocked[k]) for k in BLOCK_KINDS}
-        out |= {f"guard_redacted_{k}": float(self.redacted[k]) for k in REDACT_KINDS}
-        out["guard_asked"] = float(self.asked)
-        return out
+    def stats(self) -> GuardedStats:
+        backend = self.inner.stats()
+        return GuardedStats(
+            labels=backend.labels, labels_empty=backend.labels_empty,
+            comparisons=backend.comparisons, backend=backend,
+            guard_blocked={k: self.blocked[k] for k in BLOCK_KINDS},
+            guard_redacted={k: self.redacted[k] for k in REDACT_KINDS},
+            guard_asked=self.asked,
+        )
+
+    @property
+    def answer_mode(self) -> str | None:
+        return self.inner.answer_mode
 
     def close(self) -> None:
         self.inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "inner":  # not set yet (unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
 
 def _blocked_preference(first: str, second: str, a: Screened, b: Screened) -> Preference:

@@ -35,13 +35,15 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import requests
 
 from rewards.config import JudgeConfig
+from rewards.judges.base import counts_by_kind
 from rewards.judges.breaker import OPEN, STATE_CODES, CircuitBreaker
-from rewards.judges.text import TextJudge, constrained_probs
+from rewards.judges.text import TextJudge, TextJudgeStats, constrained_probs
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,24 @@ CHOICE_MAX_TOKENS = 16
 ChatMessages = list[dict[str, str]]
 
 
+@dataclass
+class OpenAIStats(TextJudgeStats):
+    """The text judge's counters plus the HTTP transport's (latencies of answered requests;
+    buckets: :meth:`OpenAIJudge.latency_buckets`)."""
+
+    http_requests: int = 0  # attempts
+    http_answered: int = 0
+    http_failures: int = 0  # failed attempts, of every kind
+    http_retries: int = 0  # attempts after a request's first
+    http_short_circuited: int = 0  # requests the open breaker refused
+    circuit_state: int = 0  # 0 closed, 1 half-open, 2 open
+    circuit_opens: int = 0
+    latency_sum_s: float = 0.0
+    latency_count: int = 0
+    # Failed attempts by kind: http_failures_timeout, ..._http_5xx, ..._garbage, ...
+    http_failures_by_kind: dict[str, int] = counts_by_kind("http_failures_")
+
+
 class OpenAIJudge(TextJudge):
     """``TextJudge`` over HTTP; ``label`` and ``compare`` come from ``rewards.judges.text``."""
 
@@ -68,17 +88,18 @@ class OpenAIJudge(TextJudge):
 
     def __init__(self, cfg: JudgeConfig, task: str) -> None:
         super().__init__(cfg, task)
-        endpoint = "completions" if cfg.api == "completions" else "chat/completions"
-        self._url = f"{cfg.base_url.rstrip('/')}/{endpoint}"
-        self._api_key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
+        self.http = http = cfg.openai
+        endpoint = "chat/completions" if self.use_chat else "completions"
+        self._url = f"{http.base_url.rstrip('/')}/{endpoint}"
+        self._api_key = os.environ.get(http.api_key_env, "") if http.api_key_env else ""
         self._extension_hint_given = False
         self._breaker = CircuitBreaker(
-            failure_threshold=cfg.breaker_failures,
-            cooldown_s=cfg.breaker_cooldown_s,
-            name=f"{self.name}@{cfg.base_url}",
+            failure_threshold=http.breaker_failures,
+            cooldown_s=http.breaker_cooldown_s,
+            name=f"{self.name}@{http.base_url}",
         )
         self._pool = ThreadPoolExecutor(
-            max_workers=cfg.max_concurrency, thread_name_prefix="oniray-judge-http"
+            max_workers=http.max_concurrency, thread_name_prefix="oniray-judge-http"
         )
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -91,8 +112,8 @@ class OpenAIJudge(TextJudge):
     def __repr__(self) -> str:
         # Spelled out so that no default repr can ever print the key.
         return (
-            f"{type(self).__name__}(base_url={self.cfg.base_url!r}, model={self.cfg.model!r}, "
-            f"api={self.cfg.api!r}, api_key_env={self.cfg.api_key_env!r}, "
+            f"{type(self).__name__}(base_url={self.http.base_url!r}, model={self.http.model!r}, "
+            f"api={self.cfg.api!r}, api_key_env={self.http.api_key_env!r}, "
             f"api_key_set={bool(self._api_key)})"
         )
 
@@ -141,49 +162,31 @@ class OpenAIJudge(TextJudge):
             ]
         return [walk.probs() for walk in walks]
 
-    def render_label(self, caption: str) -> str | ChatMessages:  # type: ignore[override]
-        if self.cfg.api == "chat":
-            return self.prompts.render_label_messages(caption, task=self.task)
-        return super().render_label(caption)
-
-    def render_compare(self, first: str, second: str) -> str | ChatMessages:  # type: ignore[override]
-        if self.cfg.api == "chat":
-            return self.prompts.render_compare_messages(first, second, task=self.task)
-        return super().render_compare(first, second)
-
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- metrics ------------------------------------------------------------------------------
 
-    def stats(self) -> dict[str, float]:
-        """The text judge's counters plus this transport's, cumulative since construction.
-
-        ``http_requests`` counts attempts; ``http_failures`` the failed ones, also split by
-        kind (``http_failures_timeout``, ``..._http_5xx``, ``..._garbage``, ...);
-        ``http_retries`` the attempts after a request's first; ``http_short_circuited`` the
-        requests the open breaker refused; ``circuit_state`` 0 closed, 1 half-open, 2 open.
-        Latencies are of answered requests; buckets: :meth:`latency_buckets`.
-        """
+    def stats(self) -> OpenAIStats:
+        """The text judge's counters plus this transport's, cumulative since construction."""
         with self._lock:
             counts = dict(self._counts)
             latency_sum = self._latency_sum
             latency_count = sum(self._latency_hist)
-        kinds = {k: v for k, v in counts.items() if k.startswith("fail_")}
-        out = {
-            **super().stats(),
-            "http_requests": counts.get("requests", 0),
-            "http_answered": counts.get("answered", 0),
-            "http_failures": sum(kinds.values()),
-            "http_retries": counts.get("retries", 0),
-            "http_short_circuited": counts.get("short_circuited", 0),
-            "circuit_state": STATE_CODES[self._breaker.state],
-            "circuit_opens": self._breaker.opens,
-            "latency_sum_s": latency_sum,
-            "latency_count": latency_count,
-        }
-        out.update({f"http_failures_{k.removeprefix('fail_')}": v for k, v in kinds.items()})
-        return {k: float(v) for k, v in out.items()}
+        kinds = {k.removeprefix("fail_"): v for k, v in counts.items() if k.startswith("fail_")}
+        return super().stats().extend(
+            OpenAIStats,
+            http_requests=counts.get("requests", 0),
+            http_answered=counts.get("answered", 0),
+            http_failures=sum(kinds.values()),
+            http_retries=counts.get("retries", 0),
+            http_short_circuited=counts.get("short_circuited", 0),
+            circuit_state=STATE_CODES[self._breaker.state],
+            circuit_opens=self._breaker.opens,
+            latency_sum_s=latency_sum,
+            latency_count=latency_count,
+            http_failures_by_kind=kinds,
+        )
 
     @property
     def circuit_state(self) -> str:
@@ -214,7 +217,7 @@ class OpenAIJudge(TextJudge):
     ) -> list[Any]:
         """``parse``d answers, one per prompt, in order (None where every attempt failed):
         ``batch_size`` prompts per /completions request, one per chat request."""
-        step = self.cfg.batch_size if self.cfg.api == "completions" else 1
+        step = 1 if self.use_chat else self.cfg.batch_size
         chunks = [range(i, min(i + step, len(prompts))) for i in range(0, len(prompts), step)]
         futures = [
             self._pool.submit(self._request, [prompts[i] for i in chunk], extra, parse)
@@ -229,7 +232,7 @@ class OpenAIJudge(TextJudge):
         return out
 
     def _logprob_body(self) -> dict[str, Any]:
-        if self.cfg.api == "completions":
+        if not self.use_chat:
             return {"max_tokens": 1, "temperature": 0.0, "logprobs": TOP_LOGPROBS}
         return {"max_tokens": 1, "temperature": 0.0, "logprobs": True,
                 "top_logprobs": TOP_LOGPROBS}
@@ -269,7 +272,7 @@ class OpenAIJudge(TextJudge):
         start = time.perf_counter()
         try:
             resp = self._session().post(
-                self._url, json=payload, headers=self._headers(), timeout=self.cfg.timeout_s
+                self._url, json=payload, headers=self._headers(), timeout=self.http.timeout_s
             )
         except requests.Timeout:
             return "timeout", None
@@ -303,11 +306,11 @@ class OpenAIJudge(TextJudge):
 
     def _payload(self, prompts: list[Any]) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "model": self.cfg.model,
+            "model": self.http.model,
             "max_tokens": self.cfg.max_new_tokens,
             "temperature": self.cfg.temperature,
         }
-        if self.cfg.api == "completions":
+        if not self.use_chat:
             body["prompt"] = prompts
         else:
             (prompt,) = prompts
@@ -323,7 +326,7 @@ class OpenAIJudge(TextJudge):
     def _texts(self, body: Any, n: int) -> list[str]:
         """The n answers of a response body, in prompt order; raises on any malformation."""
         choices = _ordered(body, n)
-        if self.cfg.api == "completions":
+        if not self.use_chat:
             texts = [c["text"] for c in choices]
         else:
             texts = [c["message"]["content"] for c in choices]
@@ -337,7 +340,7 @@ class OpenAIJudge(TextJudge):
         out: list[dict[str, float] | None] = []
         for choice in _ordered(body, n):
             logprobs = choice.get("logprobs") or {}
-            if self.cfg.api == "completions":
+            if not self.use_chat:
                 tops = logprobs.get("top_logprobs") or [None]
                 top = tops[0]
             else:

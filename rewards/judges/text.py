@@ -6,7 +6,8 @@ Consumes a :class:`TextJudge` (its ``generate``, ``choose``, ``choice_probs`` an
 order. An answer that cannot be parsed is asked again, up to ``cfg.max_retries`` times, and is
 otherwise returned as None and counted: it never becomes a label.
 
-Three ways to get an answer, chosen by ``cfg.scoring`` and ``cfg.constrained``:
+Three ways to get an answer, chosen by ``cfg.scoring`` and ``cfg.constrained`` and written
+once (:func:`collect_answers`) for both questions, each a :class:`Grammar` (label, compare):
 
 * free text (``scoring: generate``, not constrained, or a backend without choices): the judge
   writes its whole answer, and the strict parser reads the final tag;
@@ -26,10 +27,10 @@ import random
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from rewards.judges.base import Judge, Preference, Verdict
+from rewards.judges.base import Judge, JudgeStats, Preference, Verdict
 from rewards.parse import parse_label, parse_preference, sanitize_caption
 from rewards.prompts import load_prompts
 
@@ -50,16 +51,14 @@ COMPARE_CHOICES = (" 1", " 2", " none")  # first, second, neither
 
 
 @dataclass
-class TextJudgeStats:
-    """Counters of one text judge since construction."""
+class TextJudgeStats(JudgeStats):
+    """Counters of one text judge since construction (``labels``, ``labels_empty`` and
+    ``comparisons`` come from :class:`JudgeStats`)."""
 
-    labels: int = 0  # captions asked to label
-    labels_empty: int = 0  # empty after sanitising: labelled not helpful without asking
     label_generations: int = 0  # prompts sent, retries included
     label_request_failures: int = 0  # generate returned None
     label_parse_failures: int = 0  # answers without a readable final <label> tag
     label_unparseable: int = 0  # captions still unparsed after every retry
-    comparisons: int = 0
     comparisons_empty: int = 0  # both captions empty: a tie without asking
     compare_generations: int = 0
     compare_request_failures: int = 0
@@ -67,8 +66,43 @@ class TextJudgeStats:
     compare_unparseable: int = 0
     generate_seconds: float = 0.0
 
-    def as_dict(self) -> dict[str, float]:
-        return {k: float(v) for k, v in asdict(self).items()}
+
+@dataclass(frozen=True)
+class Grammar:
+    """One question's answer grammar: an opening tag, one of ``choices``, a closing tag."""
+
+    kind: str  # "label" or "compare": the prefix of its counters in TextJudgeStats
+    open: str
+    close: str
+    choices: tuple[str, ...]
+    values: tuple[Any, ...]  # what each choice means (label: True/False; compare: 0, 1, -1)
+    parse: Callable[[str], Any]  # the strict parser of a whole free answer
+    # Log-probability scoring: the index of the chosen choice, from the choices' probabilities
+    # and cfg.threshold; and the note on the probabilities kept in the raw answer.
+    decide: Callable[[list[float], float], int]
+    note: Callable[[list[float]], str]
+
+
+LABEL = Grammar(
+    "label", LABEL_OPEN, LABEL_CLOSE, LABEL_CHOICES, (True, False), parse_label,
+    decide=lambda probs, threshold: 0 if probs[0] > threshold else 1,
+    note=lambda probs: f"(P(FOO)={probs[0]:.4f})",
+)
+COMPARE = Grammar(
+    "compare", COMPARE_OPEN, COMPARE_CLOSE, COMPARE_CHOICES, (0, 1, -1), parse_preference,
+    decide=lambda probs, _: max(range(len(probs)), key=probs.__getitem__),
+    note=lambda probs: f"(P(1)={probs[0]:.4f}, P(2)={probs[1]:.4f}, P(none)={probs[2]:.4f})",
+)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One prompt's answer, whichever way it was got (module docstring)."""
+
+    value: Any  # one of the grammar's values; None: unparseable, or no answer
+    raw: str  # the answer's text ("no answer" where log-probabilities failed)
+    answered: bool = True  # False: no attempt got any answer (an outage)
+    probs: list[float] | None = None  # log-probability scoring: P(choice), per choice
 
 
 class TextJudge(Judge):
@@ -76,7 +110,7 @@ class TextJudge(Judge):
 
     Subclasses implement ``generate``; the shared ``label``/``compare`` (sanitise, render,
     generate, parse strictly, retry unparseable answers, count) are the functions below. A
-    subclass may override ``render_label``/``render_compare`` to apply its chat template.
+    subclass chooses chat prompts with ``use_chat`` and renders them in ``render_chat``.
     """
 
     def __init__(self, cfg: JudgeConfig, task: str) -> None:
@@ -143,12 +177,30 @@ class TextJudge(Judge):
             return [*prompt[:-1], {**last, "content": last["content"] + answer_start}]
         return [*prompt, {"role": "assistant", "content": answer_start}]
 
-    def render_label(self, caption: str) -> str:
+    @property
+    def use_chat(self) -> bool:
+        """Prompts are chat messages (passed through :meth:`render_chat`), not one completion
+        string: as ``cfg.api`` says (openai, vllm); a backend that decides otherwise overrides
+        it (transformers: whether the model has a chat template)."""
+        return self.cfg.api == "chat"
+
+    def render_chat(self, messages: list[dict[str, str]]) -> Prompt:
+        """A chat prompt as this backend takes it: the messages themselves (an OpenAI chat
+        endpoint, vLLM's chat call); a backend that applies the chat template itself returns
+        the rendered string."""
+        return messages
+
+    def render_label(self, caption: str) -> Prompt:
         """The prompt sent for one (already sanitised) caption."""
+        if self.use_chat:
+            return self.render_chat(self.prompts.render_label_messages(caption, task=self.task))
         return self.prompts.render_label_prompt(caption, task=self.task)
 
-    def render_compare(self, first: str, second: str) -> str:
+    def render_compare(self, first: str, second: str) -> Prompt:
         """The prompt sent for one (already sanitised) pair, in that order."""
+        if self.use_chat:
+            messages = self.prompts.render_compare_messages(first, second, task=self.task)
+            return self.render_chat(messages)
         return self.prompts.render_compare_prompt(first, second, task=self.task)
 
     def label(self, captions: Sequence[str]) -> list[Verdict]:
@@ -157,9 +209,9 @@ class TextJudge(Judge):
     def compare(self, pairs: Sequence[tuple[str, str]]) -> list[Preference]:
         return compare_pairs(self, pairs)
 
-    def stats(self) -> dict[str, float]:
+    def stats(self) -> TextJudgeStats:
         """Counters since construction (requests, retries, parse failures, generate time)."""
-        return self.counters.as_dict()
+        return replace(self.counters)
 
 
 def _ask(
@@ -215,33 +267,40 @@ def label_captions(judge: TextJudge, captions: Sequence[str]) -> list[Verdict]:
     judge.counters.labels += len(captions)
     asked = [i for i, c in enumerate(clean) if c]
     judge.counters.labels_empty += len(captions) - len(asked)
-    prompts = [judge.render_label(clean[i]) for i in asked]
+    answers = collect_answers(judge, [judge.render_label(clean[i]) for i in asked], LABEL)
     verdicts = [Verdict(caption=c, label=False, raw="") for c in captions]
+    for i, a in zip(asked, answers, strict=True):
+        prob = a.probs[0] if a.probs else None  # P(FOO): P(helpful)
+        verdicts[i] = Verdict(captions[i], a.value, raw=a.raw, answered=a.answered, prob=prob)
+    return verdicts
+
+
+def collect_answers(judge: TextJudge, prompts: list[Any], grammar: Grammar) -> list[Answer]:
+    """One answer per prompt, in the judge's :attr:`~TextJudge.answer_mode` (module doc):
+    free text read by ``grammar.parse``; or, after the opening tag, one of the grammar's
+    choices (constrained) or the choices' probabilities (logprob). Counted and retried by
+    :func:`_ask`."""
     mode = judge.answer_mode
     if mode == "free":
-        answers = _ask(judge, prompts, parse_label, kind="label")
-        for i, (label, raw) in zip(asked, answers, strict=True):
-            verdicts[i] = Verdict(captions[i], label, raw=raw or "", answered=raw is not None)
-        return verdicts
-    starts = _answer_starts(judge, prompts, LABEL_OPEN)
+        answers = _ask(judge, prompts, grammar.parse, kind=grammar.kind)
+        return [Answer(value, raw or "", answered=raw is not None) for value, raw in answers]
+    starts = _answer_starts(judge, prompts, grammar.open)
     prompts = [judge.answer_prompt(p, s) for p, s in zip(prompts, starts, strict=True)]
     if mode == "constrained":
-        chosen = _ask(judge, prompts, parse_label, kind="label",
-                      ask=_choose_answers(judge, LABEL_CHOICES, starts, prompts, LABEL_CLOSE))
-        for i, (label, raw) in zip(asked, chosen, strict=True):
-            verdicts[i] = Verdict(captions[i], label, raw=raw or "", answered=raw is not None)
-        return verdicts
-    scored = _ask(judge, prompts, _checked_probs(len(LABEL_CHOICES)), kind="label",
-                  ask=lambda ps: judge.choice_probs(ps, LABEL_CHOICES))
-    for i, start, (probs, _) in zip(asked, starts, scored, strict=True):
+        chosen = _ask(judge, prompts, grammar.parse, kind=grammar.kind,
+                      ask=_choose_answers(judge, grammar.choices, starts, prompts, grammar.close))
+        return [Answer(value, raw or "", answered=raw is not None) for value, raw in chosen]
+    scored = _ask(judge, prompts, _checked_probs(len(grammar.choices)), kind=grammar.kind,
+                  ask=lambda ps: judge.choice_probs(ps, grammar.choices))
+    out = []
+    for start, (probs, _) in zip(starts, scored, strict=True):
         if probs is None:
-            verdicts[i] = Verdict(captions[i], None, raw="no answer", answered=False)
+            out.append(Answer(None, "no answer", answered=False))
             continue
-        p_helpful = probs[0]
-        label = p_helpful > judge.cfg.threshold
-        raw = f"{start}{LABEL_CHOICES[0 if label else 1]}{LABEL_CLOSE} (P(FOO)={p_helpful:.4f})"
-        verdicts[i] = Verdict(captions[i], label, raw=raw, prob=p_helpful)
-    return verdicts
+        best = grammar.decide(probs, judge.cfg.threshold)
+        raw = f"{start}{grammar.choices[best]}{grammar.close} {grammar.note(probs)}"
+        out.append(Answer(grammar.values[best], raw, probs=probs))
+    return out
 
 
 def _answer_starts(judge: TextJudge, prompts: list[Any], opening: str) -> list[str]:
@@ -295,35 +354,15 @@ def compare_pairs(judge: TextJudge, pairs: Sequence[tuple[str, str]]) -> list[Pr
     judge.counters.comparisons += len(pairs)
     asked = [i for i, (a, b) in enumerate(clean) if a or b]
     judge.counters.comparisons_empty += len(pairs) - len(asked)
-    prompts = [judge.render_compare(*clean[i]) for i in asked]
+    answers = collect_answers(judge, [judge.render_compare(*clean[i]) for i in asked], COMPARE)
     prefs = [Preference(first=a, second=b, preferred=-1) for a, b in pairs]
-    mode = judge.answer_mode
-    if mode == "free":
-        answers = _ask(judge, prompts, parse_preference, kind="compare")
-        for i, (preferred, raw) in zip(asked, answers, strict=True):
-            prefs[i] = Preference(pairs[i][0], pairs[i][1], preferred=preferred, raw=raw or "")
-        return prefs
-    starts = _answer_starts(judge, prompts, COMPARE_OPEN)
-    prompts = [judge.answer_prompt(p, s) for p, s in zip(prompts, starts, strict=True)]
-    if mode == "constrained":
-        chosen = _ask(judge, prompts, parse_preference, kind="compare",
-                      ask=_choose_answers(judge, COMPARE_CHOICES, starts, prompts, COMPARE_CLOSE))
-        for i, (preferred, raw) in zip(asked, chosen, strict=True):
-            prefs[i] = Preference(pairs[i][0], pairs[i][1], preferred=preferred, raw=raw or "")
-        return prefs
-    scored = _ask(judge, prompts, _checked_probs(len(COMPARE_CHOICES)), kind="compare",
-                  ask=lambda ps: judge.choice_probs(ps, COMPARE_CHOICES))
-    for i, start, (probs, _) in zip(asked, starts, scored, strict=True):
-        if probs is None:
-            prefs[i] = Preference(pairs[i][0], pairs[i][1], preferred=None, raw="no answer")
-            continue
-        best = max(range(len(probs)), key=probs.__getitem__)
-        preferred = (0, 1, -1)[best]
-        decided = probs[0] + probs[1]
-        prob_first = probs[0] / decided if decided > 0 else 0.5
-        raw = (f"{start}{COMPARE_CHOICES[best]}{COMPARE_CLOSE} "
-               f"(P(1)={probs[0]:.4f}, P(2)={probs[1]:.4f}, P(none)={probs[2]:.4f})")
-        prefs[i] = Preference(pairs[i][0], pairs[i][1], preferred, raw=raw, prob_first=prob_first)
+    for i, a in zip(asked, answers, strict=True):
+        prob_first = None
+        if a.probs:  # P(1 better) among the decided answers; no preference either way: 1/2
+            decided = a.probs[0] + a.probs[1]
+            prob_first = a.probs[0] / decided if decided > 0 else 0.5
+        prefs[i] = Preference(pairs[i][0], pairs[i][1], a.value, raw=a.raw,
+                              prob_first=prob_first)
     return prefs
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ import torch
 from rewards.config import JudgeConfig
 from rewards.judges.text import (
     TextJudge,
+    TextJudgeStats,
     constrained_choice,
     constrained_probs,
     decision_depths,
@@ -32,8 +34,15 @@ from rewards.judges.text import (
 LogprobFn = Callable[[tuple[int, ...], int], float]
 
 
+@dataclass
+class TransformersStats(TextJudgeStats):
+    """The text judge's counters plus the prompts too long for the model's context."""
+
+    prompts_too_long: int = 0  # failed alone (None), never cut: see _generate_batch
+
+
 class TransformersJudge(TextJudge):
-    """A text judge on ``AutoModelForCausalLM`` loaded from the directory ``cfg.model``."""
+    """A text judge on ``AutoModelForCausalLM`` loaded from ``cfg.transformers.model``."""
 
     name = "transformers"
     supports_choices = True
@@ -43,11 +52,12 @@ class TransformersJudge(TextJudge):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model_dir = Path(cfg.model)
-        if not cfg.model or not model_dir.is_dir():
+        model = cfg.transformers.model
+        model_dir = Path(model)
+        if not model or not model_dir.is_dir():
             raise FileNotFoundError(
-                f"transformers judge: rewards.judge.model must be a local model directory, "
-                f"got {cfg.model!r}"
+                f"transformers judge: rewards.judge.transformers.model must be a local model "
+                f"directory, got {model!r}"
             )
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         # Left padding: generation continues from the last token of every row in the batch.
@@ -57,22 +67,19 @@ class TransformersJudge(TextJudge):
         self.model = AutoModelForCausalLM.from_pretrained(
             model_dir, local_files_only=True, dtype=torch.float32
         ).eval()
-        self.use_chat = bool(getattr(self.tokenizer, "chat_template", None))
+        self._has_chat_template = bool(getattr(self.tokenizer, "chat_template", None))
         self.max_positions = int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
-        self.prompts_too_long = 0
+        self.counters: TransformersStats = TransformersStats()
         self._rng = random.Random(0)  # constrained sampling at temperature > 0, reproducible
 
-    def render_label(self, caption: str) -> str:
-        if not self.use_chat:
-            return super().render_label(caption)
-        return self._chat(self.prompts.render_label_messages(caption, task=self.task))
+    @property
+    def use_chat(self) -> bool:
+        """Chat prompts exactly when the model has a chat template (``cfg.api`` is not read)."""
+        return self._has_chat_template
 
-    def render_compare(self, first: str, second: str) -> str:
-        if not self.use_chat:
-            return super().render_compare(first, second)
-        return self._chat(self.prompts.render_compare_messages(first, second, task=self.task))
-
-    def _chat(self, messages: list[dict[str, str]]) -> str:
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        """The model's own chat template, rendered here: a model without one gets completion
+        strings (``use_chat`` is off)."""
         return self.tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True
         )
@@ -149,7 +156,7 @@ class TransformersJudge(TextJudge):
         ids = [self._encode(p) for p in prompts]
         budget = self.max_positions - extra if self.max_positions else None
         fits = [i for i, x in enumerate(ids) if budget is None or len(x) <= budget]
-        self.prompts_too_long += len(prompts) - len(fits)
+        self.counters.prompts_too_long += len(prompts) - len(fits)
         rows = [(i, tail) for i in fits for tail in tails]
         out: list[tuple[list[list[int]], LogprobFn] | None] = [None] * len(prompts)
         if not rows:
@@ -192,7 +199,7 @@ class TransformersJudge(TextJudge):
         # A prompt that does not fit fails alone (None, counted as a request failure) rather
         # than being cut, which would drop the instructions or the caption itself.
         fits = [i for i, x in enumerate(ids) if budget is None or len(x) <= budget]
-        self.prompts_too_long += len(prompts) - len(fits)
+        self.counters.prompts_too_long += len(prompts) - len(fits)
         answers: list[str | None] = [None] * len(prompts)
         if not fits:
             return answers
@@ -216,10 +223,6 @@ class TransformersJudge(TextJudge):
         for i, text in zip(fits, texts, strict=True):
             answers[i] = _cut(text, stop)
         return answers
-
-    def stats(self) -> dict[str, float]:
-        return {**super().stats(), "prompts_too_long": float(self.prompts_too_long)}
-
 
 def _cut(text: str, stop: Sequence[str]) -> str:
     """``text`` up to the first of ``stop`` (generation stops after the string, not before)."""

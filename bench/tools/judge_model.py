@@ -11,7 +11,7 @@ Why by hand: transformers loads GGUF (with the ``gguf`` package) but ``save_pret
 refuses a GGUF-loaded model, so the weights and config are written here. Files are written
 to a temporary directory and renamed into place: an interrupted run leaves no half model.
 
-    python -m rewards.judges.judge_model [--out .cache/models/smollm2-135m-instruct]
+    python -m bench.tools.judge_model [--out .cache/models/smollm2-135m-instruct]
 
 A 135M model judges near chance: it proves the judge's path (prompt, constrained answer,
 log-probabilities, parsing), not the quality of its labels.

