@@ -7,7 +7,6 @@ validates every field at load (see :mod:`actors.fields`); components never chang
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 from actors.fields import param
 
@@ -66,28 +65,3 @@ class ModelConfig:
     message_hidden: int = param(64, "units of the message-bytes layer; 0 = ignore messages", ge=0)
     fused_hidden: int = param(256, "units after concatenating the encoders", ge=1)
     core_hidden: int = param(256, "GRU state size", ge=1)
-
-
-class _AnnotatorSwitch(Protocol):
-    @property
-    def enabled(self) -> bool: ...
-
-
-class _CaptionReaders(Protocol):
-    @property
-    def annotator(self) -> _AnnotatorSwitch: ...
-
-
-class RolloutSections(Protocol):
-    """The sections of a run's config that a rollout actor reads (``cluster.config.OniConfig``
-    has them all). Of ``rewards`` it reads only whether the annotator, the captions' one
-    reader, runs: the reward side's own schema sits above this layer."""
-
-    @property
-    def env(self) -> EnvConfig: ...
-    @property
-    def rollout(self) -> RolloutConfig: ...
-    @property
-    def model(self) -> ModelConfig: ...
-    @property
-    def rewards(self) -> _CaptionReaders: ...

@@ -1,20 +1,22 @@
 """The Ray shell around :class:`actors.rollout_worker.RolloutWorker`.
 
-Consumes: the newest weights as a :class:`actors.versioned.VersionedRef` (the ObjectRef nested
-in it, so Ray hands over the ref and the actor fetches it only when the version changed).
-Emits: each fragment as its own object in the object store (the driver forwards the ref and
-never fetches it) and a small stats object.
+Consumes: a builder of its worker (from the run's wiring, ``cluster.components``, which
+alone knows seeds and Ray options), and the newest weights as a
+:class:`actors.versioned.VersionedRef` (the ObjectRef nested in it, so Ray hands over the ref
+and the actor fetches it only when the version changed). Emits: each fragment as its own
+object in the object store (the driver forwards the ref and never fetches it) and a small
+stats object.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import ray
 import torch
 
 from actors import metrics as m
-from actors.config import RolloutSections
 from actors.fragment import step_captions
 from actors.rollout_worker import EpisodeStats, RolloutWorker
 from actors.versioned import VersionedRef
@@ -22,15 +24,15 @@ from actors.versioned import VersionedRef
 
 @ray.remote
 class RolloutActor:
-    def __init__(self, cfg: RolloutSections, *, actor_id: int, seed: int) -> None:
+    def __init__(
+        self, build: Callable[[], RolloutWorker], *, torch_threads: int, extract_captions: bool
+    ) -> None:
         # One intra-op thread: actors share the machine's cores with each other and the learner.
-        torch.set_num_threads(cfg.rollout.torch_threads)
-        self.worker = RolloutWorker(
-            env=cfg.env, rollout=cfg.rollout, model=cfg.model, actor_id=actor_id, seed=seed
-        )
-        self._labels = m.component_labels(role="rollout", actor_id=actor_id)
+        torch.set_num_threads(torch_threads)
+        self.worker = build()
+        self._labels = m.component_labels(role="rollout", actor_id=self.worker.actor_id)
         # Without the annotation service nobody reads captions: skip extracting them.
-        self._extract_captions = cfg.rewards.annotator.enabled
+        self._extract_captions = extract_captions
 
     def info(self) -> dict:
         return {

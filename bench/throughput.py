@@ -67,9 +67,9 @@ def raw_ceiling(cfg, seconds: float) -> float:
     """Steps/s of the rollout actors with random actions (no inference, no learning)."""
     import ray
 
-    from actors.rollout_actor import RolloutActor
+    from cluster.components import rollout_actor
 
-    actors = [RolloutActor.options(num_cpus=cfg.rollout.num_cpus).remote(cfg, actor_id=i, seed=i)
+    actors = [rollout_actor(cfg, actor_id=i, extract_captions=cfg.rewards.annotator.enabled)
               for i in range(cfg.rollout.num_actors)]
     ray.get([a.info.remote() for a in actors])
 

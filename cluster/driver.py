@@ -1,4 +1,4 @@
-"""The driver: wires every component, runs the training loop, checkpoints, reports.
+"""The driver: the Ray runtime of the run loop, from ``oniray train``.
 
 Consumes: a validated :class:`OniConfig`. Emits: the run folder (``cluster.run_dir``), a live
 progress line, and a final summary. The driver moves ObjectRefs between components and never
@@ -10,8 +10,9 @@ while at most ``max_queued_batches`` updates are outstanding. When that bound is
 driver stops issuing sample calls: rollouts wait rather than fill the object store.
 
 This module is the Ray runtime alone: every decision (when to sample, batching, the lag
-bound, backpressure, the stop, the accounting) is ``cluster.scheduler``'s, and the run
-folder's rows, checkpoints and summary are ``cluster.loop``'s, shared with the in-process
+bound, backpressure, the stop, the accounting) is ``cluster.scheduler``'s; the session, the
+command dispatch and the run folder's rows, checkpoints and summary are ``cluster.loop``'s,
+and the components and their wiring ``cluster.components``', all shared with the in-process
 runtime (``cluster.local_runtime``). Here, commands become remote calls and ``ray.wait``
 results become events.
 
@@ -32,37 +33,20 @@ from typing import Any
 import ray
 
 from actors.rollout_worker import EpisodeStats
+from actors.versioned import VersionedRef
+from cluster.components import OnRay, RayComponents, connect_components, learner_group
 from cluster.config import OniConfig, to_yaml
-from cluster.loop import Clock, RunLoop, resumed_and_stoppable
-from cluster.progress import annotator_columns
+from cluster.loop import RunLoop
 from cluster.ray_setup import init_ray
 from cluster.run_dir import RunDir, atomic_write_text
-from cluster.scheduler import (
-    Checkpoint,
-    Command,
-    Drop,
-    RebuildLearners,
-    RestartActor,
-    Sample,
-    Train,
-)
-from cluster.supervision import AnnotatorSupervisor, RestartBudgetExceeded, RolloutSupervisor
+from cluster.scheduler import Command, Sample, Train
+from cluster.supervision import RestartBudgetExceeded
 from cluster.telemetry import Telemetry, object_store_used_bytes
-from cluster.tensorboard import EventWriter
-from learner import intrinsic as intrinsic_keys
-from learner.learner_group import SKIPPED, WEIGHTS, LearnerGroup
+from learner.learner_group import SKIPPED, WEIGHTS
 
 log = logging.getLogger("oniray")
 
 REWARD_MODEL_POLL_S = 2.0  # also how soon a dead annotator is noticed
-
-
-@dataclass
-class Components:
-    learners: LearnerGroup
-    rollouts: RolloutSupervisor  # the rollout actors, restarted when they die
-    num_actions: int
-    annotator: AnnotatorSupervisor | None = None  # when the reward service runs
 
 
 @dataclass
@@ -75,30 +59,7 @@ class _Sample:
     captions: ray.ObjectRef
 
 
-def build_components(cfg: OniConfig, *, labels_dir: str | None = None) -> Components:
-    """Create every actor and hand each its handles. One line per data-flow edge:
-
-    rollout actor -> driver:     fragment ObjectRef + small stats (the driver forwards the ref)
-    driver -> learner group:     batches of fragment refs (each learner fetches its share)
-    learner group -> actors:     versioned weights as one ObjectRef (fetched when it changes)
-    rollout actor -> annotator:  each fragment's distinct messages as a ref, via the driver
-    annotator -> learner group:  the newest reward model as (version, ObjectRef), via the driver
-    """
-    rollouts = RolloutSupervisor(cfg)
-    infos = ray.get([a.info.remote() for a in rollouts.actors])
-    num_actions = infos[0]["num_actions"]
-    learners = LearnerGroup(cfg, num_actions=num_actions)
-    annotator = None
-    if cfg.rewards.annotator.enabled:
-        if labels_dir is None:
-            raise ValueError("the annotator needs a labels directory (the run's labels/)")
-        annotator = AnnotatorSupervisor(cfg, labels_dir=labels_dir)
-        annotator.wait_ready()  # a judge that cannot load fails here, not later
-    return Components(learners=learners, rollouts=rollouts, num_actions=num_actions,
-                      annotator=annotator)
-
-
-def telemetry_sources(parts: Components) -> list[tuple[str, Any]]:
+def telemetry_sources(parts: RayComponents) -> list[tuple[str, Any]]:
     """Every live component's metrics, by name (called again after each restart)."""
     return (
         [(f"rollout-{i}", a.metrics.remote) for i, a in enumerate(parts.rollouts.actors)]
@@ -110,30 +71,105 @@ def telemetry_sources(parts: Components) -> list[tuple[str, Any]]:
 class Trainer(RunLoop):
     """The Ray runtime: scheduler commands become remote calls, ``ray.wait`` results events."""
 
-    def __init__(self, cfg: OniConfig, run_dir: RunDir, parts: Components,
-                 telemetry: Telemetry | None = None, events: EventWriter | None = None) -> None:
-        super().__init__(cfg, run_dir, events)
-        self.parts, self.telemetry = parts, telemetry
+    parts: RayComponents
+
+    def __init__(self, cfg: OniConfig, run_dir: RunDir, parts: RayComponents, *,
+                 telemetry: Telemetry | None = None) -> None:
+        super().__init__(cfg, run_dir, parts)
+        self.telemetry = telemetry
         self.inflight: dict[ray.ObjectRef, _Sample] = {}  # by stats ref
         self.updates: collections.deque[ray.ObjectRef] = collections.deque()  # = sched.updates
         self.annotations: collections.deque[ray.ObjectRef] = collections.deque()
         self._model_poll: ray.ObjectRef | None = None
         self._last_model_poll = 0.0
 
-    # ---- lifecycle ---------------------------------------------------------------------
-    def restore(self, state: dict[str, Any]) -> None:
-        self.restore_counters(state)
-        self.parts.learners.load_state(state["learner"])
+    # ---- where events come from --------------------------------------------------------------
+    def step(self) -> bool:
+        done, _ = ray.wait([*self.inflight, *self.updates], num_returns=1, timeout=0.5)
+        for ref in done:
+            if ref in self.inflight:
+                self._on_sample(ref, self.inflight.pop(ref))
+            elif self.updates and ref == self.updates[0]:
+                self._on_update()
+        if self.updates and not self.sched.learner_down:
+            try:  # a dead rank > 0 leaves rank 0 waiting in an all-reduce: never done
+                self.parts.learners.raise_peer_errors()
+            except ray.exceptions.RayError as exc:  # dead, or failed when a peer died
+                self._on_learner_lost(exc)
+        if self.parts.annotator is not None:
+            self._poll_reward_model(time.perf_counter())
+        return True
 
-    def checkpoint(self) -> None:
-        """Wait for the outstanding updates, so the learner state holds every update counted."""
+    def _on_sample(self, stats_ref: ray.ObjectRef, sample: _Sample) -> None:
+        rollouts, i = self.parts.rollouts, sample.actor_index
+        try:
+            stats: EpisodeStats = ray.get(stats_ref)
+        except ray.exceptions.RayActorError:
+            self.carry_out(self.sched.actor_lost(i, sample.incarnation))
+            return
+        except ray.exceptions.RayTaskError as exc:  # weights owned by a learner that died
+            if not isinstance(exc.cause, ray.exceptions.ObjectLostError):
+                raise
+            log.warning("rollout actor %d could not fetch its weights (%s): fragment lost",
+                        i, type(exc.cause).__name__)
+            self.carry_out(self.sched.sample_failed(i, sample.incarnation))
+            return
+        back = rollouts.back(i)
+        if back is not None:
+            pid = ray.get(rollouts.actors[i].info.remote())["pid"]
+            log.warning("rollout actor %d back after %.1f s (pid %d)", i, back, pid)
+        self.carry_out(self.fragment_arrived(i, sample.incarnation, sample.fragment,
+                                             stats=stats, captions=sample.captions))
+
+    def _on_update(self) -> None:
+        try:
+            result = ray.get(self.updates[0])
+        except ray.exceptions.RayActorError as exc:
+            self._on_learner_lost(exc)
+            return
+        self.updates.popleft()
+        self.carry_out(self._apply_update(result))
+
+    def _apply_update(self, result: dict[str, Any], *, pump: bool = True) -> list[Command]:
+        if result.get(SKIPPED):  # skipped at a stop: never trained on
+            return self.sched.update_done(None, skipped=True)
+        return self.update_arrived(result, result[WEIGHTS], pump=pump)
+
+    # ---- how commands run: as remote calls ---------------------------------------------------
+    def carry_out(self, cmds: list[Command]) -> None:
+        """At once, with the commands their outcomes bring."""
+        queue = collections.deque(cmds)
+        while queue:
+            queue.extend(self.execute(queue.popleft()))
+
+    def weights(self) -> VersionedRef:
+        return self.parts.learners.weights()
+
+    def sample(self, cmd: Sample) -> list[Command]:
+        actor = self.parts.rollouts.actors[cmd.actor]
+        frag_ref, stats_ref, captions_ref = actor.sample.remote(cmd.weights)
+        self.inflight[stats_ref] = _Sample(cmd.actor, cmd.incarnation, frag_ref, captions_ref)
+        return []
+
+    def update(self, cmd: Train) -> list[Command]:
+        try:
+            ref = self.parts.learners.update(cmd.fragments, reward_model=cmd.reward_model)
+        except ray.exceptions.RayError as exc:  # a rank > 0 died (or failed with it)
+            return self._on_learner_lost(exc, run=False)
+        self.updates.append(ref)
+        return []
+
+    def checkpoint(self) -> list[Command]:
+        """Wait for the outstanding updates, so the learner state holds every update counted.
+        What batching resumes with runs at once, ahead of the commands queued behind."""
         try:
             self._drain()
             learner_state = self.parts.learners.state()
         except ray.exceptions.RayActorError as exc:  # died during the wait: no checkpoint
             self._on_learner_lost(exc)
-            return
-        self._run(self.write_checkpoint(learner_state))
+            return []
+        self.carry_out(self.write_checkpoint(learner_state))
+        return []
 
     def _drain(self, timeout: float | None = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -143,117 +179,24 @@ class Trainer(RunLoop):
             self.updates.popleft()
             self._apply_update(result, pump=False)
 
-    # ---- random baseline ----------------------------------------------------------------
-    def measure_random_baseline(self) -> None:
-        plan = self.baseline_plan()
-        if plan is None:
-            return
-        per_env, min_steps = plan
-        started = time.perf_counter()
-        results: list[EpisodeStats] = ray.get(
-            [a.random_baseline.remote(episodes_per_env=per_env, min_steps=min_steps)
+    def play_random(self, *, episodes_per_env: int, min_steps: int) -> list[EpisodeStats]:
+        return ray.get(
+            [a.random_baseline.remote(episodes_per_env=episodes_per_env, min_steps=min_steps)
              for a in self.parts.rollouts.actors]
         )
-        self.set_baseline(results, time.perf_counter() - started)
 
-    # ---- the loop ---------------------------------------------------------------------------
-    def train(self) -> dict[str, Any]:
-        self._run(self.sched.start(self.parts.learners.weights()))
-        clock = Clock(self)
-        while not self.sched.stopping:
-            done, _ = ray.wait([*self.inflight, *self.updates], num_returns=1, timeout=0.5)
-            for ref in done:
-                if ref in self.inflight:
-                    self._on_sample(ref, self.inflight.pop(ref))
-                elif self.updates and ref == self.updates[0]:
-                    self._on_update()
-            if self.updates and not self.sched.learner_down:
-                try:  # a dead rank > 0 leaves rank 0 waiting in an all-reduce: never done
-                    self.parts.learners.raise_peer_errors()
-                except ray.exceptions.RayError as exc:  # dead, or failed when a peer died
-                    self._on_learner_lost(exc)
-            if self.parts.annotator is not None:
-                self._poll_reward_model(time.perf_counter())
-            sps = clock.tick()
-            if sps is not None:
-                self.report(sps, object_store_mb=_mib(object_store_used_bytes()),
-                            annotator=self._annotator_columns())
-        self._final_checkpoint()
-        return self.finish()
+    def object_store_mb(self) -> float | None:
+        return _mib(object_store_used_bytes())
 
-    def _run(self, cmds: list[Command]) -> None:
-        """Carry out the scheduler's commands, and those their outcomes bring."""
-        queue = collections.deque(cmds)
-        while queue:
-            cmd = queue.popleft()
-            if isinstance(cmd, Sample):
-                actor = self.parts.rollouts.actors[cmd.actor]
-                frag_ref, stats_ref, captions_ref = actor.sample.remote(cmd.weights)
-                self.inflight[stats_ref] = _Sample(cmd.actor, cmd.incarnation, frag_ref,
-                                                   captions_ref)
-            elif isinstance(cmd, Train):
-                self.note_train(cmd.lags)
-                try:
-                    ref = self.parts.learners.update(cmd.fragments, reward_model=cmd.reward_model)
-                except ray.exceptions.RayError as exc:  # a rank > 0 died (or failed with it)
-                    queue.extend(self._on_learner_lost(exc, run=False))
-                    continue
-                self.updates.append(ref)
-            elif isinstance(cmd, Drop):
-                self.note_drop(cmd)
-            elif isinstance(cmd, Checkpoint):
-                self.checkpoint()
-            elif isinstance(cmd, RestartActor):
-                queue.extend(self._restart_rollout(cmd.actor))
-            elif isinstance(cmd, RebuildLearners):
-                queue.extend(self._rebuild_learners())
-
-    def _on_sample(self, stats_ref: ray.ObjectRef, sample: _Sample) -> None:
-        rollouts, i = self.parts.rollouts, sample.actor_index
+    # ---- failures ---------------------------------------------------------------------------
+    def restart_actor(self, actor: int) -> list[Command]:
         try:
-            stats: EpisodeStats = ray.get(stats_ref)
-        except ray.exceptions.RayActorError:
-            self._run(self.sched.actor_lost(i, sample.incarnation))
-            return
-        except ray.exceptions.RayTaskError as exc:  # weights owned by a learner that died
-            if not isinstance(exc.cause, ray.exceptions.ObjectLostError):
-                raise
-            log.warning("rollout actor %d could not fetch its weights (%s): fragment lost",
-                        i, type(exc.cause).__name__)
-            self._run(self.sched.sample_failed(i, sample.incarnation))
-            return
-        back = rollouts.back(i)
-        if back is not None:
-            pid = ray.get(rollouts.actors[i].info.remote())["pid"]
-            log.warning("rollout actor %d back after %.1f s (pid %d)", i, back, pid)
-        self.record_episodes(stats)
-        self._annotate(sample.captions)
-        self._run(self.sched.fragment_ready(i, sample.incarnation, sample.fragment,
-                                            version=stats.policy_version, steps=stats.env_steps))
-
-    def _restart_rollout(self, i: int) -> list[Command]:
-        try:
-            self.parts.rollouts.replace(i, RuntimeError("sample call failed"))
+            self.parts.rollouts.replace(actor, RuntimeError("sample call failed"))
         except RestartBudgetExceeded as exc:
             self.request_stop(str(exc), failed=True)
             return []
         self._sync_telemetry()
-        return self.sched.actor_restarted(i)
-
-    def _on_update(self) -> None:
-        try:
-            result = ray.get(self.updates[0])
-        except ray.exceptions.RayActorError as exc:
-            self._on_learner_lost(exc)
-            return
-        self.updates.popleft()
-        self._run(self._apply_update(result))
-
-    def _apply_update(self, result: dict[str, Any], *, pump: bool = True) -> list[Command]:
-        if result.get(SKIPPED):  # skipped at a stop: never trained on
-            return self.sched.update_done(None, skipped=True)
-        self.note_update(result)
-        return self.sched.update_done(result[WEIGHTS], pump=pump)
+        return self.sched.actor_restarted(actor)
 
     def _on_learner_lost(self, error: Exception, *, run: bool = True) -> list[Command]:
         """A rank died: its group is rebuilt from the newest checkpoint (the scheduler counts
@@ -269,15 +212,15 @@ class Trainer(RunLoop):
                               failed=True)
         cmds = self.sched.learner_lost()
         if run:
-            self._run(cmds)
+            self.carry_out(cmds)
             return []
         return cmds
 
-    def _rebuild_learners(self) -> list[Command]:
+    def rebuild_learners(self) -> list[Command]:
         """A new group with the newest checkpoint's learner state (a fresh one if none)."""
         started = time.perf_counter()
         self.parts.learners.shutdown()
-        self.parts.learners = LearnerGroup(self.cfg, num_actions=self.parts.num_actions)
+        self.parts.learners = learner_group(self.cfg, num_actions=self.parts.num_actions)
         loaded = self.run_dir.load_latest_checkpoint()
         if loaded is not None:
             self.parts.learners.load_state(loaded[0]["learner"])
@@ -289,7 +232,9 @@ class Trainer(RunLoop):
         return self.sched.learner_restored(weights)
 
     # ---- the reward service -------------------------------------------------------------
-    def _annotate(self, captions_ref: ray.ObjectRef) -> None:
+    def annotate(self, captions: ray.ObjectRef) -> None:
+        """By reference, nested in a list so that no process but the annotator fetches it;
+        skipped (and counted) while ``max_pending_submissions`` calls are outstanding."""
         sup = self.parts.annotator
         if sup is None:
             return
@@ -297,7 +242,7 @@ class Trainer(RunLoop):
             self.annotations.popleft()  # errors of a dead annotator's calls: nothing to do
         limit = self.cfg.rewards.annotator.max_pending_submissions
         if len(self.annotations) < limit and sup.ready_now():
-            self.annotations.append(sup.handle.submit_captions.remote([captions_ref]))
+            self.annotations.append(sup.handle.submit_captions.remote([captions]))
         else:
             self.counters.annotations_skipped += 1
 
@@ -335,12 +280,12 @@ class Trainer(RunLoop):
             self.telemetry.set_sources(telemetry_sources(self.parts))
 
     # ---- stopping -----------------------------------------------------------------------
-    def _final_checkpoint(self) -> None:
+    def wind_down(self) -> None:
         """Finish the update in progress, skip those queued behind it, checkpoint: within
         ``run.stop_timeout_s`` even when updates are slow."""
         cfg = self.cfg
         if self.sched.learner_down:
-            self._run(self.sched.drop_pending())
+            self.carry_out(self.sched.drop_pending())
             self.say_newest_checkpoint()
             return
         if self.sched.skip_queued():
@@ -352,30 +297,25 @@ class Trainer(RunLoop):
                       "(%s): no final checkpoint", cfg.run.stop_timeout_s, type(exc).__name__)
             self.sched.failed = True
             self._on_learner_lost(exc)  # its updates since the newest checkpoint are lost
-            self._run(self.sched.drop_pending())
+            self.carry_out(self.sched.drop_pending())
             self.say_newest_checkpoint()
             return
         self.checkpoint()
         # Fragments that reached the driver but will never be trained on count as dropped, so
         # produced == trained + dropped holds in the summary as in the checkpoint.
-        self._run(self.sched.drop_pending())
+        self.carry_out(self.sched.drop_pending())
         if self.sched.learner_down:
             self.say_newest_checkpoint()
 
-    def _annotator_columns(self) -> dict[str, Any]:
-        """The reward service's columns of the row (none when it does not run)."""
-        if self.parts.annotator is None:
-            return {}
+    def annotator_stats(self) -> dict[str, float] | None:
+        assert self.parts.annotator is not None
         try:
-            stats = ray.get(self.parts.annotator.handle.stats.remote(), timeout=5)
+            return ray.get(self.parts.annotator.handle.stats.remote(), timeout=5)
         except (ray.exceptions.RayError, TimeoutError):
-            stats = None  # a busy or restarting annotator must not stall training
-        return annotator_columns(stats, reward_model_version_trained=int(
-            self.last_loss.get(intrinsic_keys.REWARD_MODEL_VERSION, -1)),
-            learner_losses=self.last_loss)
+            return None  # a busy or restarting annotator must not stall training
 
 
-def _pids(parts: Components) -> str:
+def _pids(parts: RayComponents) -> str:
     """Each component's process id, for operators (and fault tests) that signal one."""
     names = [f"rollout-{i}" for i in range(len(parts.rollouts.actors))]
     pids = [i["pid"] for i in ray.get([a.info.remote() for a in parts.rollouts.actors])]
@@ -404,19 +344,14 @@ def run_training(cfg: OniConfig, run_dir: RunDir, *, resume_state: dict | None =
     init_ray(cfg)
     telemetry = Telemetry(cfg.metrics)
     telemetry.start()
-    parts = build_components(cfg, labels_dir=str(run_dir.labels))
+    parts = connect_components(cfg, OnRay(), labels_dir=str(run_dir.labels))
     telemetry.set_sources(telemetry_sources(parts))
     log.info("processes: %s", _pids(parts))
-    events = EventWriter(run_dir.root)
-    trainer = Trainer(cfg, run_dir, parts, telemetry, events)
     try:
-        with resumed_and_stoppable(trainer, trainer.restore, resume_state):
-            trainer.measure_random_baseline()
-            return trainer.train()
+        return Trainer(cfg, run_dir, parts, telemetry=telemetry).run(resume_state)
     finally:
         telemetry.refresh()  # the final numbers, for a scrape that comes right after the end
         telemetry.stop()
-        events.close()
         for actor in parts.rollouts.actors:
             ray.kill(actor)
         parts.learners.shutdown()

@@ -3,10 +3,10 @@
 Consumes: a validated :class:`OniConfig` and its run folder. Emits: the same run folder as the
 Ray runtime (metrics.parquet, TensorBoard scalars, checkpoints, summary.json, the curve; the
 CLI adds the report), through the same code: the decisions are ``cluster.scheduler``'s, the
-rows, checkpoints and summary ``cluster.loop``'s, and the components are the ones the Ray
-actors wrap: :class:`actors.rollout_worker.RolloutWorker` (one per ``rollout.num_actors``),
-:class:`learner.learner_core.LearnerCore` (one rank), :class:`rewards.annotator.Annotator`
-with its judge and reward model (fitted in the loop, not in a thread).
+session, command dispatch, rows, checkpoints and summary ``cluster.loop``'s, and the
+components are made and wired by ``cluster.components`` (:class:`~cluster.components.InProcess`):
+the rollout workers (one per ``rollout.num_actors``), one learner core, the annotator with its
+judge and reward model (fitted in the loop, not in a thread).
 
 Commands are carried out one at a time, in the order the scheduler gives them, so a debugger
 can step from an environment step to a gradient. What it leaves out: Prometheus telemetry,
@@ -17,31 +17,17 @@ from __future__ import annotations
 
 import collections
 import logging
-import time
-from typing import Any
 
 import torch
 
 from actors.fragment import step_captions
-from actors.rollout_worker import RolloutWorker
+from actors.rollout_worker import EpisodeStats
 from actors.versioned import VersionedRef
+from cluster.components import InProcess, LocalComponents, connect_components
 from cluster.config import OniConfig, to_yaml
-from cluster.loop import Clock, RunLoop, resumed_and_stoppable
-from cluster.progress import annotator_columns
+from cluster.loop import RunLoop
 from cluster.run_dir import RunDir, atomic_write_text
-from cluster.scheduler import (
-    Checkpoint,
-    Command,
-    Drop,
-    RebuildLearners,
-    RestartActor,
-    Sample,
-    Train,
-    rollout_seed,
-)
-from cluster.tensorboard import EventWriter
-from learner import intrinsic as intrinsic_keys
-from learner.learner_core import LearnerCore
+from cluster.scheduler import Command, Sample, Train
 
 log = logging.getLogger("oniray")
 
@@ -49,113 +35,82 @@ log = logging.getLogger("oniray")
 class LocalTrainer(RunLoop):
     """Rollout workers, one learner and the annotator, stepped by the scheduler in turn."""
 
-    def __init__(self, cfg: OniConfig, run_dir: RunDir, events: EventWriter | None = None) -> None:
-        super().__init__(cfg, run_dir, events)
-        if cfg.learner.num_learners > 1:
-            log.warning("--local trains with one learner (learner.num_learners = %d ignored)",
-                        cfg.learner.num_learners)
-        torch.set_num_threads(cfg.learner.torch_threads)
-        self.workers = [
-            RolloutWorker(env=cfg.env, rollout=cfg.rollout, model=cfg.model, actor_id=i,
-                          seed=rollout_seed(cfg.run.seed, i, 0))
-            for i in range(cfg.rollout.num_actors)
-        ]
-        self.learner = LearnerCore(cfg, num_actions=self.workers[0].num_actions)
-        self.annotator = None
-        if cfg.rewards.annotator.enabled:
-            from rewards.annotator import Annotator
-            from rewards.judges import make_judge
-            from rewards.label_store import LabelStore
+    parts: LocalComponents
 
-            self.annotator = Annotator(
-                cfg.rewards, judge=make_judge(cfg.rewards.judge, env_id=cfg.env.id),
-                store=LabelStore(run_dir.labels), train_in_step=True,
-            )
-        self._outstanding: collections.deque[dict[str, Any]] = collections.deque()
+    def __init__(self, cfg: OniConfig, run_dir: RunDir, parts: LocalComponents) -> None:
+        super().__init__(cfg, run_dir, parts)
+        self._queue: collections.deque[Command] = collections.deque()  # to carry out, in order
 
-    def restore(self, state: dict[str, Any]) -> None:
-        self.restore_counters(state)
-        self.learner.load_state(state["learner"])
+    # ---- where events come from: the commands themselves, one at a time ---------------------
+    def carry_out(self, cmds: list[Command]) -> None:
+        self._queue.extend(cmds)
 
-    def weights(self) -> VersionedRef:
-        """The learner's policy, published as the value itself (nothing to fetch)."""
-        return VersionedRef(self.learner.policy_version, self.learner.get_weights())
+    def step(self) -> bool:
+        if not self._queue:  # nothing left to do can only mean a stalled rule: say so, stop
+            self.request_stop("the scheduler issued no work", failed=True)
+            return False
+        self._queue.extend(self.execute(self._queue.popleft()))
+        self._annotate_step()
+        return True
 
-    def measure_random_baseline(self) -> None:
-        plan = self.baseline_plan()
-        if plan is None:
-            return
-        per_env, min_steps = plan
-        started = time.perf_counter()
-        results = [w.play_random(episodes_per_env=per_env, min_steps=min_steps)
-                   for w in self.workers]
-        self.set_baseline(results, time.perf_counter() - started)
-
-    def train(self) -> dict[str, Any]:
-        queue: collections.deque[Command] = collections.deque(self.sched.start(self.weights()))
-        clock = Clock(self)
-        while not self.sched.stopping:
-            if not queue:  # nothing left to do can only mean a stalled rule: say so, stop
-                self.request_stop("the scheduler issued no work", failed=True)
-                break
-            cmd = queue.popleft()
-            if isinstance(cmd, Checkpoint):
-                queue = self._checkpoint(queue)
-            else:
-                queue.extend(self._execute(cmd))
-            self._annotate_step()
-            sps = clock.tick()
-            if sps is not None:
-                self.report(sps, object_store_mb=None, annotator=self._annotator_columns())
-        # The stop: the batches handed out are trained (none is slow enough to skip here).
-        queue = self._checkpoint(queue)
+    def wind_down(self) -> None:
+        # The batches handed out are trained (none is slow enough to skip here).
+        self.checkpoint()
         for cmd in self.sched.drop_pending():
-            self._execute(cmd)
-        if self.annotator is not None:
-            self.annotator.flush()
-        return self.finish()
+            self.execute(cmd)
+        if self.parts.annotator is not None:
+            self.parts.annotator.flush()
 
-    def _execute(self, cmd: Command) -> list[Command]:
-        if isinstance(cmd, Sample):
-            worker = self.workers[cmd.actor]
-            if cmd.weights is not None and cmd.weights.version != worker.policy_version:
-                worker.set_weights(cmd.weights.ref, cmd.weights.version)
-            fragment, stats = worker.sample()
-            self.record_episodes(stats)
-            if self.annotator is not None:
-                self.annotator.submit(step_captions(fragment))
-            return self.sched.fragment_ready(cmd.actor, cmd.incarnation, fragment,
-                                             version=stats.policy_version, steps=stats.env_steps)
-        if isinstance(cmd, Train):
-            return self._train(cmd)
-        if isinstance(cmd, Drop):
-            self.note_drop(cmd)
-            return []
-        if isinstance(cmd, Checkpoint | RestartActor | RebuildLearners):  # train() does these
-            raise RuntimeError(f"the local runtime cannot carry out {cmd}")
-        raise TypeError(f"unknown command {cmd!r}")
+    # ---- how commands run: as calls, in this process -----------------------------------------
+    def weights(self) -> VersionedRef:
+        core = self.parts.learners
+        return VersionedRef(core.policy_version, core.get_weights())
 
-    def _train(self, cmd: Train, *, pump: bool = True) -> list[Command]:
-        self.note_train(cmd.lags)
-        result = self.learner.update(cmd.fragments, cmd.reward_model)
-        self.note_update(result)
-        return self.sched.update_done(self.weights(), pump=pump)
+    def sample(self, cmd: Sample) -> list[Command]:
+        worker = self.parts.rollouts[cmd.actor]
+        if cmd.weights is not None and cmd.weights.version != worker.policy_version:
+            worker.set_weights(cmd.weights.ref, cmd.weights.version)
+        fragment, stats = worker.sample()
+        # The Ray shell extracts them in the rollout actor; here, only for an annotator.
+        captions = step_captions(fragment) if self.parts.annotator is not None else None
+        return self.fragment_arrived(cmd.actor, cmd.incarnation, fragment, stats=stats,
+                                     captions=captions)
 
-    def _checkpoint(self, queue: collections.deque[Command]) -> collections.deque[Command]:
+    def update(self, cmd: Train, *, pump: bool = True) -> list[Command]:
+        result = self.parts.learners.update(cmd.fragments, cmd.reward_model)
+        return self.update_arrived(result, self.weights(), pump=pump)
+
+    def checkpoint(self) -> list[Command]:
         """Train the batches already handed out (the checkpoint holds every update counted),
-        write it, and go on with the rest of the queue and what the scheduler adds."""
+        write it; the rest of the queue goes on, then what the scheduler adds."""
         rest: collections.deque[Command] = collections.deque()
-        for cmd in queue:
+        for cmd in self._queue:
             if isinstance(cmd, Train):
-                self._train(cmd, pump=False)  # a checkpoint it makes due is this one
+                self.note_train(cmd.lags)
+                self.update(cmd, pump=False)  # a checkpoint it makes due is this one
             else:
                 rest.append(cmd)
-        rest.extend(self.write_checkpoint(self.learner.state()))
-        return rest
+        self._queue = rest
+        return self.write_checkpoint(self.parts.learners.state())
+
+    def restart_actor(self, actor: int) -> list[Command]:
+        raise RuntimeError("the local runtime cannot restart a rollout worker")
+
+    def rebuild_learners(self) -> list[Command]:
+        raise RuntimeError("the local runtime cannot rebuild its learner")
+
+    def play_random(self, *, episodes_per_env: int, min_steps: int) -> list[EpisodeStats]:
+        return [w.play_random(episodes_per_env=episodes_per_env, min_steps=min_steps)
+                for w in self.parts.rollouts]
+
+    # ---- the reward service, stepped in the loop ------------------------------------------
+    def annotate(self, captions: object) -> None:
+        if self.parts.annotator is not None:
+            self.parts.annotator.submit(captions)
 
     def _annotate_step(self) -> None:
         """Label a batch when one is due, refit, and publish the newest reward model."""
-        annotator = self.annotator
+        annotator = self.parts.annotator
         if annotator is None:
             return
         wait = annotator.seconds_until_batch()
@@ -166,27 +121,24 @@ class LocalTrainer(RunLoop):
         if state is not None and (current is None or current.version != version):
             self.sched.reward_model_published(VersionedRef(version, state))
 
-    def _annotator_columns(self) -> dict[str, Any]:
-        if self.annotator is None:
-            return {}
-        return annotator_columns(self.annotator.stats(), reward_model_version_trained=int(
-            self.last_loss.get(intrinsic_keys.REWARD_MODEL_VERSION, -1)),
-            learner_losses=self.last_loss)
+    def annotator_stats(self) -> dict[str, float] | None:
+        assert self.parts.annotator is not None
+        return self.parts.annotator.stats()
 
 
 def run_training(cfg: OniConfig, run_dir: RunDir, *, resume_state: dict | None = None) -> dict:
     """Build, (restore,) train, checkpoint, summarise, in this process. SIGINT/SIGTERM stop
     with a checkpoint, as with Ray."""
     atomic_write_text(run_dir.config, to_yaml(cfg))
-    events = EventWriter(run_dir.root)
-    trainer = LocalTrainer(cfg, run_dir, events)
+    if cfg.learner.num_learners > 1:
+        log.warning("--local trains with one learner (learner.num_learners = %d ignored)",
+                    cfg.learner.num_learners)
+    torch.set_num_threads(cfg.learner.torch_threads)  # the learner's: the loop's hot part
+    parts = connect_components(cfg, InProcess(), labels_dir=str(run_dir.labels))
     try:
-        with resumed_and_stoppable(trainer, trainer.restore, resume_state):
-            trainer.measure_random_baseline()
-            return trainer.train()
+        return LocalTrainer(cfg, run_dir, parts).run(resume_state)
     finally:
-        events.close()
-        if trainer.annotator is not None:
-            trainer.annotator.judge.close()
-        for worker in trainer.workers:
+        if parts.annotator is not None:
+            parts.annotator.judge.close()
+        for worker in parts.rollouts:
             worker.close()

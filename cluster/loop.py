@@ -1,10 +1,15 @@
-"""What both runtimes share around the scheduler: the run folder's rows, checkpoints, summary.
+"""The run loop both runtimes share: the session, the command dispatch, the run folder.
 
-Consumes: the config, the run folder, the scheduler's counters, the rollout workers' episode
-stats and the learner's update metrics. Emits: ``metrics.parquet`` rows and TensorBoard
-scalars, progress lines, checkpoints (``cluster.checkpointing``), ``summary.json`` and the
-curve. No Ray here: ``cluster.driver`` (Ray) and ``cluster.local_runtime`` (one process)
-subclass :class:`RunLoop` and only add how commands are carried out.
+Consumes: the config, the run folder, the run's components (``cluster.components``), the
+rollout workers' episode stats and the learner's update metrics. Emits: ``metrics.parquet``
+rows and TensorBoard scalars, progress lines, checkpoints (``cluster.checkpointing``),
+``summary.json`` and the curve.
+
+:class:`RunLoop` owns the session (restore, the random baseline, the training loop's
+skeleton, the stop), turns each scheduler command into the data-flow edge it stands for
+(:meth:`RunLoop.execute`), and writes the rows, checkpoints and summary. No Ray here:
+``cluster.driver`` (Ray) and ``cluster.local_runtime`` (one process) subclass it and add only
+where events come from and how a command is carried out (the methods marked "the runtime's").
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -21,13 +26,25 @@ import numpy as np
 from actors import metrics as m
 from actors.envs import has_goal
 from actors.rollout_worker import EpisodeStats
+from actors.versioned import VersionedRef
 from cluster.checkpointing import COUNTERS, checkpoint_state, restored_reward_model_version
+from cluster.components import Components
 from cluster.config import OniConfig
 from cluster.counters import Counters
-from cluster.progress import LoopState, metrics_row, progress_line
+from cluster.progress import LoopState, annotator_columns, metrics_row, progress_line
 from cluster.report import mean_and_interval, plot_curve
 from cluster.run_dir import RunDir
-from cluster.scheduler import Command, Drop, Limits, Scheduler
+from cluster.scheduler import (
+    Checkpoint,
+    Command,
+    Drop,
+    Limits,
+    RebuildLearners,
+    RestartActor,
+    Sample,
+    Scheduler,
+    Train,
+)
 from cluster.summary import add_rewarded, rewarded_lines, success_rate, summarise
 from cluster.tensorboard import EventWriter
 from learner import intrinsic as intrinsic_keys
@@ -36,10 +53,11 @@ log = logging.getLogger("oniray")
 
 
 class RunLoop:
-    """The scheduler plus the run folder. Subclasses carry out the commands."""
+    """The scheduler, the components and the run folder. Subclasses carry out the commands."""
 
-    def __init__(self, cfg: OniConfig, run_dir: RunDir, events: EventWriter | None) -> None:
-        self.cfg, self.run_dir, self.events = cfg, run_dir, events
+    def __init__(self, cfg: OniConfig, run_dir: RunDir, parts: Components) -> None:
+        self.cfg, self.run_dir, self.parts = cfg, run_dir, parts
+        self.events: EventWriter | None = None  # open while run() runs
         self.sched = Scheduler(Limits.from_config(cfg))
         self._has_goal = has_goal(cfg.env.id)
         self.baseline: dict[str, float] | None = None
@@ -56,14 +74,147 @@ class RunLoop:
             log.warning("stopping: %s", reason)
         self.sched.request_stop(reason, failed=failed)
 
-    def restore_counters(self, state: dict[str, Any]) -> None:
-        """The driver's side of a checkpoint; the runtime restores the learner's."""
+    # ---- the session -----------------------------------------------------------------------
+    def run(self, resume_state: dict[str, Any] | None) -> dict[str, Any]:
+        """Restore ``resume_state`` (if any), measure the random baseline, train to the stop,
+        summarise. Meanwhile SIGINT/SIGTERM ask for a stop with a checkpoint instead of
+        killing the process, and the TensorBoard events file is open."""
+        self.events = EventWriter(self.run_dir.root)
+        try:
+            if resume_state is not None:
+                self.restore(resume_state)
+                print(f"resumed at {self.counters.env_steps_produced:,} env steps, "
+                      f"{self.counters.updates} updates", flush=True)
+            with _stop_on_signals(self):
+                self.measure_random_baseline()
+                return self.train()
+        finally:
+            self.events.close()
+            self.events = None
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint: the scheduler's counts, the baseline, the learner."""
         self.sched.load_state(state[COUNTERS])
         self.baseline = state.get("baseline")
         # Until the first update, the reward model the restored learner scores with.
         self.last_loss[intrinsic_keys.REWARD_MODEL_VERSION] = float(
             restored_reward_model_version(state))
+        self.parts.learners.load_state(state["learner"])
 
+    def measure_random_baseline(self) -> None:
+        """A uniformly random agent's first episodes in every env, once per run (a resumed
+        run has it from its checkpoint): the bar the progress line and summary show."""
+        episodes = self.cfg.run.random_baseline_episodes
+        if episodes == 0 or self.baseline is not None:
+            return
+        actors = self.cfg.rollout.num_actors
+        envs = actors * self.cfg.rollout.envs_per_actor
+        started = time.perf_counter()
+        results = self.play_random(
+            episodes_per_env=max(1, -(-episodes // envs)),
+            min_steps=-(-self.cfg.run.random_baseline_min_steps // actors),
+        )
+        self._set_baseline(results, time.perf_counter() - started)
+
+    def train(self) -> dict[str, Any]:
+        """Sample, batch, train, checkpoint until the scheduler stops; then the runtime's
+        stop, and the summary."""
+        self.carry_out(self.sched.start(self.weights()))
+        clock = Clock(self)
+        while not self.sched.stopping:
+            if not self.step():
+                break
+            sps = clock.tick()
+            if sps is not None:
+                self.report(sps)
+        self.wind_down()
+        return self.finish()
+
+    # ---- the edges: each command and each arrival, to the component its data goes to ------
+    def execute(self, cmd: Command) -> list[Command]:
+        """Carry out one command; returns the commands its outcome brings at once."""
+        if isinstance(cmd, Sample):  # learner -> rollout: the newest weights, one VersionedRef
+            return self.sample(cmd)
+        if isinstance(cmd, Train):  # rollout -> learner: a batch, with the newest reward model
+            self.note_train(cmd.lags)
+            return self.update(cmd)
+        if isinstance(cmd, Drop):  # fragments no learner will see: counted, never sent
+            self.note_drop(cmd)
+            return []
+        if isinstance(cmd, Checkpoint):  # learner -> run folder: state, with the counts
+            return self.checkpoint()
+        if isinstance(cmd, RestartActor):
+            return self.restart_actor(cmd.actor)
+        if isinstance(cmd, RebuildLearners):
+            return self.rebuild_learners()
+        raise TypeError(f"unknown command {cmd!r}")
+
+    def fragment_arrived(self, actor: int, incarnation: int, fragment: Any, *,
+                         stats: EpisodeStats, captions: Any) -> list[Command]:
+        """A sample call returned: its episodes are counted, its captions go to the
+        annotator, the fragment (a handle: an ObjectRef on Ray) to the scheduler's batches."""
+        self.record_episodes(stats)
+        self.annotate(captions)  # rollout -> annotator: the fragment's distinct messages
+        return self.sched.fragment_ready(actor, incarnation, fragment,
+                                         version=stats.policy_version, steps=stats.env_steps)
+
+    def update_arrived(self, result: dict[str, Any], weights: VersionedRef, *,
+                       pump: bool = True) -> list[Command]:
+        """An update finished: its metrics are kept, its weights go out with the next samples
+        (``pump=False``: decide nothing new, a runtime waiting for its outstanding updates)."""
+        self.note_update(result)
+        return self.sched.update_done(weights, pump=pump)
+
+    # ---- the runtime's: where events come from, how commands are carried out -------------
+    def weights(self) -> VersionedRef:
+        """The learner's current policy version and weights."""
+        raise NotImplementedError
+
+    def carry_out(self, cmds: list[Command]) -> None:
+        """Take the scheduler's commands (at once, or queued for :meth:`step`)."""
+        raise NotImplementedError
+
+    def step(self) -> bool:
+        """One turn of the loop: the next events or commands; False: leave the loop now."""
+        raise NotImplementedError
+
+    def wind_down(self) -> None:
+        """At the stop: finish or skip the updates under way, the final checkpoint, and count
+        what waits for a batch as dropped."""
+        raise NotImplementedError
+
+    def sample(self, cmd: Sample) -> list[Command]:
+        raise NotImplementedError
+
+    def update(self, cmd: Train) -> list[Command]:
+        raise NotImplementedError
+
+    def checkpoint(self) -> list[Command]:
+        """Write a checkpoint holding every update counted (see :meth:`write_checkpoint`)."""
+        raise NotImplementedError
+
+    def restart_actor(self, actor: int) -> list[Command]:
+        raise NotImplementedError
+
+    def rebuild_learners(self) -> list[Command]:
+        raise NotImplementedError
+
+    def annotate(self, captions: Any) -> None:
+        """Hand a fragment's captions to the annotator, if one runs."""
+        raise NotImplementedError
+
+    def play_random(self, *, episodes_per_env: int, min_steps: int) -> list[EpisodeStats]:
+        """Every rollout worker's ``play_random`` results."""
+        raise NotImplementedError
+
+    def annotator_stats(self) -> dict[str, float] | None:
+        """The annotator's stats; None when it cannot say now (asked only when it runs)."""
+        raise NotImplementedError
+
+    def object_store_mb(self) -> float | None:
+        return None  # no object store: one process
+
+    # ---- bookkeeping --------------------------------------------------------------------------
     def write_checkpoint(self, learner_state: dict[str, Any]) -> list[Command]:
         """``learner_state`` must hold every update counted (no update outstanding); returns
         the commands batching resumes with."""
@@ -87,17 +238,7 @@ class RunLoop:
         for lag in lags:
             m.POLICY_LAG.labels(**self._labels).observe(lag)
 
-    # ---- the random baseline ---------------------------------------------------------------
-    def baseline_plan(self) -> tuple[int, int] | None:
-        """(episodes per env, min steps per actor) of the random baseline; None: skip it."""
-        episodes = self.cfg.run.random_baseline_episodes
-        if episodes == 0 or self.baseline is not None:
-            return None
-        actors = self.cfg.rollout.num_actors
-        envs = actors * self.cfg.rollout.envs_per_actor
-        return max(1, -(-episodes // envs)), -(-self.cfg.run.random_baseline_min_steps // actors)
-
-    def set_baseline(self, results: list[EpisodeStats], seconds: float) -> None:
+    def _set_baseline(self, results: list[EpisodeStats], seconds: float) -> None:
         returns = [r for stats in results for r in stats.episode_returns]
         successes = [s for stats in results for s in stats.episode_successes]
         steps = sum(stats.env_steps for stats in results)
@@ -120,15 +261,15 @@ class RunLoop:
         if self._has_goal:  # no goal (NetHackScore): no success rate, rather than 0
             c.recent_successes = (c.recent_successes + stats.episode_successes)[-window:]
 
-    def report(self, sps: float, *, object_store_mb: float | None,
-               annotator: dict[str, Any]) -> None:
+    def report(self, sps: float) -> None:
+        """A row of metrics.parquet and TensorBoard, and the progress line."""
         sched = self.sched
         lag = float(np.mean(sched.lags)) if sched.lags else 0.0
         sched.lags.clear()
         loop = LoopState(sps=sps, policy_version=sched.version, policy_lag=lag,
                          fragments_ready=len(sched.ready), updates_queued=len(sched.updates),
-                         object_store_mb=object_store_mb)
-        row = metrics_row(self.counters, loop, self.last_loss, annotator)
+                         object_store_mb=self.object_store_mb())
+        row = metrics_row(self.counters, loop, self.last_loss, self.annotator_columns())
         m.ENV_STEPS_PER_SECOND.labels(**self._labels).set(sps)
         m.POLICY_VERSION.labels(**self._labels).set(sched.version)
         m.QUEUE_DEPTH.labels(**self._labels, queue="fragments_ready").set(len(sched.ready))
@@ -138,6 +279,14 @@ class RunLoop:
         if self.events is not None:
             self.events.write_row(row)
         print(progress_line(row, self.baseline), flush=True)
+
+    def annotator_columns(self) -> dict[str, Any]:
+        """The reward service's columns of the row (none when it does not run)."""
+        if self.parts.annotator is None:
+            return {}
+        return annotator_columns(self.annotator_stats(), reward_model_version_trained=int(
+            self.last_loss.get(intrinsic_keys.REWARD_MODEL_VERSION, -1)),
+            learner_losses=self.last_loss)
 
     def say_newest_checkpoint(self) -> None:
         newest = self.run_dir.newest_checkpoint_name()
@@ -185,16 +334,9 @@ def _fmt(value: Any) -> str:
 
 
 @contextlib.contextmanager
-def resumed_and_stoppable(
-    loop: RunLoop, restore: Callable[[dict[str, Any]], None], resume_state: dict | None
-) -> Iterator[None]:
-    """Both runtimes' start: restore ``resume_state`` (if any) and say where the run resumes;
-    while the block runs, SIGINT/SIGTERM ask ``loop`` to stop with a checkpoint instead of
+def _stop_on_signals(loop: RunLoop) -> Iterator[None]:
+    """While the block runs, SIGINT/SIGTERM ask ``loop`` to stop with a checkpoint instead of
     killing the process. The previous handlers come back afterwards."""
-    if resume_state is not None:
-        restore(resume_state)
-        print(f"resumed at {loop.counters.env_steps_produced:,} env steps, "
-              f"{loop.counters.updates} updates", flush=True)
     previous = {
         sig: signal.signal(sig, lambda s, _f: loop.request_stop(signal.Signals(s).name))
         for sig in (signal.SIGINT, signal.SIGTERM)
@@ -204,4 +346,3 @@ def resumed_and_stoppable(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-

@@ -1,7 +1,8 @@
 """Restart policy: which dead actors come back, as what, and how many times.
 
-Consumes: the config, the run's labels folder, and the driver's word that an actor died (its
-ObjectRef raised ``RayActorError``). Emits: replacement actor handles, the restart counts and
+Consumes: a way to create each actor (``cluster.components``: its options, seed and core are
+the wiring's), the restart budgets, and the driver's word that an actor died (its ObjectRef
+raised ``RayActorError``). Emits: replacement actor handles, the restart counts and
 ``oniray_actor_restarts_total``; :class:`RestartBudgetExceeded` when a role has used up its
 ``max_restarts`` for this session, which the driver turns into a stop with a checkpoint.
 
@@ -16,15 +17,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ray
 
 from actors import metrics as m
-from actors.rollout_actor import RolloutActor
-from cluster.config import OniConfig
-from cluster.scheduler import rollout_seed
-from rewards.annotator_actor import create_annotator_actor
 
 log = logging.getLogger("oniray")
 
@@ -41,23 +39,18 @@ def _restarted(role: str) -> None:
 class RolloutSupervisor:
     """The rollout actors, their incarnations, and the restart budget they share."""
 
-    def __init__(self, cfg: OniConfig) -> None:
-        self.cfg = cfg
-        n = cfg.rollout.num_actors
-        self.incarnations = [0] * n
+    def __init__(self, create: Callable[..., Any], *, num_actors: int, max_restarts: int) -> None:
+        """``create(actor_id=, incarnation=)``: a new rollout actor; ``max_restarts``: of all
+        of them together, this session (``rollout.max_restarts``)."""
+        self._create, self.max_restarts = create, max_restarts
+        self.incarnations = [0] * num_actors
         self.restarts = 0  # this session
-        self.actors: list[Any] = [self._create(i) for i in range(n)]
+        self.actors: list[Any] = [create(actor_id=i, incarnation=0) for i in range(num_actors)]
         self.died_at: dict[int, float] = {}  # actor index -> when its death was noticed
-
-    def _create(self, actor_id: int) -> Any:
-        rc = self.cfg.rollout
-        options = {"num_cpus": rc.num_cpus, "resources": rc.resources or None}
-        seed = rollout_seed(self.cfg.run.seed, actor_id, self.incarnations[actor_id])
-        return RolloutActor.options(**options).remote(self.cfg, actor_id=actor_id, seed=seed)
 
     def replace(self, index: int, error: Exception) -> Any:
         """A fresh actor in place of the dead ``index``; raises past ``rollout.max_restarts``."""
-        limit = self.cfg.rollout.max_restarts
+        limit = self.max_restarts
         if self.restarts >= limit:
             raise RestartBudgetExceeded(
                 f"rollout actor {index} died and the {limit} restarts of rollout.max_restarts "
@@ -66,7 +59,7 @@ class RolloutSupervisor:
         ray.kill(self.actors[index])  # an actor that is only unreachable must not come back
         self.restarts += 1
         self.incarnations[index] += 1
-        self.actors[index] = self._create(index)
+        self.actors[index] = self._create(actor_id=index, incarnation=self.incarnations[index])
         self.died_at[index] = time.perf_counter()
         _restarted("rollout")
         log.warning("rollout actor %d died (%s); restarting it as incarnation %d (%d/%d)",
@@ -86,17 +79,14 @@ class AnnotatorSupervisor:
     restarted one continues the count: nothing here needs to know versions.
     """
 
-    def __init__(self, cfg: OniConfig, *, labels_dir: str) -> None:
-        self.cfg, self.labels_dir = cfg, labels_dir
+    def __init__(self, create: Callable[[], Any], *, max_restarts: int) -> None:
+        """``create()``: a new annotator actor, reloading the labels its predecessors stored;
+        ``max_restarts``: this session's (``rewards.annotator.max_restarts``)."""
+        self._create, self.max_restarts = create, max_restarts
         self.restarts = 0
-        self.handle = self._create()
+        self.handle = create()
         self._ready: ray.ObjectRef | None = self.handle.ready.remote()
         self.died_at: float | None = None
-
-    def _create(self) -> Any:
-        return create_annotator_actor(
-            self.cfg.rewards, store_dir=self.labels_dir, env_id=self.cfg.env.id
-        )
 
     def wait_ready(self) -> None:
         """Block until the first annotator is up: a judge that cannot load fails here."""
@@ -124,7 +114,7 @@ class AnnotatorSupervisor:
         return True
 
     def replace(self, error: Exception) -> Any:
-        limit = self.cfg.rewards.annotator.max_restarts
+        limit = self.max_restarts
         if self.restarts >= limit:
             raise RestartBudgetExceeded(
                 f"the annotator died and the {limit} restarts of "

@@ -7,7 +7,9 @@ a reference to rank 0's metrics dict, which carries ``policy_version`` and ``wei
 ``ray.get`` of the metrics does not fetch the weights too). Gradients are averaged with
 ``torch.distributed`` (gloo on CPU, nccl on GPUs), so all ranks hold the same parameters
 after every update; RND's predictor is trained the same way (``learner.intrinsic``), so
-all ranks hold the same RND too.
+all ranks hold the same RND too. Each rank gets a builder of its core
+(:class:`learner.learner_core.LearnerCore`) from the run's wiring, ``cluster.components``,
+which also places the ranks.
 
 State has one contract at every level (``Learner``, ``IntrinsicScorer``, ``LearnerCore``,
 ``LearnerActor``, ``LearnerGroup``): ``state()`` returns it, ``load_state(state)``
@@ -20,7 +22,7 @@ import collections
 import contextlib
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,7 +32,6 @@ import torch
 from actors import metrics as m
 from actors.versioned import VersionedRef
 from learner import appo
-from learner.config import LearnerSections
 from learner.intrinsic import INTRINSIC_MEAN, INTRINSIC_ZERO_FRACTION
 from learner.learner_core import INTRINSIC_STATE, LearnerCore
 
@@ -48,14 +49,19 @@ class LearnerActor:
     """One rank: a :class:`Learner` plus process-group setup and weight publishing."""
 
     def __init__(
-        self, cfg: LearnerSections, *, num_actions: int, rank: int, world_size: int
+        self,
+        build: Callable[[], LearnerCore],
+        *,
+        rank: int,
+        world_size: int,
+        torch_threads: int,
+        backend: str,
     ) -> None:
-        torch.set_num_threads(cfg.learner.torch_threads)
+        """``build``: this rank's core; ``backend``: gloo or nccl, of the process group."""
+        torch.set_num_threads(torch_threads)
         self.rank, self.world_size = rank, world_size
-        self.core = LearnerCore(cfg, num_actions=num_actions, rank=rank, world_size=world_size)
-        self.backend = cfg.learner.backend
-        if self.backend == "auto":
-            self.backend = "nccl" if cfg.learner.num_gpus > 0 else "gloo"
+        self.core = build()
+        self.backend = backend
         # The latest published weights: the owner must outlive every borrower's use.
         self._weights: VersionedRef | None = None
         self._labels = m.component_labels(role="learner", actor_id=rank)
@@ -160,17 +166,14 @@ class LearnerActor:
 
 
 class LearnerGroup:
-    """``cfg.learner.num_learners`` learner actors training one policy together."""
+    """Learner actors, one per rank, training one policy together.
 
-    def __init__(self, cfg: LearnerSections, *, num_actions: int) -> None:
-        lc = cfg.learner
-        n = lc.num_learners
-        self.actors = [
-            LearnerActor.options(
-                num_cpus=lc.num_cpus, num_gpus=lc.num_gpus, resources=dict(lc.resources)
-            ).remote(cfg, num_actions=num_actions, rank=rank, world_size=n)
-            for rank in range(n)
-        ]
+    ``actors``: rank 0 first (``cluster.components.learner_group`` creates them).
+    """
+
+    def __init__(self, actors: list[Any]) -> None:
+        self.actors = list(actors)
+        n = len(self.actors)
         self._peer_refs: list[ray.ObjectRef] = []
         self._seq = 0  # the number of the next update, the same on every rank
         # By the ref's hex, not the ref: holding an update's ref would pin its result, and

@@ -7,8 +7,9 @@ for the learners, and ``stats()``.
 
 Lifecycle only; the work is :class:`rewards.annotator.Annotator`. The actor is threaded
 (``max_concurrency`` >= 2); one background thread runs the judge and another fits the reward
-model, so no call waits on the judge and labelling goes on during a fit. On start it reloads
-the label store from its directory: an actor restarted after a crash asks nothing twice.
+model, so no call waits on the judge and labelling goes on during a fit. It gets a builder of
+the annotator from the run's wiring (``cluster.components``, which also sets its Ray options),
+whose label store reloads its directory: an actor restarted after a crash asks nothing twice.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ from actors.versioned import VersionedRef
 from rewards.annotator import Annotator, run_loop, run_trainer
 from rewards.canary import CANARY_KIND_NAMES
 from rewards.config import RewardsConfig
-from rewards.judges import Judge, make_judge
-from rewards.label_store import LabelStore
 
 logger = logging.getLogger(__name__)
 
@@ -40,25 +39,17 @@ MAX_CONCURRENCY = 4
 
 @ray.remote
 class AnnotatorActor:
-    """See the module docstring. Create with :func:`create_annotator_actor`."""
+    """See the module docstring. ``cluster.components.annotator_actor`` creates it."""
 
-    def __init__(
-        self,
-        cfg: RewardsConfig,
-        *,
-        store_dir: str,
-        env_id: str,
-        judge_factory: Callable[[], Judge] | None = None,
-    ) -> None:
+    def __init__(self, cfg: RewardsConfig, *, build: Callable[[], Annotator]) -> None:
+        """``build``: the annotator (its judge and label store), made after the actor has
+        taken its CPU share and niceness, so the judge loads under them."""
         # The fits of the reward model share this actor's CPUs with the judge; more intra-op
         # threads than reserved CPUs only thrash.
         torch.set_num_threads(max(1, int(cfg.annotator.num_cpus)))
         # The judge is never on training's critical path: on shared cores it yields to them.
         os.nice(cfg.annotator.nice)
-        judge = judge_factory() if judge_factory else make_judge(cfg.judge, env_id=env_id)
-        self._annotator = Annotator(
-            cfg, judge=judge, store=LabelStore(store_dir), train_in_step=False
-        )
+        self._annotator = build()
         self._published: VersionedRef | None = None
         self._labels = m.component_labels(role="annotator", actor_id=0)
         self._exported: dict[str, float] = {}  # counter totals already exported
@@ -176,25 +167,3 @@ def record_stats(
     accuracy = stats.get("reward_model_accuracy", float("nan"))
     if accuracy == accuracy:  # NaN until the first fit with a held-out slice
         m.REWARD_MODEL_ACCURACY.labels(**labels).set(accuracy)
-
-
-def create_annotator_actor(
-    cfg: RewardsConfig,
-    *,
-    store_dir: str,
-    env_id: str,
-    judge_factory: Callable[[], Judge] | None = None,
-    name: str | None = None,
-) -> Any:
-    """An :class:`AnnotatorActor` placed by ``cfg.annotator.num_cpus`` / ``resources``."""
-    options: dict[str, Any] = {
-        "num_cpus": cfg.annotator.num_cpus,
-        "max_concurrency": MAX_CONCURRENCY,
-    }
-    if cfg.annotator.resources:
-        options["resources"] = dict(cfg.annotator.resources)
-    if name:
-        options["name"] = name
-    return AnnotatorActor.options(**options).remote(
-        cfg, store_dir=store_dir, env_id=env_id, judge_factory=judge_factory
-    )

@@ -17,7 +17,7 @@ import pytest
 import ray
 
 from actors.fragment import step_captions
-from rewards.annotator_actor import create_annotator_actor
+from cluster.components import annotator_actor
 from rewards.config import JudgeConfig, RewardsConfig
 from rewards.judges.base import Judge, Preference, Verdict
 from rewards.judges.rules import RulesJudge
@@ -96,8 +96,8 @@ def test_labels_arrive_by_reference_and_survive_a_killed_actor(tmp_path: Path) -
     fragments = [_fragment([*texts[k::4], ""], seed=k) for k in range(4)]
     refs = [ray.put(step_captions(f)) for f in fragments]  # as a rollout actor returns them
 
-    actor = create_annotator_actor(cfg, store_dir=store_dir, env_id="NetHackScore-v0",
-                                   judge_factory=factory)  # fmt: skip
+    actor = annotator_actor(cfg, labels_dir=store_dir, env_id="NetHackScore-v0",
+                            judge_factory=factory)  # fmt: skip
     ray.get(actor.ready.remote())
     start = time.perf_counter()
     ray.get([actor.submit_captions.remote([ref]) for ref in refs])
@@ -126,8 +126,8 @@ def test_labels_arrive_by_reference_and_survive_a_killed_actor(tmp_path: Path) -
     assert len(store) == len(distinct)
     assert all(store.get(c) is is_helpful(c) for c in distinct)
 
-    reborn = create_annotator_actor(cfg, store_dir=store_dir, env_id="NetHackScore-v0",
-                                    judge_factory=factory)  # fmt: skip
+    reborn = annotator_actor(cfg, labels_dir=store_dir, env_id="NetHackScore-v0",
+                             judge_factory=factory)  # fmt: skip
     ray.get([reborn.submit_captions.remote([ref]) for ref in refs])
     ray.get(reborn.submit.remote(["You kill the Wizard of Yendor!"]))  # one genuinely new caption
     _wait(lambda: ray.get(reborn.stats.remote())["labels_total"] == 1)

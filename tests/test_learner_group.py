@@ -6,10 +6,11 @@ import numpy as np
 import ray
 import torch
 
+from cluster.components import learner_group
 from cluster.config import OniConfig
 from learner.batch import make_batch
 from learner.intrinsic import IntrinsicScorer
-from learner.learner_group import INTRINSIC_STATE, WEIGHTS, LearnerGroup
+from learner.learner_group import INTRINSIC_STATE, WEIGHTS
 from tests.helpers.fragments import make_fragment
 
 A = 23
@@ -37,7 +38,7 @@ def test_two_learners_stay_bit_identical(ray_session: None) -> None:
     cfg.learner.num_learners = 2
     cfg.learner.lr = 1e-3
     cfg.rewards.rnd.coef = 0.5
-    group = LearnerGroup(cfg, num_actions=A)
+    group = learner_group(cfg, num_actions=A)
     # One RND trained on both ranks' batches together, in one process: what the ranks' RND
     # must equal (the mean of equal shards' gradients is the gradient of their union).
     alone = IntrinsicScorer(cfg.rewards, crop_size=cfg.env.crop_size, seed=cfg.run.seed)

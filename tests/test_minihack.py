@@ -10,9 +10,9 @@ from actors import minihack_envs
 from actors.envs import UnknownEnvError, canonical_env_id, episode_end, has_goal, make_env
 from actors.fragment import MAX_GLYPH, step_rows, validate_fragment
 from actors.model import PolicyNet
-from actors.rollout_actor import RolloutActor
 from actors.rollout_worker import RolloutWorker
 from actors.versioned import VersionedRef
+from cluster.components import rollout_actor
 from cluster.config import ConfigError, load_config
 from rewards.prompts import MINIHACK_GENERIC_TASK, load_prompts, task_for_env
 
@@ -172,7 +172,7 @@ def test_success_on_a_room_is_the_goal_status() -> None:
 def test_rollout_actor_steps_minihack_into_valid_fragments(ray_session, env_id: str) -> None:
     cfg = minihack_config(env_id, "env.max_episode_steps=20", "rewards.annotator.enabled=true",
                           "rewards.model.kind=retrieval")
-    actor = RolloutActor.remote(cfg, actor_id=1, seed=0)
+    actor = rollout_actor(cfg, actor_id=1, extract_captions=True)
     try:
         info = ray.get(actor.info.remote())
         expected_actions = make_env(env_id).action_space.n

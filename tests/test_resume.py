@@ -17,9 +17,10 @@ import pytest
 import ray
 
 from actors.versioned import VersionedRef
+from cluster.components import learner_group
 from cluster.config import OniConfig
 from cluster.run_dir import RunDir
-from learner.learner_group import INTRINSIC_STATE, LearnerGroup
+from learner.learner_group import INTRINSIC_STATE
 from rewards.config import RewardModelConfig
 from rewards.models import make_reward_model
 from tests.helpers.cli import SMALL, finish, oniray
@@ -47,7 +48,7 @@ def test_restored_learner_trains_exactly_like_the_original(ray_session: None) ->
     cfg = OniConfig()
     cfg.rewards.rnd.coef = 0.5
     cfg.rewards.intrinsic_coef = 1.0
-    group = LearnerGroup(cfg, num_actions=A)
+    group = learner_group(cfg, num_actions=A)
     try:
         model = VersionedRef(7, ray.put(_reward_model_state()))
         first = [ray.put(make_fragment(T=T, E=E, seed=i)) for i in range(2)]
