@@ -43,9 +43,15 @@ class EmbeddingJudgeConfig:
         "most captions cost no new embedding)"
     )
     goal_sentences: bool = param(
-        False, "each sentence of the goal string is a helpful example too, beside the whole "
-        "goal (a short message sits near the one sentence that names its event, far from the "
-        "average of a paragraph)"
+        False, "each sentence of the goal string, and each clause of three words or more, is a "
+        "helpful example too, beside the whole goal (a short message sits near the one clause "
+        "that names its event, far from the average of a paragraph)"
+    )
+    contrast: bool = param(
+        True, "a helpful example or goal sentence is no evidence for a caption nearer to its "
+        "opposite, the same text with its direction words swapped (down/up, "
+        "downstairs/upstairs, descend/climb): an embedding barely tells 'staircase up' from "
+        "'staircase down'"
     )
     negatives: Literal["all", "unhelpful_everywhere"] = param(
         "all", "the not-helpful neighbours: all = every example not helpful for this task; "

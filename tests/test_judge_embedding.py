@@ -12,8 +12,16 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from rewards.config import EmbeddingJudgeConfig, JudgeConfig
+from rewards.judge_eval import read_labels
 from rewards.judges import GuardedJudge, make_judge
-from rewards.judges.embedding import EmbeddingJudge, helpfulness, sentences, top_k_mean
+from rewards.judges.embedding import (
+    EmbeddingJudge,
+    goal_parts,
+    helpfulness,
+    opposite,
+    sentences,
+    top_k_mean,
+)
 from rewards.prompts import load_prompts
 
 
@@ -129,8 +137,8 @@ def test_a_caption_scores_as_its_best_sentence_from_cached_embeddings() -> None:
 def test_negatives_unhelpful_everywhere_drop_other_goals_positives() -> None:
     # "The door opens." is helpful for staircase (and others), so by default it is one of
     # minihack_room's negatives, although that goal names opening doors.
-    default = EmbeddingJudge(JudgeConfig(), "minihack_room")
-    universal = EmbeddingJudge(_cfg(negatives="unhelpful_everywhere"),
+    default = EmbeddingJudge(_cfg(contrast=False), "minihack_room")
+    universal = EmbeddingJudge(_cfg(negatives="unhelpful_everywhere", contrast=False),
                                "minihack_room")
     prompts = load_prompts(JudgeConfig().prompts)
     nowhere = [e for e in prompts.examples if not e.helpful_for]
@@ -139,11 +147,81 @@ def test_negatives_unhelpful_everywhere_drop_other_goals_positives() -> None:
     assert universal.scores(["The door opens."])[0] > default.scores(["The door opens."])[0] + 0.1
 
 
-def test_goal_sentences_are_positives() -> None:
+def test_goal_sentences_and_clauses_are_positives() -> None:
     prompts = load_prompts(JudgeConfig().prompts)
     goal = prompts.goal("minihack_keyroom")
-    plain = EmbeddingJudge(JudgeConfig(), "minihack_keyroom")
-    split = EmbeddingJudge(_cfg(goal_sentences=True), "minihack_keyroom")
-    assert len(sentences(goal)) == 2
-    assert split._positives.shape[0] == plain._positives.shape[0] + 2
-    np.testing.assert_allclose(split._positives[-2:], split._encode(sentences(goal)), atol=1e-5)
+    plain = EmbeddingJudge(_cfg(contrast=False), "minihack_keyroom")
+    split = EmbeddingJudge(_cfg(goal_sentences=True, contrast=False), "minihack_keyroom")
+    parts = goal_parts(goal)
+    assert parts[:2] == sentences(goal) and len(sentences(goal)) == 2
+    assert "I prefer agents that pick up the key" in parts
+    assert "and walk onto the staircase down" in parts
+    assert split._positives.shape[0] == plain._positives.shape[0] + len(parts)
+    np.testing.assert_allclose(split._positives[-len(parts):], split._encode(parts), atol=1e-5)
+
+
+def test_goal_parts_and_opposites_by_hand() -> None:
+    # Sentences first, then clauses of three words or more ("then eat" is too short).
+    assert goal_parts("Go down the stairs, then eat: all of it. Win.") == [
+        "Go down the stairs, then eat: all of it.", "Win.", "Go down the stairs", "all of it"]
+    assert opposite("There is a staircase down here.") == "There is a staircase up here."
+    assert opposite("You picked up the key and went downstairs.") == (
+        "You picked up the key and went upstairs.")
+    assert opposite("You pick up the key.") is None and opposite("You kill the newt!") is None
+
+
+def test_a_positive_is_no_evidence_for_a_caption_nearer_its_opposite_by_hand() -> None:
+    caption = np.array([[1.0, 0.0]])
+    positives = np.array([[0.8, 0.6], [0.0, 1.0]])
+    negatives = np.array([[0.6, -0.8]])
+    # The first positive's opposite is the caption itself (1.0 > 0.8): that positive drops to
+    # -1, the second has no opposite (zero row, 0 > 0 is false) and stays at 0.
+    opposites = np.array([[1.0, 0.0], [0.0, 0.0]])
+    np.testing.assert_allclose(helpfulness(caption, positives, negatives, k=1), [0.8 - 0.6])
+    np.testing.assert_allclose(
+        helpfulness(caption, positives, negatives, k=1, opposites=opposites), [0.0 - 0.6])
+
+
+def test_contrast_tells_the_staircase_up_from_the_way_down() -> None:
+    # The score task's helpful example "There is a staircase down here." sits at cosine ~0.9
+    # from the staircase up, which the contrast makes a not-helpful neighbour.
+    without = EmbeddingJudge(_cfg(contrast=False), "score")
+    with_contrast = EmbeddingJudge(_cfg(), "score")
+    up, down = "There is a staircase up here.", "There is a staircase down here."
+    assert without.scores([up])[0] > 0  # helpful, look-alike words
+    assert with_contrast.scores([up])[0] < 0 < with_contrast.scores([down])[0]
+
+
+def test_a_refusal_that_names_the_goal_is_not_progress() -> None:
+    # The key room's distractor (PICKUP on the up staircase where every episode starts) took
+    # half of the judged reward on S15; with the default job's settings it is not helpful,
+    # though no key-room message is among the examples (next test).
+    from cluster.config import load_config
+
+    cfg = load_config("configs/minihack/keyroom_s5.yaml", [])
+    judge = EmbeddingJudge(cfg.rewards.judge, "minihack_keyroom")
+    fixed, up = "The stairs are solidly fixed to the floor.", "There is a staircase up here."
+    assert judge.scores([fixed])[0] < 0 and judge.scores([up])[0] < 0
+    assert judge.scores(["You succeed in unlocking the door."])[0] > 0
+
+
+# Examples that were also labelled messages before the sets were checked against them (14
+# of NetHackScore's 205 messages, 5 of the key room's 142): kept, so that the shipped
+# figures stay comparable, and frozen here so that no new one joins them.
+LEGACY_OVERLAP = {
+    "You hear someone counting money.", "That door is closed.", "You kill the newt!",
+    "You kill the jackal!", "You find a hidden passage.", "You find a hidden door.",
+    "The door opens.", "You swap places with your kitten.", "You see here a food ration.",
+    "You hear a door open.", "It's solid stone.", "You are beginning to feel hungry.",
+    "Never mind.", "You can't go down here.", "Unknown command ' '.",
+}
+
+
+def test_no_new_example_is_a_message_of_the_labelled_sets() -> None:
+    # The judge is measured on configs/judge_eval/: an example copied from there grades the
+    # judge on its own answers.
+    labelled = {row.message for path in ("configs/judge_eval/nethack_score.tsv",
+                                         "configs/judge_eval/minihack_keyroom.tsv")
+                for row in read_labels(path)}
+    examples = {e.text for e in load_prompts(JudgeConfig().prompts).examples}
+    assert examples & labelled == LEGACY_OVERLAP

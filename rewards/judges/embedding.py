@@ -42,14 +42,53 @@ def sentences(caption: str) -> list[str]:
     return [part for part in _SENTENCE_END.split(caption) if _WORD.search(part)]
 
 
+_CLAUSE_END = re.compile(r"[,;:]\s+")
+
+
+def goal_parts(goal: str) -> list[str]:
+    """The goal's sentences, then their clauses of three words or more: "pick up the key",
+    "walk onto the staircase down" sit nearer a one-line message than a whole sentence does."""
+    whole = sentences(goal)
+    clauses = [part.strip(" .") for sentence in whole for part in _CLAUSE_END.split(sentence)]
+    return [*whole, *(c for c in clauses if len(c.split()) >= 3 and c not in whole)]
+
+
+# Direction words whose swap turns a helpful event into its opposite. A sentence embedding
+# puts "There is a staircase up here." next to "... staircase down ..." (cosine ~0.9).
+# "pick up" and its forms map to themselves: their "up" is no direction.
+_OPPOSITE = {"down": "up", "up": "down", "downstairs": "upstairs", "upstairs": "downstairs",
+             "descend": "climb", "pick up": "pick up", "picks up": "picks up",
+             "picked up": "picked up", "picking up": "picking up"}
+_OPPOSITE_WORD = re.compile(
+    r"\b(" + "|".join(sorted(map(re.escape, _OPPOSITE), key=len, reverse=True)) + r")\b",
+    re.IGNORECASE,
+)
+
+
+def opposite(text: str) -> str | None:
+    """The text with its direction words swapped, or None when it has none."""
+    swapped = _OPPOSITE_WORD.sub(lambda m: _OPPOSITE[m.group(0).lower()], text)
+    return swapped if swapped != text else None
+
+
 def helpfulness(
-    captions: np.ndarray, positives: np.ndarray, negatives: np.ndarray, *, k: int
+    captions: np.ndarray,
+    positives: np.ndarray,
+    negatives: np.ndarray,
+    *,
+    k: int,
+    opposites: np.ndarray | None = None,
 ) -> np.ndarray:
     """sim(positives) - sim(negatives) per caption; rows of every array are unit vectors.
 
-    captions [N, D], positives [P, D], negatives [M, D] -> [N].
+    captions [N, D], positives [P, D], negatives [M, D] -> [N]. ``opposites`` [P, D] (zero rows
+    where a positive has none): a positive is no evidence for a caption that sits closer to
+    its opposite than to it ("staircase up" against "There is a staircase down here.").
     """
-    return top_k_mean(captions @ positives.T, k) - top_k_mean(captions @ negatives.T, k)
+    to_positives = captions @ positives.T
+    if opposites is not None:
+        to_positives = np.where(captions @ opposites.T > to_positives, -1.0, to_positives)
+    return top_k_mean(to_positives, k) - top_k_mean(captions @ negatives.T, k)
 
 
 def default_model_dir() -> Path:
@@ -96,9 +135,17 @@ class EmbeddingJudge(Judge):
             negatives = [e.text for e in prompts.examples if not e.helpful_for]
         # The goal string is a positive too: it names what the task rewards in plain words.
         goal = prompts.goal(task)
-        goal_parts = sentences(goal) if emb.goal_sentences else []
-        self._positives = self._encode([*positives, goal, *goal_parts], counted=False)
+        parts = goal_parts(goal) if emb.goal_sentences else []
+        helpful = [*positives, goal, *parts]
+        self._positives = self._encode(helpful, counted=False)
         self._negatives = self._encode(negatives, counted=False)
+        self._opposites: np.ndarray | None = None
+        if emb.contrast:  # each helpful text turned the other way, where it has a direction
+            turned = [opposite(text) for text in helpful]
+            self._opposites = np.zeros_like(self._positives)
+            rows = [i for i, text in enumerate(turned) if text is not None]
+            if rows:
+                self._opposites[rows] = self._encode([turned[i] for i in rows], counted=False)
         # Bounded: captions are open-ended text, and the annotator runs for days.
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.counters = EmbeddingStats()
@@ -151,7 +198,8 @@ class EmbeddingJudge(Judge):
         if not texts:
             return out
         k = self._emb_cfg.top_k
-        per_text = helpfulness(self.embed(texts), self._positives, self._negatives, k=k)
+        per_text = helpfulness(self.embed(texts), self._positives, self._negatives, k=k,
+                               opposites=self._opposites)
         owner = np.repeat(np.arange(len(parts)), [len(p) for p in parts])
         np.maximum.at(out, owner, per_text)  # the best sentence of each caption
         return out
