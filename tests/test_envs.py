@@ -62,6 +62,23 @@ def test_crop_is_centred_on_the_agent_and_padded() -> None:
     assert enc.blstats.dtype == np.float32 and enc.messages == [""]
 
 
+def test_batched_crops_equal_one_crop_per_env_at_every_position() -> None:
+    # The encoder crops all E maps at once; the slow reference crops one map at a time.
+    rng = np.random.default_rng(0)
+    observations = []
+    for x, y in [(0, 0), (78, 20), (40, 10), (3, 19), (77, 1)]:  # corners, middle, edges
+        blstats = rng.integers(0, 50, 27)
+        blstats[:2] = x, y
+        observations.append({"glyphs": rng.integers(0, MAX_GLYPH, (21, 79)).astype(np.int16),
+                             "blstats": blstats, "message": np.zeros(256, np.uint8)})
+    enc = ObsEncoder(9).encode(observations)
+    for i, obs in enumerate(observations):
+        x, y = int(obs["blstats"][0]), int(obs["blstats"][1])
+        padded = np.pad(obs["glyphs"], 4, constant_values=MAX_GLYPH)
+        np.testing.assert_array_equal(enc.glyph_crop[i], padded[y : y + 9, x : x + 9])
+    assert enc.glyph_crop.dtype == np.int16 and enc.blstats.dtype == np.float32
+
+
 def test_nethack_crop_centre_is_the_agent() -> None:
     env = make_env("NetHackScore-v0")
     obs, _ = env.reset(seed=1)
