@@ -40,7 +40,13 @@ def test_steps_to_exceed_and_bands_known_values() -> None:
                                                                 rel=1e-4)
 
 
-def test_few_seed_statistics_known_values() -> None:
+@pytest.fixture
+def few_resamples(monkeypatch) -> None:
+    # The known answers below hold for any number of resamples; fewer keep the test fast.
+    monkeypatch.setattr(stats, "BOOTSTRAP_REPS", 200)
+
+
+def test_few_seed_statistics_known_values(few_resamples) -> None:
     assert stats.t_multiplier(5) == pytest.approx(2.776, abs=1e-3)  # 5 seeds
     assert stats.t_multiplier(3) == pytest.approx(4.303, abs=1e-3)
     assert stats.t_band([0.5]) == (0.5, 0.0) and stats.t_band([None])[0] != stats.t_band([None])[0]
@@ -57,7 +63,7 @@ def test_few_seed_statistics_known_values() -> None:
     assert stats.welch([1.0, 1.0], [1.0, 1.0]) is None  # no spread: no test
 
 
-def test_comparisons_count_a_seed_that_never_got_there_as_its_budget() -> None:
+def test_comparisons_count_a_seed_that_never_got_there_as_its_budget(few_resamples) -> None:
     def run(success: float, curve: list[float]) -> dict:
         points = [{"env_steps": 100 * (i + 1), "success_rate": v} for i, v in enumerate(curve)]
         return {"summary": {"final_success_rate": success, "env_steps": 400}, "curve": points}
