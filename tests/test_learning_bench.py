@@ -143,3 +143,13 @@ def test_a_stored_run_is_never_run_again(tmp_path: Path, monkeypatch) -> None:
     assert report["arms"]["count"]["steps_to_0.1"]["per_seed"] == [1000]
     assert "| count | 1 | 0.200 ± 0.000" in out.with_suffix(".md").read_text()
     assert out.with_suffix(".png").stat().st_size > 5_000
+
+
+def test_no_bench_script_shadows_a_standard_library_module() -> None:
+    # `python bench/X.py` puts bench/ first on sys.path, and Ray hands that path to its
+    # workers: a bench/profile.py once made torch's `import profile` load it, and every actor
+    # of every bench died at start-up.
+    import sys
+
+    names = {p.stem for p in (Path(__file__).resolve().parents[1] / "bench").glob("*.py")}
+    assert not names & set(sys.stdlib_module_names)

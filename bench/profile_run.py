@@ -1,6 +1,6 @@
 """Where the time goes: a sampling profile of every process of a training run, by component.
 
-    python bench/profile.py [--jobs keyroom-s5 nethack-score] [--warmup 30] [--seconds 60]
+    python bench/profile_run.py [--jobs keyroom-s5 nethack-score] [--warmup 30] [--seconds 60]
                             [--rate 25] [--native learner] [--out bench/results/profile.json]
 
 Consumes: the two jobs' configs (``configs/minihack/keyroom_s5.yaml``, the default job, and
