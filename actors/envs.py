@@ -167,7 +167,8 @@ class ObsEncoder:
         r, c = self.radius, self.crop_size
         glyphs = np.stack([obs["glyphs"] for obs in observations])  # [E, H, W]
         blstats = np.stack([obs["blstats"] for obs in observations]).astype(np.float32)
-        message_bytes = np.stack([obs["message"] for obs in observations]).astype(np.uint8)
+        messages_raw = np.stack([obs["message"] for obs in observations])
+        message_bytes = messages_raw.astype(np.uint8, copy=False)  # NLE's are uint8 already
         padded = np.pad(glyphs, ((0, 0), (r, r), (r, r)), constant_values=MAX_GLYPH)
         x = blstats[:, 0].astype(np.intp)  # the agent's column and row: (y, x) in padded
         y = blstats[:, 1].astype(np.intp)  # coordinates is the crop's top-left corner

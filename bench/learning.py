@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -42,7 +40,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench import learning_task  # noqa: E402
+from bench import learning_task, stats  # noqa: E402
 from bench.runs import git_commit, train  # noqa: E402
 from cluster.config import OniConfig, load_config  # noqa: E402
 
@@ -72,31 +70,10 @@ def one_run(cfg: OniConfig, name: str) -> dict:
     return {"summary": summary, "curve": curve}
 
 
-def band(values: list[float]) -> tuple[float, float]:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return float("nan"), float("nan")
-    mean = statistics.fmean(values)
-    half = 1.96 * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
-    return mean, half
-
-
-def aggregate(runs: list[dict], key: str, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and 95% half-width over seeds of ``key`` interpolated on a common step grid."""
-    curves = []
-    for run in runs:
-        points = [(c["env_steps"], c[key]) for c in run["curve"] if c.get(key) is not None]
-        if len(points) < 2:
-            continue
-        xs, ys = zip(*points, strict=True)
-        curves.append(np.interp(grid, xs, ys, left=np.nan, right=np.nan))
-    if not curves:
-        return np.full_like(grid, np.nan), np.full_like(grid, np.nan)
-    stack = np.vstack(curves)
-    mean = np.nanmean(stack, axis=0)
-    count = np.sum(~np.isnan(stack), axis=0)
-    std = np.nanstd(stack, axis=0, ddof=1) if len(curves) > 1 else np.zeros_like(mean)
-    return mean, 1.96 * np.nan_to_num(std) / np.sqrt(np.maximum(count, 1))
+# Intervals over seeds (and over episodes for the random agent): Student's t, shared with the
+# arms bench (bench/stats.py); curve bands likewise (bench/learning_task.py).
+band = stats.t_band
+aggregate = learning_task.curve_band
 
 
 def plot(results: dict, path: Path) -> None:
