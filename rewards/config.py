@@ -48,10 +48,17 @@ class EmbeddingJudgeConfig:
         "that names its event, far from the average of a paragraph)"
     )
     contrast: bool = param(
-        True, "a helpful example or goal sentence is no evidence for a caption nearer to its "
-        "opposite, the same text with its direction words swapped (down/up, "
-        "downstairs/upstairs, descend/climb): an embedding barely tells 'staircase up' from "
-        "'staircase down'"
+        True, "a helpful example or goal sentence with a direction word (down/up, "
+        "downstairs/upstairs, descend/climb) is no evidence for a caption nearer to its "
+        "opposite (the same text with those words swapped) or for one that states no "
+        "direction: an embedding barely tells 'staircase up' from 'staircase down', or either "
+        "from 'You sit on the stairs.'"
+    )
+    events_only: bool = param(
+        True, "score only sentences that report a change in the world: negated ones (a "
+        "failed or refused action), wh-prompts waiting for an argument, lines ending in a "
+        "colon and descriptions of looked-at map symbols are not helpful, whatever words they "
+        "share with the goal (rewards/judges/events.py)"
     )
     negatives: Literal["all", "unhelpful_everywhere"] = param(
         "all", "the not-helpful neighbours: all = every example not helpful for this task; "

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from rewards.config import JudgeConfig
-from rewards.judges.base import Judge, JudgeStats, Preference, Verdict
+from rewards.judges.base import Judge, JudgeStats, Preference, Verdict, counts_by_kind
+from rewards.judges.events import non_event, plain
 from rewards.parse import sanitize_caption
 from rewards.prompts import load_prompts
 
@@ -71,6 +72,11 @@ def opposite(text: str) -> str | None:
     return swapped if swapped != text else None
 
 
+def states_direction(text: str) -> bool:
+    """Whether ``text`` has a direction word that :func:`opposite` turns ("pick up" is none)."""
+    return opposite(text) is not None
+
+
 def helpfulness(
     captions: np.ndarray,
     positives: np.ndarray,
@@ -78,16 +84,27 @@ def helpfulness(
     *,
     k: int,
     opposites: np.ndarray | None = None,
+    directed: np.ndarray | None = None,
+    bound: np.ndarray | None = None,
 ) -> np.ndarray:
     """sim(positives) - sim(negatives) per caption; rows of every array are unit vectors.
 
     captions [N, D], positives [P, D], negatives [M, D] -> [N]. ``opposites`` [P, D] (zero rows
-    where a positive has none): a positive is no evidence for a caption that sits closer to
-    its opposite than to it ("staircase up" against "There is a staircase down here.").
+    where a positive has no direction) turns a positive into no evidence (similarity -1) for a
+    caption that sits closer to its opposite ("staircase up" against "There is a staircase
+    down here."), and, given ``directed`` [N] (whether each caption states a direction), for a
+    caption that states none: "You sit on the stairs." is as near "staircase down" as
+    "staircase up" (cosine 0.753 against 0.748), so it says nothing about the way down.
+    ``bound`` [P] picks the positives the second rule applies to (default: every positive
+    with an opposite).
     """
     to_positives = captions @ positives.T
     if opposites is not None:
         to_positives = np.where(captions @ opposites.T > to_positives, -1.0, to_positives)
+        if directed is not None:
+            bound = np.abs(opposites).sum(axis=1) > 0 if bound is None else bound  # [P]
+            silent = bound[None, :] & ~np.asarray(directed, dtype=bool)[:, None]
+            to_positives = np.where(silent, -1.0, to_positives)
     return top_k_mean(to_positives, k) - top_k_mean(captions @ negatives.T, k)
 
 
@@ -115,6 +132,8 @@ class EmbeddingStats(JudgeStats):
     cache_misses: int = 0  # ... and encoded
     encode_seconds: float = 0.0  # encoding captions (the examples at construction excluded)
     cache_size: int = 0  # embeddings held now
+    # Sentences left unscored because they report no change (rewards.judges.events), by kind.
+    non_events: dict[str, int] = counts_by_kind("non_event_")
 
 
 class EmbeddingJudge(Judge):
@@ -137,15 +156,21 @@ class EmbeddingJudge(Judge):
         goal = prompts.goal(task)
         parts = goal_parts(goal) if emb.goal_sentences else []
         helpful = [*positives, goal, *parts]
-        self._positives = self._encode(helpful, counted=False)
-        self._negatives = self._encode(negatives, counted=False)
+        self._positives = self._encode([plain(t) for t in helpful], counted=False)
+        self._negatives = self._encode([plain(t) for t in negatives], counted=False)
         self._opposites: np.ndarray | None = None
+        self._direction_bound: np.ndarray | None = None
         if emb.contrast:  # each helpful text turned the other way, where it has a direction
             turned = [opposite(text) for text in helpful]
             self._opposites = np.zeros_like(self._positives)
             rows = [i for i, text in enumerate(turned) if text is not None]
             if rows:
                 self._opposites[rows] = self._encode([turned[i] for i in rows], counted=False)
+            # A one-clause example that names a direction is about that direction; the goal
+            # and its whole sentences are about more, and stay evidence for any event.
+            self._direction_bound = np.array(
+                [turn is not None and not _CLAUSE_END.search(text)
+                 for text, turn in zip(helpful, turned, strict=True)], dtype=bool)
         # Bounded: captions are open-ended text, and the annotator runs for days.
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.counters = EmbeddingStats()
@@ -194,15 +219,30 @@ class EmbeddingJudge(Judge):
             parts = [[c] if _WORD.search(c) else [] for c in clean]
         out = np.full(len(clean), -np.inf, dtype=np.float32)
         self.counters.labels_empty += sum(not p for p in parts)
-        texts = [text for p in parts for text in p]
+        if self._emb_cfg.events_only:
+            parts = [self._events(p) for p in parts]
+        texts = [plain(text) for p in parts for text in p]
         if not texts:
             return out
         k = self._emb_cfg.top_k
+        directed = np.array([states_direction(t) for t in texts])
         per_text = helpfulness(self.embed(texts), self._positives, self._negatives, k=k,
-                               opposites=self._opposites)
+                               opposites=self._opposites, directed=directed,
+                               bound=self._direction_bound)
         owner = np.repeat(np.arange(len(parts)), [len(p) for p in parts])
         np.maximum.at(out, owner, per_text)  # the best sentence of each caption
         return out
+
+    def _events(self, texts: list[str]) -> list[str]:
+        """``texts`` less the sentences that report no change in the world (counted by kind)."""
+        kept = []
+        for text in texts:
+            kind = non_event(text)
+            if kind is None:
+                kept.append(text)
+            else:
+                self.counters.non_events[kind] = self.counters.non_events.get(kind, 0) + 1
+        return kept
 
     def label(self, captions: Sequence[str]) -> list[Verdict]:
         scores = self.scores(captions)
@@ -224,4 +264,5 @@ class EmbeddingJudge(Judge):
         return out
 
     def stats(self) -> EmbeddingStats:
-        return replace(self.counters, cache_size=len(self._cache))
+        return replace(self.counters, cache_size=len(self._cache),
+                       non_events=dict(self.counters.non_events))

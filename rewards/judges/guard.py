@@ -152,8 +152,9 @@ _SENTENCE_START = re.compile(r"(?:^|(?<=[.!?:;])\s+|(?:^|(?<=\s))[\"'(\[]\s*)(?=
 # quotes itself; the game's closing quote comes after them), or to the end if that was cut
 # off. Unquoted (a fortune cookie's rumour), it runs to the end of the caption.
 _READ = re.compile(r"\b(?:read|reads|feel\s+the\s+words)\s*:\s*(?P<quote>\")?(?=\S)", _I)
-# NetHack's object names (xname: "named X", "called X") run to the end of their sentence.
-_NAME = re.compile(r"(?<=\S)\s(?:named|called)\s+(?P<name>.+?)(?=[.!?](?:\s|$)|\s\(|$)")
+# NetHack's object names (xname: "named X", "called X") run to the end of their sentence; a
+# colon that ends the caption stays ("The key named <name>:" still announces what follows).
+_NAME = re.compile(r"(?<=\S)\s(?:named|called)\s+(?P<name>.+?)(?=[.!?](?:\s|$)|:$|\s\(|$)")
 # What a read sentence leaves once its text is hidden: nothing a goal could need.
 _READ_FRAME = re.compile(
     r"(?:you\s+read|you\s+feel\s+the\s+words|(?:the\s+)?(?:engraving\s+now|it|the\s+wrapper)"

@@ -74,6 +74,8 @@ REAL: dict[str, str] = {
         "As your mind turns inward on itself, you forget everything else.",
     "OK, so you don't want to pray.": "OK, so you don't want to pray.",
     "g - a key named The Master Key of Thievery.": "g - a key named <name>.",
+    # The colon that ends the caption stays: the message announces what follows.
+    "The key named The Master Key of Thievery whispers:": "The key named <name>:",
     "Your elven dagger named Sting glows blue.": "Your elven dagger named <name>.",
     "You see here 2 scrolls called teleport (for sale, 100 zorkmids).":
         "You see here 2 scrolls called <name> (for sale, 100 zorkmids).",
