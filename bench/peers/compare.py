@@ -2,7 +2,7 @@
 
     python bench/peers/compare.py [--rounds 3] [--seconds 75] [--warmup 15]
                                   [--nets reference tiny] [--systems oniray sample_factory rllib]
-    (or: make bench-peers)
+    [--envs 8]    (or: make bench-peers)
 
 The job, for every system: NetHackScore-v0, oniray's policy network (``actors/model.py``,
 re-implemented for each peer in ``bench/peers/``; parameter counts are checked to match),
@@ -68,7 +68,7 @@ PARAM_TOLERANCE = 0.03  # "the three match within a few %"
 
 # ---- the oniray worker (runs in a subprocess, main venv) -----------------------------------
 
-def oniray_run(net: str, seconds: float, warmup: float, out: str | None) -> None:
+def oniray_run(net: str, seconds: float, warmup: float, out: str | None, envs: int) -> None:
     sys.path.insert(0, str(REPO))
     from actors.model import PolicyNet
     from cluster.config import load_config
@@ -76,7 +76,7 @@ def oniray_run(net: str, seconds: float, warmup: float, out: str | None) -> None
     from cluster.run_dir import RunDir
 
     cfg = load_config(str(REPO / "configs" / "default.yaml"), [
-        *ONIRAY_OVERRIDES, f"run.max_minutes={seconds / 60}",
+        *ONIRAY_OVERRIDES, f"run.max_minutes={seconds / 60}", f"rollout.envs_per_actor={envs}",
         *NET_SIZES[net].oniray_overrides(),
     ])
     import gymnasium as gym
@@ -116,8 +116,11 @@ def oniray_run(net: str, seconds: float, warmup: float, out: str | None) -> None
 
 # ---- the orchestrator ----------------------------------------------------------------------
 
-def command(system: str, net: str, seconds: float, warmup: float, out: Path) -> list[str]:
+def command(system: str, net: str, seconds: float, warmup: float, out: Path, envs: int
+            ) -> list[str]:
     common = ["--net", net, "--seconds", str(seconds), "--warmup", str(warmup), "--out", str(out)]
+    if system != "rllib":  # the RLlib script keeps its 2 x 8
+        common += ["--envs", str(envs)]
     if system == "oniray":
         return [sys.executable, str(Path(__file__).resolve()), "--oniray-run", *common]
     return [str(VENVS[system] / "bin" / "python"), str(SCRIPTS[system]), *common]
@@ -131,7 +134,7 @@ def run_one(system: str, net: str, args: argparse.Namespace, log_dir: Path, tag:
     started, load_before = time.time(), os.getloadavg()[0]
     with log.open("w") as fh:
         try:
-            proc = subprocess.run(command(system, net, args.seconds, args.warmup, out),
+            proc = subprocess.run(command(system, net, args.seconds, args.warmup, out, args.envs),
                                   stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO,
                                   timeout=args.seconds + 300, check=False)
             code: int | str = proc.returncode
@@ -247,7 +250,7 @@ def plot(result: dict, path: Path) -> None:
         ax.set_title(f"{net} network ({per[systems[0]]['params'][0]:,} params)\n"
                      + ", ".join(ratios) if per[systems[0]]["params"] else net, fontsize=10)
         ax.set_ylabel("env steps/s (steady state; median, min-max, rounds)")
-    fig.suptitle(f"NetHackScore, 2 workers x 8 envs, T=32, batch 1024; "
+    fig.suptitle(f"NetHackScore, 2 workers x {result['envs_per_worker']} envs, T=32, batch 1024; "
                  f"{result['rounds']} rounds x {result['seconds']:.0f} s, "
                  f"{result['machine']['cpus']} CPUs", fontsize=10)
     fig.tight_layout()
@@ -265,13 +268,19 @@ def main() -> None:
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
     parser.add_argument("--no-setup", action="store_true",
                         help="do not run bench/peers/setup.sh first")
+    parser.add_argument("--envs", type=int, default=8,
+                        help="envs per worker, for oniray and Sample Factory alike (results "
+                             "go to peers.json at 8, else peers-e<envs>.json)")
     parser.add_argument("--oniray-run", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--net", default="reference", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.oniray_run:
-        oniray_run(args.net, args.seconds, args.warmup, args.out)
+        oniray_run(args.net, args.seconds, args.warmup, args.out, args.envs)
         return
+    if args.envs != 8 and "rllib" in args.systems:
+        parser.error("--envs other than 8 is for oniray and sample_factory (--systems)")
+    stem = "peers" if args.envs == 8 else f"peers-e{args.envs}"
 
     peers = [s for s in args.systems if s != "oniray"]
     if peers and not args.no_setup:
@@ -298,7 +307,7 @@ def main() -> None:
     summary = summarise(runs, args.nets, args.systems)
     result = {
         "what": "steady-state env steps/s, same job and network per size; ratios are ours/theirs",
-        "env": "NetHackScore-v0", "num_workers": 2, "envs_per_worker": 8,
+        "env": "NetHackScore-v0", "num_workers": 2, "envs_per_worker": args.envs,
         "fragment_length": 32, "batch_size": 1024, "epochs": 1,
         "rounds": args.rounds, "seconds": args.seconds, "warmup_s": args.warmup,
         "nets": args.nets, "systems": args.systems,
@@ -308,9 +317,9 @@ def main() -> None:
         "total_wall_s": round(time.time() - started, 1), "log_dir": str(log_dir),
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "commit": git_commit(),
     }
-    result["history"] = previous_runs(RESULTS / "peers.json")
-    (RESULTS / "peers.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, RESULTS / "peers.png")
+    result["history"] = previous_runs(RESULTS / f"{stem}.json")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, RESULTS / f"{stem}.png")
     for net in args.nets:
         per = summary[net]
         parts = [f"{s} {per[s]['median']:,.0f}" for s in args.systems if per[s]["median"]]
@@ -318,7 +327,7 @@ def main() -> None:
                   "ours_over_rllib") if per.get(k, {}).get("median_of_rounds")]
         print(f"{net}: median steps/s {', '.join(parts)}; {', '.join(ratios)}; "
               f"params match: {per['params_match']}", flush=True)
-    print(f"wrote {RESULTS / 'peers.json'} and {RESULTS / 'peers.png'}", flush=True)
+    print(f"wrote {RESULTS / stem}.json and .png", flush=True)
 
 
 if __name__ == "__main__":

@@ -81,11 +81,12 @@ def _make_encoder(size: NetSize, cfg: object, obs_space: object) -> object:
     return OnirayEncoder()
 
 
-def sf_argv(size: NetSize, *, train_dir: str, seconds: float, seed: int) -> list[str]:
+def sf_argv(size: NetSize, *, train_dir: str, seconds: float, seed: int,
+            envs: int = 8) -> list[str]:
     return [
         f"--env={ENV_NAME}", "--experiment=peer_bench", f"--train_dir={train_dir}",
         "--device=cpu", f"--seed={seed}", "--restart_behavior=overwrite",
-        "--num_workers=2", "--num_envs_per_worker=8", "--rollout=32", "--recurrence=32",
+        "--num_workers=2", f"--num_envs_per_worker={envs}", "--rollout=32", "--recurrence=32",
         "--batch_size=1024", "--num_batches_per_epoch=1", "--num_epochs=1",
         "--with_vtrace=True", "--gamma=0.999", "--learning_rate=0.0004", "--adam_eps=1e-6",
         "--ppo_clip_ratio=0.1", "--exploration_loss_coeff=0.001", "--value_loss_coeff=0.5",
@@ -108,6 +109,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=75.0, help="training time")
     parser.add_argument("--warmup", type=float, default=15.0, help="seconds not measured")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--envs", type=int, default=8, help="envs per rollout worker")
     parser.add_argument("--out", default=None, help="also write the result JSON here")
     args = parser.parse_args()
 
@@ -140,7 +142,8 @@ def main() -> None:
                 runner._stop_training()
 
     with tempfile.TemporaryDirectory(prefix="sf-peer-") as train_dir:
-        argv = sf_argv(size, train_dir=train_dir, seconds=args.seconds, seed=args.seed)
+        argv = sf_argv(size, train_dir=train_dir, seconds=args.seconds, seed=args.seed,
+                       envs=args.envs)
         sf_parser, _ = parse_sf_args(argv)
         cfg = parse_full_cfg(sf_parser, argv)
         cfg, runner = make_runner(cfg)
