@@ -7,6 +7,7 @@ validates every field at load (see :mod:`actors.fields`); components never chang
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from actors.fields import param
 
@@ -48,6 +49,11 @@ class RolloutConfig:
         factory=dict, doc="custom Ray resources per rollout actor (cluster placement)"
     )
     torch_threads: int = param(1, "torch intra-op threads in a rollout actor", ge=1)
+    precision: Literal["auto", "float32", "bfloat16"] = param(
+        "auto", "the policy's inference arithmetic: bfloat16 (autocast; weights and the core "
+        "state stay float32) or float32; auto = bfloat16 only on a CPU with AVX512-BF16 or "
+        "AMX, where it is native (emulated it is slower than float32)"
+    )
     max_restarts: int = param(
         3, "rollout actors restarted after dying, in total per session; one more death stops "
         "the run with a checkpoint", ge=0

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from actors.model import PolicyNet
+from actors.precision import compute_in, resolve
 from learner.batch import Batch
 from learner.collective import average_gradients
 from learner.config import LearnerSections
@@ -64,6 +65,8 @@ class Learner:
             torch.manual_seed(cfg.run.seed)
             model = PolicyNet(cfg.model, crop_size=cfg.env.crop_size, num_actions=num_actions)
         self.model = model.to(self.device)
+        # The forward pass's arithmetic; weights, Adam, V-trace and the losses stay float32.
+        self.compute_dtype = resolve(cfg.learner.precision, self.device)
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=cfg.learner.lr, eps=cfg.learner.adam_eps
         )
@@ -123,8 +126,10 @@ class Learner:
         T = batch.length
         rows = batch.rows
         # The model unrolls over all T + 1 rows; the last one's value is the bootstrap.
-        out = self.model(rows.obs(), rows.first, rows.initial_core_state)
-        logits, values = out.logits[:T], out.values[:T]
+        with compute_in(self.compute_dtype, self.device):
+            out = self.model(rows.obs(), rows.first, rows.initial_core_state)
+        all_values = out.values.float()
+        logits, values = out.logits[:T].float(), all_values[:T]
         logp = F.log_softmax(logits, dim=-1).gather(-1, batch.action.unsqueeze(-1)).squeeze(-1)
         behaviour_logp = batch.behaviour_logp
         # Only a termination ends the future; at a time limit V-trace bootstraps from the
@@ -137,7 +142,7 @@ class Learner:
             rewards=rewards,
             discounts=discounts,
             values=values.detach(),
-            bootstrap_value=out.values[T].detach(),
+            bootstrap_value=all_values[T].detach(),
             truncated=batch.truncated,
             truncation_values=batch.truncation_value,
             rho_clip=lc.vtrace_rho_clip,

@@ -42,6 +42,11 @@ class LearnerConfig:
     num_gpus: float = param(0.0, "GPUs per learner", ge=0)
     resources: dict[str, float] = param(factory=dict, doc="custom Ray resources per learner")
     torch_threads: int = param(1, "torch intra-op threads in a learner", ge=1)
+    precision: Literal["auto", "float32", "bfloat16"] = param(
+        "auto", "the forward pass's arithmetic: bfloat16 (autocast; weights, Adam's state, "
+        "V-trace and the losses stay float32) or float32; auto = bfloat16 only where the "
+        "learner's device has it natively (a bf16 GPU, a CPU with AVX512-BF16 or AMX)"
+    )
     max_restarts: int = param(
         3, "times per session the learner group is rebuilt from the newest checkpoint after a "
         "rank dies (the updates since that checkpoint are counted as lost); one more death "
