@@ -138,7 +138,8 @@ class PolicyNet(nn.Module):
         batch = {k: torch.as_tensor(obs[k], device=device).unsqueeze(0) for k in OBS_KEYS}
         first_t = torch.as_tensor(first, dtype=torch.bool, device=device).unsqueeze(0)
         out = self.forward(batch, first_t, core_state)
-        logp_all = F.log_softmax(out.logits[0], dim=-1)
+        # Sampled from float32 probabilities whatever arithmetic produced the logits.
+        logp_all = F.log_softmax(out.logits[0].float(), dim=-1)
         actions = torch.multinomial(logp_all.exp(), 1, generator=generator)
         logp = logp_all.gather(1, actions).squeeze(1)
         return actions.squeeze(1), logp, out.core_state

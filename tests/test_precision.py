@@ -77,8 +77,8 @@ def test_bfloat16_policy_stays_within_tolerance_of_float32_on_real_observations(
     torch.manual_seed(0)
     net = PolicyNet(ModelConfig(), crop_size=9, num_actions=23).eval()
     # A policy with opinions: the default head starts near uniform, which any arithmetic
-    # reproduces; gain 1 spreads the logits over several units.
-    torch.nn.init.orthogonal_(net.policy_head.weight, gain=1.0)
+    # reproduces; a head of gain 30 spreads the logits over several units, as training does.
+    torch.nn.init.orthogonal_(net.policy_head.weight, gain=30.0)
     obs = {k: v.unsqueeze(0) for k, v in _real_observations().items()}  # [1, 64, ...]
     first = torch.ones(1, 64, dtype=torch.bool)
     state = net.initial_state(64)
@@ -90,7 +90,10 @@ def test_bfloat16_policy_stays_within_tolerance_of_float32_on_real_observations(
     p32 = torch.softmax(full.logits[0], -1)
     p16 = torch.softmax(half.logits[0].float(), -1)
     tv = 0.5 * (p32 - p16).abs().sum(-1)
-    assert p32.max(-1).values.mean() > 0.1  # not uniform: the tolerance means something
+    print(f"max TV {tv.max():.4f}, mean TV {tv.mean():.4f}, mean top-1 probability "
+          f"{p32.max(-1).values.mean():.3f}, max value difference "
+          f"{(full.values - half.values.float()).abs().max():.4f}")
+    assert p32.max(-1).values.mean() > 0.2  # not uniform: the tolerance means something
     assert tv.max() < MAX_TV, tv.max()
     assert (full.values - half.values.float()).abs().max() < MAX_VALUE_DIFF
 
