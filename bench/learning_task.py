@@ -232,8 +232,10 @@ def comparisons(by_arm: dict[str, list[dict]]) -> list[dict[str, Any]]:
             out.append({
                 "arm": arm, "control": control,
                 "success_difference": mean_x - mean_y,
-                # the bar: the two 95% intervals do not overlap
-                "success_intervals_apart": mean_x - half_x > mean_y + half_y,
+                # the bar: the two 95% intervals do not overlap (None: an arm has
+                # one seed, which has no interval)
+                "success_intervals_apart": (None if min(len(x), len(y)) < 2
+                                            else mean_x - half_x > mean_y + half_y),
                 "success_welch": stats.welch(success_x, success_y),
                 "success_improvement": stats.improvement(success_x, success_y),
                 "steps_to_0.5_welch": stats.welch(steps_x, steps_y),
@@ -427,6 +429,10 @@ def _interval(entry: list | tuple | None, digits: int = 2) -> str:
     return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
+def _apart(apart: bool | None) -> str:
+    return "n/a (1 seed)" if apart is None else ("yes" if apart else "no")
+
+
 def _welch(entry: list | tuple | None) -> str:
     return "n/a" if entry is None else f"{entry[0]:+.2f} (p = {entry[1]:.3f})"
 
@@ -469,7 +475,7 @@ def write_markdown(path: Path, report: dict, random: dict | None) -> None:
         for c in report["comparisons"]:
             lines.append(
                 f"| {c['arm']} vs {c['control']} | {c['success_difference']:+.3f} | "
-                f"{'yes' if c['success_intervals_apart'] else 'no'} | "
+                f"{_apart(c['success_intervals_apart'])} | "
                 f"{_welch(c['success_welch'])} | {_interval(c['success_improvement'])} | "
                 f"{_welch(c['steps_to_0.5_welch'])} | "
                 f"{_interval(c['steps_to_0.5_improvement'])} |")
