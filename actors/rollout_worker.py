@@ -149,8 +149,8 @@ class RolloutWorker:
             logp = np.full(self.num_envs, -math.log(self.num_actions), np.float32)
             return actions.astype(np.int64), logp
         # inference_mode, not no_grad: it also skips autograd's version counters and view
-        # tracking, 8-9% of a call on this CPU (E = 8: 1.90 -> 1.72 ms; E = 32: 3.51 -> 3.25).
-        # Safe here: the core state and the outputs never meet autograd.
+        # tracking (8-9% of a call in a one-off timing on this CPU, not a bench). Safe here:
+        # the core state and the outputs never meet autograd.
         with torch.inference_mode(), compute_in(self.compute_dtype, torch.device("cpu")):
             actions, logp, core_state = self.policy.act(
                 obs.policy_inputs(), self.first, self.core_state, generator=self.generator
