@@ -433,6 +433,12 @@ def _apart(apart: bool | None) -> str:
     return "n/a (1 seed)" if apart is None else ("yes" if apart else "no")
 
 
+def _plus_minus(point: float, half: float, seeds: int, digits: int) -> str:
+    """"0.830 ± 0.120"; "0.830 ± n/a" for one seed: no spread, not a zero-width interval."""
+    spread = "n/a" if seeds < 2 else f"{half:.{digits}f}"
+    return f"{point:.{digits}f} ± {spread}"
+
+
 def _welch(entry: list | tuple | None) -> str:
     return "n/a" if entry is None else f"{entry[0]:+.2f} (p = {entry[1]:.3f})"
 
@@ -455,8 +461,9 @@ def write_markdown(path: Path, report: dict, random: dict | None) -> None:
     for arm, row in report["arms"].items():
         (s, sh), (r, rh), (st, _) = (row["final_success_rate"], row["final_mean_return"],
                                      row["env_steps"])
-        lines.append(f"| {arm} | {row['seeds']} | {s:.3f} ± {sh:.3f} | "
-                     f"{_interval(row.get('final_success_iqm'))} | {r:.2f} ± {rh:.2f} | "
+        n = row["seeds"]
+        lines.append(f"| {arm} | {n} | {_plus_minus(s, sh, n, 3)} | "
+                     f"{_interval(row.get('final_success_iqm'))} | {_plus_minus(r, rh, n, 2)} | "
                      f"{_fmt_steps(row['steps_to_0.1'], row['seeds'])} | "
                      f"{_fmt_steps(row['steps_to_0.5'], row['seeds'])} | {st:,.0f} |")
     if random:

@@ -136,12 +136,12 @@ def test_a_stored_run_is_never_run_again(tmp_path: Path, monkeypatch) -> None:
                            steps=1000, shared=[], out=out, random_episodes=0, report_only=True)
     assert partial["arms"]["count"]["seeds"] == 1
     assert out.with_suffix(".json").read_text() == before
-    assert "| count | 1 | 0.200 ± 0.000" in out.with_suffix(".md").read_text()
+    assert "| count | 1 | 0.200 ± n/a | n/a | 1.00 ± n/a" in out.with_suffix(".md").read_text()
     report = lb.run_bench("keyroom-s5", arms=["count"], seeds={"count": 1}, minutes=1.0,
                           steps=1000, shared=[], out=out, random_episodes=0)
     assert report["arms"]["count"]["seeds"] == 1
     assert report["arms"]["count"]["steps_to_0.1"]["per_seed"] == [1000]
-    assert "| count | 1 | 0.200 ± 0.000" in out.with_suffix(".md").read_text()
+    assert "| count | 1 | 0.200 ± n/a | n/a | 1.00 ± n/a" in out.with_suffix(".md").read_text()
     assert out.with_suffix(".png").stat().st_size > 5_000
 
 
