@@ -67,7 +67,13 @@ STEP_BUDGET = "step budget reached"
 TIME_BUDGET = "time budget reached"  # a finish only for settings that set a time cap
 JUDGED_ARMS = ("retrieval", "classification", "ranking")
 CONTROLS = ("extrinsic", "count")
-DIAGNOSTICS = ("learner_entropy_loss", "learner_intrinsic_mean", "intrinsic_sparsity")
+# Kept per report row, to tell why a run stalls or collapses: the policy (entropy, the update's
+# size and clipping), the critic, and the intrinsic reward (its mean per step, how many steps
+# it pays, which reward-model version paid it and how many labels that model has seen).
+DIAGNOSTICS = ("learner_entropy_loss", "learner_grad_norm", "learner_clip_fraction",
+               "learner_mean_ratio", "learner_value_loss", "learner_mean_value",
+               "learner_mean_reward", "learner_intrinsic_mean", "intrinsic_sparsity",
+               "learner_reward_model_version", "labels_total")
 
 
 def env_id_of(task: str) -> str:
@@ -149,13 +155,16 @@ def read_judgements(run_dir: RunDir) -> dict[str, Any]:
 def one_run(arm: str, s: dict, seed: int) -> dict:
     cfg = config_for(s, seed)
     summary, rows, judged = train_and_inspect(cfg, f"{arm}-{seed}", read_judgements)
-    curve = [{"env_steps": r["env_steps"], "time_s": r["time_s"],
-              "success_rate": r.get("success_rate"), "mean_return": r.get("mean_return"),
-              "mean_length": r.get("mean_length"),
-              # Why a run stalls: a collapsing policy (entropy) or an intrinsic reward that
-              # stops paying (its mean per step).
-              **{k: r.get(k) for k in DIAGNOSTICS if r.get(k) is not None}} for r in rows]
-    return {"summary": summary, "curve": curve, **judged}
+    return {"summary": summary, "curve": [curve_point(r) for r in rows], **judged}
+
+
+def curve_point(row: dict) -> dict:
+    """What the results keep of one metrics row: progress, and why a run stalls or collapses
+    (DIAGNOSTICS, where the row has them)."""
+    return {"env_steps": row["env_steps"], "time_s": row["time_s"],
+            "success_rate": row.get("success_rate"), "mean_return": row.get("mean_return"),
+            "mean_length": row.get("mean_length"),
+            **{k: row[k] for k in DIAGNOSTICS if row.get(k) is not None}}
 
 
 # ---- statistics --------------------------------------------------------------------------

@@ -145,6 +145,28 @@ def test_a_stored_run_is_never_run_again(tmp_path: Path, monkeypatch) -> None:
     assert out.with_suffix(".png").stat().st_size > 5_000
 
 
+def test_curves_keep_every_diagnostic_a_real_metrics_row_has() -> None:
+    # The names are the metrics row's own: a renamed learner or annotator column would make a
+    # diagnostic vanish from every stored curve without an error.
+    from cluster.counters import Counters
+    from cluster.progress import LoopState, annotator_columns, metrics_row
+    from learner import appo, intrinsic
+
+    losses = {name: 0.5 for name in (appo.ENTROPY_LOSS, appo.GRAD_NORM, appo.CLIP_FRACTION,
+                                      appo.MEAN_RATIO, appo.VALUE_LOSS, appo.MEAN_VALUE,
+                                      appo.MEAN_REWARD, intrinsic.REWARD_MODEL_VERSION,
+                                      intrinsic.INTRINSIC_MEAN,
+                                      intrinsic.INTRINSIC_ZERO_FRACTION)}
+    annotator = annotator_columns({"store_labels": 7}, reward_model_version_trained=3,
+                                  learner_losses=losses)
+    loop = LoopState(sps=1.0, policy_version=3, policy_lag=0.0, fragments_ready=0,
+                     updates_queued=0, object_store_mb=None)
+    row = metrics_row(Counters(), loop, losses, annotator)
+    point = lb.curve_point(row)
+    assert set(lb.DIAGNOSTICS) <= set(point)
+    assert point["labels_total"] == 7.0 and point["learner_grad_norm"] == 0.5
+
+
 def test_no_bench_script_shadows_a_standard_library_module() -> None:
     # `python bench/X.py` puts bench/ first on sys.path, and Ray hands that path to its
     # workers: a bench/profile.py once made torch's `import profile` load it, and every actor
