@@ -181,6 +181,12 @@ def steps_to_exceed(curve: list[dict], threshold: float) -> int | None:
     return None
 
 
+def peak_success(curve: list[dict]) -> float | None:
+    """The highest success rate of any report of a run (each over its last episodes)."""
+    rates = [p["success_rate"] for p in curve if p.get("success_rate") is not None]
+    return max(rates) if rates else None
+
+
 def curve_band(runs: list[dict], key: str, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and 95% half-width over seeds of ``key`` interpolated on a common step grid."""
     curves = []
@@ -216,6 +222,9 @@ def arm_table(runs: list[dict]) -> dict[str, Any]:
         "final_success_per_seed": success,
         "final_success_iqm": stats.iqm_interval(success),
         "final_mean_return": band([r["summary"].get("final_mean_return") for r in runs]),
+        # A run that learnt and then lost it ends where one that never learnt does: the best
+        # report of each seed tells them apart (an upward-biased view: read it beside final).
+        "peak_success_per_seed": [peak_success(r["curve"]) for r in runs],
         "env_steps": band([r["summary"].get("env_steps") for r in runs]),
     }
     for threshold in THRESHOLDS:
@@ -448,6 +457,10 @@ def _plus_minus(point: float, half: float, seeds: int, digits: int) -> str:
     return f"{point:.{digits}f} ± {spread}"
 
 
+def _per_seed(values: list[float | None] | None) -> str:
+    return "n/a" if not values else " / ".join("–" if v is None else f"{v:.2f}" for v in values)
+
+
 def _welch(entry: list | tuple | None) -> str:
     return "n/a" if entry is None else f"{entry[0]:+.2f} (p = {entry[1]:.3f})"
 
@@ -464,9 +477,12 @@ def write_markdown(path: Path, report: dict, random: dict | None) -> None:
              " Success: the episode reached the goal (the environment's end status). Final: the "
              "last episodes of each run (run.summary_window_episodes); ± is a 95% Student-t "
              "interval over seeds; IQM: the interquartile mean over seeds with a 95% bootstrap "
-             "interval. Steps to X%: the mean over the seeds that got there (how many did).", "",
+             "interval. Steps to X%: the mean over the seeds that got there (how many did). "
+             "Peak success: each seed's highest success at any report, seed by seed; above the "
+             "final value where a run learnt and then lost it.", "",
              "| arm | seeds | final success (±95%) | IQM [95%] | final return (±95%) | "
-             "steps to 10% | steps to 50% | env steps |", "|---|---|---|---|---|---|---|---|"]
+             "steps to 10% | steps to 50% | peak success | env steps |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for arm, row in report["arms"].items():
         (s, sh), (r, rh), (st, _) = (row["final_success_rate"], row["final_mean_return"],
                                      row["env_steps"])
@@ -474,11 +490,12 @@ def write_markdown(path: Path, report: dict, random: dict | None) -> None:
         lines.append(f"| {arm} | {n} | {_plus_minus(s, sh, n, 3)} | "
                      f"{_interval(row.get('final_success_iqm'))} | {_plus_minus(r, rh, n, 2)} | "
                      f"{_fmt_steps(row['steps_to_0.1'], row['seeds'])} | "
-                     f"{_fmt_steps(row['steps_to_0.5'], row['seeds'])} | {st:,.0f} |")
+                     f"{_fmt_steps(row['steps_to_0.5'], row['seeds'])} | "
+                     f"{_per_seed(row.get('peak_success_per_seed'))} | {st:,.0f} |")
     if random:
         lines.append(f"| random agent | {random['episodes']} episodes | "
                      f"{random['success_rate']:.3f} ± {random['success_ci95']:.3f} | | "
-                     f"{random['mean_return']:.2f} | | | {random['env_steps']:,} |")
+                     f"{random['mean_return']:.2f} | | | | {random['env_steps']:,} |")
     if report.get("comparisons"):
         lines += ["", "## Judged arms against the controls", "",
                   "Welch's t (arm minus control) with its two-sided p; P(improvement): the "

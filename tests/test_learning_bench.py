@@ -34,6 +34,9 @@ def test_steps_to_exceed_and_bands_known_values() -> None:
              {"env_steps": 300, "success_rate": 0.3}, {"env_steps": 400, "success_rate": 0.6}]
     assert lb.steps_to_exceed(curve, 0.1) == 300  # exceeds, not reaches
     assert lb.steps_to_exceed(curve, 0.5) == 400 and lb.steps_to_exceed(curve, 0.9) is None
+    # A run that learnt and lost it: its peak, not its last report.
+    collapsed = [*curve, {"env_steps": 500, "success_rate": 0.0}]
+    assert lb.peak_success(collapsed) == 0.6 and lb.peak_success(curve[:1]) is None
     # Two seeds: Student's t(0.975, 1) = 12.706, not the normal 1.96; sd 0.1414, n 2.
     mean, half = lb.band([0.2, 0.4, None])
     assert mean == pytest.approx(0.3) and half == pytest.approx(12.706 * 0.1414213 / 2 ** 0.5,
@@ -141,6 +144,7 @@ def test_a_stored_run_is_never_run_again(tmp_path: Path, monkeypatch) -> None:
                           steps=1000, shared=[], out=out, random_episodes=0)
     assert report["arms"]["count"]["seeds"] == 1
     assert report["arms"]["count"]["steps_to_0.1"]["per_seed"] == [1000]
+    assert report["arms"]["count"]["peak_success_per_seed"] == [0.2]
     assert "| count | 1 | 0.200 ± n/a | n/a | 1.00 ± n/a" in out.with_suffix(".md").read_text()
     assert out.with_suffix(".png").stat().st_size > 5_000
 
