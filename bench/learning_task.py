@@ -489,8 +489,8 @@ def write_markdown(path: Path, report: dict, random: dict | None) -> None:
         n = row["seeds"]
         lines.append(f"| {arm} | {n} | {_plus_minus(s, sh, n, 3)} | "
                      f"{_interval(row.get('final_success_iqm'))} | {_plus_minus(r, rh, n, 2)} | "
-                     f"{_fmt_steps(row['steps_to_0.1'], row['seeds'])} | "
-                     f"{_fmt_steps(row['steps_to_0.5'], row['seeds'])} | "
+                     f"{_fmt_steps(row['steps_to_0.1'], n)} | "
+                     f"{_fmt_steps(row['steps_to_0.5'], n)} | "
                      f"{_per_seed(row.get('peak_success_per_seed'))} | {st:,.0f} |")
     if random:
         lines.append(f"| random agent | {random['episodes']} episodes | "
