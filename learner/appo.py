@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from actors.model import PolicyNet
 from actors.precision import compute_in, resolve
 from learner.batch import Batch
-from learner.collective import average_gradients
+from learner.collective import average_gradients, global_moments
 from learner.config import LearnerSections
-from learner.losses import entropy_loss, policy_loss, value_loss
+from learner.losses import entropy_loss, normalized_advantages, policy_loss, value_loss
 from learner.vtrace import vtrace
 from rewards.combine import combine_rewards
 
@@ -149,8 +149,13 @@ class Learner:
             c_clip=lc.vtrace_c_clip,
             pg_rho_clip=lc.vtrace_rho_clip,
         )
+        advantages = targets.pg_advantages
+        if lc.normalize_advantages:
+            # Over the global batch, so every rank scales its shard alike.
+            mean, variance, _ = global_moments(advantages.cpu().numpy(), self.world_size)
+            advantages = normalized_advantages(advantages, mean=mean, variance=variance)
         pg = policy_loss(
-            logp=logp, behaviour_logp=behaviour_logp, advantages=targets.pg_advantages,
+            logp=logp, behaviour_logp=behaviour_logp, advantages=advantages,
             clip_ratio=lc.clip_ratio,
         )
         vf = value_loss(values=values, targets=targets.vs)

@@ -30,6 +30,12 @@ class LearnerConfig:
     value_coef: float = param(0.5, "weight of the value loss", ge=0)
     entropy_coef: float = param(0.001, "weight of the entropy bonus", ge=0)
     max_grad_norm: float = param(4.0, "clip the global gradient norm to this", gt=0)
+    normalize_advantages: bool = param(
+        False, "scale the policy-gradient advantages of each update to mean 0, std 1 over the "
+        "whole batch (all ranks), as Sample Factory's APPO does: an update's size then no "
+        "longer follows the reward's scale, so a first burst of large sparse rewards does not "
+        "move the policy several times further than the updates before it"
+    )
     vtrace_rho_clip: float = param(1.0, "V-trace rho-bar", gt=0)
     vtrace_c_clip: float = param(1.0, "V-trace c-bar", gt=0)
     max_queued_batches: int = param(

@@ -30,6 +30,14 @@ def policy_loss(
     return -torch.minimum(unclipped, clipped).mean()
 
 
+def normalized_advantages(
+    advantages: torch.Tensor, *, mean: float, variance: float, eps: float = 1e-8
+) -> torch.Tensor:
+    """``(A - mean) / (std + eps)`` with the batch's moments (over every rank's steps, which
+    the caller reduces). A batch whose advantages are all equal gets zeros, not NaN."""
+    return (advantages - mean) / (variance**0.5 + eps)
+
+
 def value_loss(*, values: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """0.5 * mean squared error to the (constant) targets."""
     return 0.5 * (values - targets.detach()).pow(2).mean()

@@ -9,7 +9,8 @@ import torch
 from cluster.config import OniConfig
 from learner import appo
 from learner.appo import Learner
-from learner.batch import fragment_tensors, make_batch
+from learner.batch import Batch, fragment_tensors, make_batch
+from learner.vtrace import vtrace
 from tests.helpers.fragments import make_fragment
 
 A = 23
@@ -78,6 +79,41 @@ def test_on_policy_update_known_answers() -> None:
     moves = torch.cat([(p - before[k]).abs().flatten() for k, p in _params(learner).items()])
     assert moves.max().item() == pytest.approx(1e-3, rel=1e-3)
     assert (moves <= 1e-3 * (1 + 1e-4)).all()
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_normalized_advantages_leave_an_on_policy_surrogate_at_zero(normalize: bool) -> None:
+    """On-policy every ratio is 1, so the surrogate is -mean(A): zero once the advantages are
+    normalized (mean 0), -mean of V-trace's advantages without; and normalized, the policy
+    gradient no longer grows with the reward's scale."""
+    cfg = _cfg(normalize_advantages=normalize)
+    cfg.rewards.extrinsic_coef = 10.0
+    learner = Learner(cfg, num_actions=A)
+    fragment = _on_policy(learner, make_fragment(T=8, E=4, seed=0))
+    batch = make_batch([fragment])
+    raw = -_advantages(learner, batch).mean().item()
+    assert abs(raw) > 1e-3  # the check below would pass vacuously otherwise
+
+    m = learner.update(batch)
+
+    assert m[appo.POLICY_LOSS] == pytest.approx(0.0 if normalize else raw, abs=1e-6, rel=1e-5)
+
+
+def _advantages(learner: Learner, batch: Batch) -> torch.Tensor:
+    """V-trace's policy-gradient advantages of the batch under the learner's current weights."""
+    rewards = learner._rewards(batch, judged=None, novelty=None)
+    rows = batch.rows
+    with torch.no_grad():
+        out = learner.model(rows.obs(), rows.first, rows.initial_core_state)
+    T, lc = batch.length, learner.cfg.learner
+    logp = torch.log_softmax(out.logits[:T], -1).gather(-1, batch.action[..., None]).squeeze(-1)
+    return vtrace(
+        behaviour_logp=batch.behaviour_logp, target_logp=logp, rewards=rewards,
+        discounts=lc.gamma * (~batch.terminated).float(), values=out.values[:T],
+        bootstrap_value=out.values[T], truncated=batch.truncated,
+        truncation_values=batch.truncation_value, rho_clip=lc.vtrace_rho_clip,
+        c_clip=lc.vtrace_c_clip, pg_rho_clip=lc.vtrace_rho_clip,
+    ).pg_advantages
 
 
 def test_values_move_towards_the_returns() -> None:

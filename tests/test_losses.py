@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from learner.losses import entropy_loss, policy_loss, value_loss
+from learner.losses import entropy_loss, normalized_advantages, policy_loss, value_loss
 
 
 def _logp_for_ratios(ratios: list[float]) -> torch.Tensor:
@@ -78,3 +78,14 @@ def test_entropy_gradient_pushes_towards_uniform() -> None:
     uniform = torch.zeros(1, 5, requires_grad=True)
     entropy_loss(logits=uniform).backward()
     torch.testing.assert_close(uniform.grad, torch.zeros(1, 5))  # maximum: no gradient
+
+
+def test_normalized_advantages_by_hand() -> None:
+    # [1, 2, 3]: mean 2, population variance 2/3, so (A - 2) / sqrt(2/3) = [-1.2247, 0, 1.2247].
+    out = normalized_advantages(torch.tensor([1.0, 2.0, 3.0]), mean=2.0, variance=2.0 / 3.0)
+    torch.testing.assert_close(out, torch.tensor([-1.224745, 0.0, 1.224745]))
+
+
+def test_normalized_advantages_of_a_constant_batch_are_zero_not_nan() -> None:
+    out = normalized_advantages(torch.full((4,), 0.7), mean=0.7, variance=0.0)
+    torch.testing.assert_close(out, torch.zeros(4))
