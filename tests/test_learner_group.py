@@ -8,6 +8,7 @@ import torch
 
 from cluster.components import learner_group
 from cluster.config import OniConfig
+from learner.appo import Learner
 from learner.batch import make_batch
 from learner.intrinsic import IntrinsicScorer
 from learner.learner_group import INTRINSIC_STATE, WEIGHTS
@@ -38,10 +39,13 @@ def test_two_learners_stay_bit_identical(ray_session: None) -> None:
     cfg.learner.num_learners = 2
     cfg.learner.lr = 1e-3
     cfg.rewards.rnd.coef = 0.5
+    cfg.learner.normalize_advantages = True  # over the union of the ranks' batches
     group = learner_group(cfg, num_actions=A)
-    # One RND trained on both ranks' batches together, in one process: what the ranks' RND
-    # must equal (the mean of equal shards' gradients is the gradient of their union).
+    # One RND and one policy trained on both ranks' batches together, in one process: what
+    # the ranks' must equal (the mean of equal shards' gradients is the gradient of their
+    # union, and the advantages are normalized with the union's moments).
     alone = IntrinsicScorer(cfg.rewards, crop_size=cfg.env.crop_size, seed=cfg.run.seed)
+    policy_alone = Learner(cfg, num_actions=A)
     try:
         start = ray.get(group.actors[0].get_weights.remote())
         _assert_same(start, ray.get(group.actors[1].get_weights.remote()))
@@ -52,10 +56,14 @@ def test_two_learners_stay_bit_identical(ray_session: None) -> None:
             fragments = [make_fragment(T=T, E=E, seed=10 * update + i, fragment_id=i)
                          for i in range(4)]  # each rank trains on its own two fragments
             metrics = ray.get(group.update([ray.put(f) for f in fragments]))
-            alone(make_batch(fragments))
+            union = make_batch(fragments)
+            terms = alone(union)
+            policy_alone.update(union, judged=terms.judged, novelty=terms.novelty)
         rank0, rank1 = ray.get([a.get_weights.remote() for a in group.actors])
         _assert_same(rank0, rank1)
         assert any(not np.array_equal(rank0[k], start[k]) for k in start)
+        for name, value in policy_alone.get_weights().items():
+            np.testing.assert_allclose(rank0[name], value, rtol=1e-4, atol=1e-6, err_msg=name)
 
         rnd0, rnd1 = (_rnd_arrays(s) for s in ray.get([a.state.remote() for a in group.actors]))
         _assert_same(rnd0, rnd1)  # one RND, whichever rank the checkpoint reads
