@@ -33,8 +33,9 @@ class LearnerConfig:
     normalize_advantages: bool = param(
         False, "scale the policy-gradient advantages of each update to mean 0, std 1 over the "
         "whole batch (all ranks), as Sample Factory's APPO does: an update's size then no "
-        "longer follows the reward's scale, so a first burst of large sparse rewards does not "
-        "move the policy several times further than the updates before it"
+        "longer follows the reward's scale. Off by default: while no reward arrives it turns "
+        "the critic's noise into full-size policy steps (on KeyRoom-S15, extrinsic-only's "
+        "entropy fell to 0.27 of 2.30 nats; docs/results.md)"
     )
     vtrace_rho_clip: float = param(1.0, "V-trace rho-bar", gt=0)
     vtrace_c_clip: float = param(1.0, "V-trace c-bar", gt=0)
