@@ -108,6 +108,32 @@ def make_env(
     return load_env_creator(spec.entry_point)(**{**spec.kwargs, **kwargs})
 
 
+def reset_seeded(env: gym.Env, rng: np.random.Generator) -> tuple[dict, dict]:
+    """Reset ``env`` to an episode drawn from ``rng``: the same stream, the same episodes.
+
+    ``env.reset(seed=...)`` seeds only gymnasium's RNG, which NLE never reads: NetHack draws
+    its dungeon from its own core and disp RNGs, which NLE seeds from fresh randomness on
+    every reset, and MiniHack's MiniGrid tasks draw their map from a MiniGrid env of their
+    own. Unseeded, ``run.seed`` fixed the policy and the sampling but not the levels, so two
+    runs with one seed played different dungeons. Here both are seeded from ``rng`` before
+    each reset; NetHack's anti-TAS reseeding stays off, so an episode is a function of its
+    seeds and actions. oniray's own tasks read ``reset(seed=...)``.
+    """
+    game = env.unwrapped
+    core, disp, grid = (int(s) for s in rng.integers(0, 2**62, size=3))
+    if not hasattr(game, "nethack"):
+        return env.reset(seed=grid)
+    minigrid_env = getattr(game, "minigrid_env", None)
+    if minigrid_env is not None:
+        # MiniHack's own seed() calls the removed gym Env.seed on it; reset(seed=) seeds the
+        # generator its next reset draws the map from.
+        minigrid_env.reset(seed=grid)
+    from nle.env.base import NLE
+
+    NLE.seed(game, core, disp, False)  # NLE's, past MiniGridHack.seed (see above)
+    return env.reset()
+
+
 def episode_succeeded(info: dict) -> bool:
     """Whether an episode that just ended reached its task's goal (False for NetHackScore).
 

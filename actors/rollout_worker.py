@@ -19,7 +19,14 @@ import pyarrow as pa
 import torch
 
 from actors.config import EnvConfig, ModelConfig, RolloutConfig
-from actors.envs import EncodedObs, ObsEncoder, episode_end, episode_succeeded, make_env
+from actors.envs import (
+    EncodedObs,
+    ObsEncoder,
+    episode_end,
+    episode_succeeded,
+    make_env,
+    reset_seeded,
+)
 from actors.fragment import FragmentBuilder, FragmentMeta
 from actors.model import PolicyNet
 from actors.precision import compute_in, resolve
@@ -68,6 +75,9 @@ class RolloutWorker:
         self.policy_version = -1  # no weights yet: only random sampling is meaningful
         self.generator = torch.Generator().manual_seed(seed)
         self.rng = np.random.default_rng(seed)
+        # One stream of levels per env, apart from the sampling stream: the same seed plays
+        # the same dungeons whatever the policy does (see envs.reset_seeded).
+        self.level_rngs = [np.random.default_rng((seed, e)) for e in range(self.num_envs)]
         self.fragment_id = 0
 
         self._episode_counter = 0
@@ -76,13 +86,17 @@ class RolloutWorker:
         self.episode_return = np.zeros(self.num_envs, np.float64)
         self.msg_count = np.zeros(self.num_envs, np.int32)
         self._seen: list[dict[str, int]] = [{} for _ in range(self.num_envs)]
-        self.reset_all(seed=seed)
+        self.reset_all()
 
-    def reset_all(self, *, seed: int | None = None) -> None:
+    def _reset_env(self, e: int) -> dict:
+        obs, _ = reset_seeded(self.envs[e], self.level_rngs[e])
+        return obs
+
+    def reset_all(self) -> None:
         """Start a fresh episode in every env (after a random baseline, for instance)."""
         raw = []
-        for e, environment in enumerate(self.envs):
-            obs, _ = environment.reset(seed=None if seed is None else seed * 1_000 + e)
+        for e in range(self.num_envs):
+            obs = self._reset_env(e)
             raw.append(obs)
             self._start_episode(e)
         self.obs = self.encoder.encode(raw)
@@ -112,7 +126,7 @@ class RolloutWorker:
         stats.episode_returns.append(float(self.episode_return[e]))
         stats.episode_lengths.append(int(self.episode_step[e]))
         stats.episode_successes.append(episode_succeeded(info))
-        obs, _ = self.envs[e].reset()
+        obs = self._reset_env(e)
         self._start_episode(e)
         return obs
 
@@ -246,8 +260,8 @@ class RolloutWorker:
         stats = EpisodeStats(actor_id=self.actor_id, fragment_id=-1, policy_version=-1,
                              env_steps=0)
         started = time.perf_counter()
-        for e, environment in enumerate(self.envs):
-            environment.reset()
+        for e in range(self.num_envs):
+            self._reset_env(e)
             self._start_episode(e)
         done = np.zeros(self.num_envs, np.int64)
         target = max(episodes_per_env, 1)
