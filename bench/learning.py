@@ -192,7 +192,7 @@ def run_arms_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     learning_task.run_bench(
         task, arms=args.arms, seeds=seeds, minutes=args.minutes, steps=args.steps,
         shared=args.set, out=out, random_episodes=args.random_episodes,
-        report_only=args.report_only, config=args.config)
+        report_only=args.report_only, random_only=args.random_only, config=args.config)
 
 
 def main() -> None:
@@ -233,7 +233,8 @@ def main() -> None:
                         help="episodes of a random agent on the task, for the table")
     parser.add_argument("--random-only", action="store_true",
                         help="only (re)measure the random agent (with the saved runs' "
-                             "env.penalty_step) and add it to the saved results")
+                             "env.penalty_step) and add it to the saved results; arms "
+                             "bench: measure its row for the task and settings, run no arm")
     parser.add_argument("--penalty-step", type=float, default=None,
                         help="NLE's frozen-step penalty (env.penalty_step) for every run")
     parser.add_argument("--tag", default="",

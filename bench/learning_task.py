@@ -342,8 +342,12 @@ def save_results(path: Path, results: dict) -> None:
 
 def run_bench(task: str, *, arms: list[str], seeds: dict[str, int], minutes: float | None,
               steps: int, shared: list[str], out: Path, random_episodes: int,
-              report_only: bool = False, config: Path | None = None) -> dict:
+              report_only: bool = False, random_only: bool = False,
+              config: Path | None = None) -> dict:
     """Run every (arm, seed) not yet stored under the current settings; then report.
+
+    ``random_only``: measure the random agent's row (if not stored for these settings) and
+    report, running no arm: what a task's pilot asks first (how often does chance succeed?).
 
     ``report_only``: write the table and plot of the runs stored so far and nothing else (no
     run, no random agent, the JSON untouched): safe beside a bench that is still running."""
@@ -359,7 +363,7 @@ def run_bench(task: str, *, arms: list[str], seeds: dict[str, int], minutes: flo
         plot(out.with_suffix(".png"), results, plan, report)
         return report
     started_ray = False
-    for seed in range(max(seeds[a] for a in arms)):
+    for seed in range(0 if random_only else max(seeds[a] for a in arms)):
         for arm in arms:
             if seed >= seeds[arm]:
                 continue

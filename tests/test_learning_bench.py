@@ -149,6 +149,23 @@ def test_a_stored_run_is_never_run_again(tmp_path: Path, monkeypatch) -> None:
     assert out.with_suffix(".png").stat().st_size > 5_000
 
 
+def test_random_only_measures_the_random_row_and_runs_no_arm(tmp_path: Path,
+                                                             monkeypatch) -> None:
+    def must_not_train(*_args, **_kwargs):  # fault injection: training here is the bug
+        raise AssertionError("--random-only ran an arm")
+
+    monkeypatch.setattr(lb, "one_run", must_not_train)
+    out = tmp_path / "pilot"
+    lb.run_bench("MiniHack-MultiRoom-N4-v0", arms=["extrinsic"], seeds={"extrinsic": 3},
+                 minutes=None, steps=1000, shared=["env.penalty_step=0"], out=out,
+                 random_episodes=8, random_only=True)
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["runs"] == {}
+    assert saved["random"]["episodes"] == 8
+    assert saved["random"]["key"] == "MiniHack-MultiRoom-N4-v0/penalty=0.0/episodes=8"
+    assert 0.0 <= saved["random"]["success_rate"] <= 1.0
+
+
 def test_curves_keep_every_diagnostic_a_real_metrics_row_has() -> None:
     # The names are the metrics row's own: a renamed learner or annotator column would make a
     # diagnostic vanish from every stored curve without an error.
