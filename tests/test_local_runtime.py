@@ -30,8 +30,15 @@ PROBE = """
 import json, os, sys
 from cluster.cli import main
 code = main(sys.argv[1:])
-children = [p for p in os.listdir("/proc") if p.isdigit()
-            and open(f"/proc/{p}/stat").read().split(")")[1].split()[1] == str(os.getpid())]
+
+def parent_of(pid):
+    try:  # any process on the machine may exit between listdir and open
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[1]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+children = [p for p in os.listdir("/proc") if p.isdigit() and parent_of(p) == str(os.getpid())]
 print("PROBE " + json.dumps({"code": code, "children": children,
                              "ray": sorted(m for m in sys.modules if m.split(".")[0] == "ray")}))
 """
