@@ -11,7 +11,7 @@ import torch
 
 from actors import precision
 from actors.config import ModelConfig
-from actors.envs import ObsEncoder, make_env
+from actors.envs import ObsEncoder, make_env, reset_seeded
 from actors.model import PolicyNet
 from actors.precision import compute_in, resolve
 
@@ -60,17 +60,16 @@ def test_the_config_rejects_an_unknown_precision() -> None:
 
 def _real_observations(n: int = 64) -> dict[str, torch.Tensor]:
     env = make_env("NetHackScore-v0")
-    # reset(seed=...) seeds only gymnasium's RNG; NetHack's own RNGs draw the dungeon, and
-    # unseeded they make these observations (and the policy's top-1 mean) differ run to run.
-    env.unwrapped.seed(core=0, disp=0, reseed=False)
-    rng = np.random.default_rng(0)
-    obs, _ = env.reset(seed=0)
+    # Seeded levels: unseeded, these observations (and the policy's top-1 mean) differ run
+    # to run, since reset(seed=...) alone never reaches NetHack's RNGs.
+    levels, rng = np.random.default_rng(0), np.random.default_rng(0)
+    obs, _ = reset_seeded(env, levels)
     raw = [obs]
     while len(raw) < n:
         obs, _, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
         raw.append(obs)
         if terminated or truncated:
-            obs, _ = env.reset()
+            obs, _ = reset_seeded(env, levels)
     env.close()
     encoded = ObsEncoder(9).encode(raw).policy_inputs()
     return {k: torch.as_tensor(v) for k, v in encoded.items()}
