@@ -235,6 +235,16 @@ def arm_table(runs: list[dict]) -> dict[str, Any]:
     return row
 
 
+def intervals_apart(mean_x: float, half_x: float, mean_y: float, half_y: float) -> str:
+    """"above" / "below" where interval X lies wholly above / below interval Y, else
+    "overlap" (intervals that touch overlap)."""
+    if mean_x - half_x > mean_y + half_y:
+        return "above"
+    if mean_x + half_x < mean_y - half_y:
+        return "below"
+    return "overlap"
+
+
 def comparisons(by_arm: dict[str, list[dict]]) -> list[dict[str, Any]]:
     """Each judged arm against each control: final success (Welch's t, probability of
     improvement) and steps to 50% (Welch's t on censored steps: fewer is better)."""
@@ -250,10 +260,10 @@ def comparisons(by_arm: dict[str, list[dict]]) -> list[dict[str, Any]]:
             out.append({
                 "arm": arm, "control": control,
                 "success_difference": mean_x - mean_y,
-                # the issue's bar: the two 95% intervals do not overlap (None: an arm has
-                # one seed, which has no interval)
-                "success_intervals_apart": (None if min(len(x), len(y)) < 2
-                                            else mean_x - half_x > mean_y + half_y),
+                # the issue's bar: the two 95% intervals do not overlap, the arm's above
+                # (None: an arm has one seed, which has no interval)
+                "success_intervals_apart": (None if min(len(x), len(y)) < 2 else
+                                            intervals_apart(mean_x, half_x, mean_y, half_y)),
                 "success_welch": stats.welch(success_x, success_y),
                 "success_improvement": stats.improvement(success_x, success_y),
                 "steps_to_0.5_welch": stats.welch(steps_x, steps_y),
@@ -451,8 +461,12 @@ def _interval(entry: list | tuple | None, digits: int = 2) -> str:
     return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def _apart(apart: bool | None) -> str:
-    return "n/a (1 seed)" if apart is None else ("yes" if apart else "no")
+def _apart(apart: str | bool | None) -> str:
+    if apart is None:
+        return "n/a (1 seed)"
+    if isinstance(apart, bool):  # reports written before the direction was kept
+        return "yes" if apart else "no"
+    return "no" if apart == "overlap" else f"yes, {apart}"
 
 
 def _plus_minus(point: float, half: float, seeds: int, digits: int) -> str:
@@ -502,7 +516,10 @@ def write_markdown(path: Path, report: dict, random: dict | None) -> None:
                      f"{random['mean_return']:.2f} | | | | {random['env_steps']:,} |")
     if report.get("comparisons"):
         lines += ["", "## Judged arms against the controls", "",
-                  "Welch's t (arm minus control) with its two-sided p; P(improvement): the "
+                  "Intervals apart: whether the arm's 95% interval of final success lies "
+                  "wholly above or below the control's. "
+                  "Welch's t (arm minus control) with its two-sided p (n/a where no seed of "
+                  "either arm differs from another: no spread, no test); P(improvement): the "
                   "probability that a run of the arm beats a run of the control (ties half), "
                   "with a 95% bootstrap interval. Steps to 50%: a seed that never got there "
                   "counts as its whole budget; fewer steps is the improvement.", "",
@@ -570,7 +587,10 @@ def plot(path: Path, results: dict, plan: dict[str, dict], report: dict) -> None
         for ax, key in zip(axes, ("success_rate", "mean_return"), strict=True):
             mean, half = curve_band(rs, key, grid)
             ax.plot(grid, mean, label=f"{arm} ({len(rs)} seeds)")
-            ax.fill_between(grid, mean - half, mean + half, alpha=0.2)
+            low, high = mean - half, mean + half
+            if key == "success_rate":  # a t band over 3 seeds can leave [0, 1]; a rate cannot
+                low, high = np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
+            ax.fill_between(grid, low, high, alpha=0.2)
     random = results.get("random")
     if random:
         axes[0].axhline(random["success_rate"], color="k", ls="--", lw=1, label="random agent")

@@ -53,12 +53,20 @@ def t_band(values: Sequence[float | None]) -> tuple[float, float]:
 def _bootstrap(scores: dict[str, np.ndarray], func) -> tuple[dict, dict]:
     from rliable import library as rly
 
-    with warnings.catch_warnings():  # arch deprecates the RandomState rliable hands it
-        warnings.simplefilter("ignore", FutureWarning)
-        return rly.get_interval_estimates(
-            scores, func, reps=BOOTSTRAP_REPS, confidence_interval_size=CONFIDENCE,
-            random_state=np.random.RandomState(0),
-        )
+    # rliable 1.2 draws its resamples from numpy's global RNG (np.random.choice in its
+    # update_indices), not from the random_state it hands arch: the same runs gave different
+    # intervals from one report to the next. Seed the global RNG here and put it back after.
+    outside = np.random.get_state()
+    np.random.seed(0)
+    try:
+        with warnings.catch_warnings():  # arch deprecates the RandomState rliable hands it
+            warnings.simplefilter("ignore", FutureWarning)
+            return rly.get_interval_estimates(
+                scores, func, reps=BOOTSTRAP_REPS, confidence_interval_size=CONFIDENCE,
+                random_state=np.random.RandomState(0),
+            )
+    finally:
+        np.random.set_state(outside)
 
 
 def iqm_interval(values: Sequence[float | None]) -> tuple[float, float, float] | None:

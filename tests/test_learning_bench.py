@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench import learning_task as lb
@@ -80,6 +81,30 @@ def test_comparisons_count_a_seed_that_never_got_there_as_its_budget(few_resampl
     assert c["success_improvement"] == (1.0, 1.0, 1.0)
     # steps to 50%: 200 and 100 against the budget, 400 and 400: fewer is better
     assert c["steps_to_0.5_improvement"][0] == 1.0
+    # 2 seeds: t = 12.706, half-width 12.706 * 0.0707 / sqrt(2) = 0.635 on both sides, so
+    # [0.215, 1.485] against [-0.585, 0.685]: the intervals overlap.
+    assert c["success_intervals_apart"] == "overlap"
+
+
+def test_bootstrap_intervals_are_the_same_for_the_same_runs(few_resamples) -> None:
+    values = [0.1, 0.5, 0.3, 0.9, 0.2, 0.65, 0.05]
+    np.random.seed(1)
+    first = stats.iqm_interval(values), stats.improvement(values, values[::-1][:5])
+    np.random.seed(2)  # whatever state numpy's global RNG is in
+    assert (stats.iqm_interval(values), stats.improvement(values, values[::-1][:5])) == first
+    np.random.seed(3)
+    expected = np.random.random()
+    np.random.seed(3)
+    stats.iqm_interval(values)
+    assert np.random.random() == expected  # ... and it is left as it was
+
+
+def test_intervals_apart_says_which_way() -> None:
+    assert lb.intervals_apart(0.9, 0.05, 0.1, 0.05) == "above"
+    assert lb.intervals_apart(0.0, 0.0, 1.0, 0.0) == "below"  # MultiRoom's retrieval vs count
+    assert lb.intervals_apart(0.5, 0.2, 0.2, 0.1) == "overlap"  # 0.3 == 0.3: touching
+    assert lb._apart("below") == "yes, below" and lb._apart("overlap") == "no"
+    assert lb._apart(None) == "n/a (1 seed)" and lb._apart(True) == "yes"
 
 
 def test_one_results_file_per_task_and_settings_and_renamed_keys_still_match() -> None:
