@@ -125,9 +125,10 @@ def reset_seeded(env: gym.Env, rng: np.random.Generator) -> tuple[dict, dict]:
         return env.reset(seed=grid)
     minigrid_env = getattr(game, "minigrid_env", None)
     if minigrid_env is not None:
-        # MiniHack's own seed() calls the removed gym Env.seed on it; reset(seed=) seeds the
-        # generator its next reset draws the map from.
-        minigrid_env.reset(seed=grid)
+        # MiniHack's own seed() calls the removed gym Env.seed on it. Its reset draws the map
+        # from this generator; setting it (rather than reset(seed=)) skips building a map
+        # that MiniHack's reset would throw away.
+        minigrid_env.unwrapped.np_random = np.random.default_rng(grid)
     from nle.env.base import NLE
 
     NLE.seed(game, core, disp, False)  # NLE's, past MiniGridHack.seed (see above)

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 from actors.envs import decode_message, make_env  # noqa: E402
 from cluster.run_dir import atomic_write_text  # noqa: E402
 
-PENALTY = -0.001  # configs/minihack/keyroom.yaml
+PENALTY = -0.001  # the probe's recorded results (keyroom-probe.md) used it
 # MiniHack's key-room actions: the 8 compass directions, then PICKUP (,) and APPLY (a).
 MOVES = {(0, -1): 0, (1, 0): 1, (0, 1): 2, (-1, 0): 3, (1, -1): 4, (1, 1): 5, (-1, 1): 6,
          (-1, -1): 7}

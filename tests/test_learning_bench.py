@@ -26,7 +26,8 @@ def test_settings_hash_names_what_a_run_computes() -> None:
     assert lb.settings_hash(count) != lb.settings_hash(extrinsic)
     cfg = lb.config_for(count, seed=3)
     assert cfg.rewards.model.kind == "count" and not cfg.rewards.annotator.enabled
-    assert cfg.env.id == "MiniHack-KeyRoom-S5-v0" and cfg.env.penalty_step == -0.001
+    assert cfg.env.id == "MiniHack-KeyRoom-S5-v0" and cfg.env.penalty_step == 0.0
+    assert cfg.rewards.judge.embedding.negatives == "unhelpful_everywhere"  # oni.yaml's
     assert cfg.run.seed == 3 and cfg.rewards.intrinsic_coef == 0.4
 
 
