@@ -260,8 +260,8 @@ def comparisons(by_arm: dict[str, list[dict]]) -> list[dict[str, Any]]:
             out.append({
                 "arm": arm, "control": control,
                 "success_difference": mean_x - mean_y,
-                # the bar: the two 95% intervals do not overlap, the arm's above
-                # (None: an arm has one seed, which has no interval)
+                # the bar is "above": the arm's 95% interval wholly over the
+                # control's (None: an arm has one seed, which has no interval)
                 "success_intervals_apart": (None if min(len(x), len(y)) < 2 else
                                             intervals_apart(mean_x, half_x, mean_y, half_y)),
                 "success_welch": stats.welch(success_x, success_y),
@@ -461,11 +461,9 @@ def _interval(entry: list | tuple | None, digits: int = 2) -> str:
     return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def _apart(apart: str | bool | None) -> str:
+def _apart(apart: str | None) -> str:
     if apart is None:
         return "n/a (1 seed)"
-    if isinstance(apart, bool):  # reports written before the direction was kept
-        return "yes" if apart else "no"
     return "no" if apart == "overlap" else f"yes, {apart}"
 
 

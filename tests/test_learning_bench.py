@@ -105,7 +105,7 @@ def test_intervals_apart_says_which_way() -> None:
     assert lb.intervals_apart(0.0, 0.0, 1.0, 0.0) == "below"  # MultiRoom's retrieval vs count
     assert lb.intervals_apart(0.5, 0.2, 0.2, 0.1) == "overlap"  # 0.3 == 0.3: touching
     assert lb._apart("below") == "yes, below" and lb._apart("overlap") == "no"
-    assert lb._apart(None) == "n/a (1 seed)" and lb._apart(True) == "yes"
+    assert lb._apart(None) == "n/a (1 seed)"
 
 
 def test_one_results_file_per_task_and_settings_and_renamed_keys_still_match() -> None:
