@@ -46,6 +46,11 @@ def _listeners(root: psutil.Process) -> list[tuple[int, str, str, int]]:
             conns = proc.net_connections(kind="inet")
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
+        if not cmdline:
+            # A process on its way out: Linux frees its memory (the command line goes empty)
+            # before it closes its sockets, so it cannot be told apart. A listener that
+            # lives is sampled every 0.5 s with its command line, and is judged then.
+            continue
         for conn in conns:
             if conn.status == psutil.CONN_LISTEN:
                 out.append((proc.pid, cmdline, conn.laddr.ip, conn.laddr.port))
