@@ -30,11 +30,11 @@ def train_and_inspect(
 ) -> tuple[dict, list[dict], T]:
     """As :func:`train`, plus ``inspect(run_dir)`` on the finished run folder before it is
     deleted (the learning bench reads the judge's labels from its label store)."""
-    from cluster.driver import run_training
+    from cluster.driver import train_on_ray
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = RunDir.create(tmp, name)
-        summary = run_training(cfg, run_dir)
+        summary = train_on_ray(cfg, run_dir)
         return summary, run_dir.read_metrics(), inspect(run_dir)
 
 

@@ -44,7 +44,7 @@ def worker(tree: Path, config: str, seconds: float, warmup: float, overrides: li
            out: Path) -> None:
     sys.path.insert(0, str(tree))
     from cluster.config import load_config
-    from cluster.driver import run_training
+    from cluster.driver import train_on_ray
     from cluster.run_dir import RunDir
 
     cfg = load_config(str(tree / config), [*COMMON_OVERRIDES, f"run.max_minutes={seconds / 60}",
@@ -53,7 +53,7 @@ def worker(tree: Path, config: str, seconds: float, warmup: float, overrides: li
 
     with tempfile.TemporaryDirectory(prefix="oniray-speedup-") as tmp:
         run_dir = RunDir.create(tmp, "speedup")
-        summary = run_training(cfg, run_dir)
+        summary = train_on_ray(cfg, run_dir)
         rows = run_dir.read_metrics()
     steady = [r for r in rows if r["time_s"] >= warmup]
     sps = trained = float("nan")

@@ -113,12 +113,12 @@ def inference_rate(cfg, seconds: float) -> float:
 
 
 def training_rate(cfg) -> dict:
-    from cluster.driver import run_training
+    from cluster.driver import train_on_ray
     from cluster.run_dir import RunDir
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = RunDir.create(tmp, "bench")
-        summary = run_training(cfg, run_dir)
+        summary = train_on_ray(cfg, run_dir)
     return summary
 
 

@@ -34,9 +34,9 @@ def _train(args: argparse.Namespace) -> int:
     from cluster.run_dir import RunDir
 
     if args.local:  # imports no Ray, here or below
-        from cluster.local_runtime import run_training
+        from cluster.local_runtime import train_in_process as train
     else:
-        from cluster.driver import run_training
+        from cluster.driver import train_on_ray as train
 
     resume_state = None
     if args.resume:
@@ -65,7 +65,7 @@ def _train(args: argparse.Namespace) -> int:
         else:
             run_dir = RunDir.create(cfg.run.out_dir, name)
     print(f"run folder: {run_dir.root}", flush=True)
-    summary = run_training(cfg, run_dir, resume_state=resume_state)
+    summary = train(cfg, run_dir, resume_state=resume_state)
     report = write_report(run_dir.root)
     print(f"report: {report}", flush=True)
     return 1 if summary.get("failed") else 0  # a failure stopped it (the summary says which)

@@ -68,7 +68,7 @@ def telemetry_sources(parts: RayComponents) -> list[tuple[str, Any]]:
     )
 
 
-class Trainer(RunLoop):
+class RayRunLoop(RunLoop):
     """The Ray runtime: scheduler commands become remote calls, ``ray.wait`` results events."""
 
     parts: RayComponents
@@ -335,7 +335,7 @@ def _is_done(ref: ray.ObjectRef) -> bool:
     return bool(ray.wait([ref], timeout=0)[0])
 
 
-def run_training(cfg: OniConfig, run_dir: RunDir, *, resume_state: dict | None = None) -> dict:
+def train_on_ray(cfg: OniConfig, run_dir: RunDir, *, resume_state: dict | None = None) -> dict:
     """Build, (restore,) train, checkpoint, summarise. SIGINT/SIGTERM stop with a checkpoint.
 
     The summary's ``failed`` is true when a failure, not the budget or a signal, stopped it.
@@ -348,7 +348,7 @@ def run_training(cfg: OniConfig, run_dir: RunDir, *, resume_state: dict | None =
     telemetry.set_sources(telemetry_sources(parts))
     log.info("processes: %s", _pids(parts))
     try:
-        return Trainer(cfg, run_dir, parts, telemetry=telemetry).run(resume_state)
+        return RayRunLoop(cfg, run_dir, parts, telemetry=telemetry).run(resume_state)
     finally:
         telemetry.refresh()  # the final numbers, for a scrape that comes right after the end
         telemetry.stop()

@@ -32,7 +32,7 @@ from cluster.scheduler import Command, Sample, Train
 log = logging.getLogger("oniray")
 
 
-class LocalTrainer(RunLoop):
+class InProcessRunLoop(RunLoop):
     """Rollout workers, one learner and the annotator, stepped by the scheduler in turn."""
 
     parts: LocalComponents
@@ -126,7 +126,7 @@ class LocalTrainer(RunLoop):
         return self.parts.annotator.stats()
 
 
-def run_training(cfg: OniConfig, run_dir: RunDir, *, resume_state: dict | None = None) -> dict:
+def train_in_process(cfg: OniConfig, run_dir: RunDir, *, resume_state: dict | None = None) -> dict:
     """Build, (restore,) train, checkpoint, summarise, in this process. SIGINT/SIGTERM stop
     with a checkpoint, as with Ray."""
     atomic_write_text(run_dir.config, to_yaml(cfg))
@@ -136,7 +136,7 @@ def run_training(cfg: OniConfig, run_dir: RunDir, *, resume_state: dict | None =
     torch.set_num_threads(cfg.learner.torch_threads)  # the learner's: the loop's hot part
     parts = connect_components(cfg, InProcess(), labels_dir=str(run_dir.labels))
     try:
-        return LocalTrainer(cfg, run_dir, parts).run(resume_state)
+        return InProcessRunLoop(cfg, run_dir, parts).run(resume_state)
     finally:
         if parts.annotator is not None:
             parts.annotator.judge.close()

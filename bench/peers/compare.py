@@ -72,7 +72,7 @@ def oniray_run(net: str, seconds: float, warmup: float, out: str | None, envs: i
     sys.path.insert(0, str(REPO))
     from actors.model import PolicyNet
     from cluster.config import load_config
-    from cluster.driver import run_training
+    from cluster.driver import train_on_ray
     from cluster.run_dir import RunDir
 
     cfg = load_config(str(REPO / "configs" / "default.yaml"), [
@@ -88,7 +88,7 @@ def oniray_run(net: str, seconds: float, warmup: float, out: str | None, envs: i
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="oniray-peer-") as tmp:
         run_dir = RunDir.create(tmp, "bench")
-        summary = run_training(cfg, run_dir)
+        summary = train_on_ray(cfg, run_dir)
         rows = run_dir.read_metrics()
     # Rows are stamped with seconds since the training loop began (actors already up).
     steady = [r for r in rows if r["time_s"] >= warmup]
