@@ -54,10 +54,13 @@ test: install prometheus vllm-venv judge-model lint
 test-fast: install lint
 	$(PY) -m pytest -q --durations=10 -m "unit or local" tests
 
-# ruff, and the import-linter contract: packages import only downward (pyproject.toml).
+# ruff, the import-linter contract (packages import only downward; pyproject.toml), and the
+# docs' references: every file, path::name, config key and link that README.md and docs/ name
+# exists (bench/tools/check_doc_refs.py).
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+	$(PY) bench/tools/check_doc_refs.py
 
 bench: install
 	$(PY) bench/throughput.py

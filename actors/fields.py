@@ -1,8 +1,9 @@
 """Documented, range-checked dataclass fields for oniray's config schema.
 
 Every config field is declared with :func:`param`, which keeps its one-line doc and its
-bounds next to its default, so the loader can validate and ``oniray config --help`` can
-print the documentation from the same place.
+bounds next to its default, so the loader can validate and ``oniray config`` can print
+the documentation from the same place. The default written here is the key's only one:
+configs/default.yaml, which every config inherits, sets no key.
 """
 
 from __future__ import annotations

@@ -26,6 +26,11 @@ Columns, grouped as the schema's field metadata also records:
                                                                the time limit cut off (0 unless
                                                                truncated): V-trace bootstraps
                                                                from it
+             behaviour_value float32                           V_behaviour of this row's
+                                                               observation, as the acting
+                                                               policy valued it (0 for a
+                                                               random policy): PPO's clipped
+                                                               value loss clips around it
     episode  env_index       int32                             env slot in the actor's vector
              episode_id      int64                             unique in the run: actor << 32 | n
              step            int32                             step of this obs in its episode
@@ -47,7 +52,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-SCHEMA_VERSION = "2"  # 2: truncation_value
+SCHEMA_VERSION = "3"  # 2: truncation_value; 3: behaviour_value
 BLSTATS_SIZE = 27  # NLE's NLE_BLSTATS_SIZE
 MESSAGE_SIZE = 256  # NLE's message buffer
 MAX_GLYPH = 5976  # NLE's MAX_GLYPH: ids are in [0, MAX_GLYPH]; the crop pads with MAX_GLYPH
@@ -64,6 +69,7 @@ STEP_FIELDS = (
     "terminated",
     "truncated",
     "truncation_value",
+    "behaviour_value",
 )
 EPISODE_FIELDS = ("env_index", "episode_id", "step", "msg_count")
 
@@ -88,6 +94,7 @@ def fragment_schema(crop_size: int) -> pa.Schema:
         field("terminated", pa.bool_(), "step"),
         field("truncated", pa.bool_(), "step"),
         field("truncation_value", pa.float32(), "step"),
+        field("behaviour_value", pa.float32(), "step"),
         field("env_index", pa.int32(), "episode"),
         field("episode_id", pa.int64(), "episode"),
         field("step", pa.int32(), "episode"),
@@ -170,6 +177,7 @@ class FragmentBuilder:
         self.terminated = np.zeros(rows, np.bool_)
         self.truncated = np.zeros(rows, np.bool_)
         self.truncation_value = np.zeros(rows, np.float32)
+        self.behaviour_value = np.zeros(rows, np.float32)
         self.env_index = np.broadcast_to(np.arange(num_envs, dtype=np.int32), rows).copy()
         self.episode_id = np.zeros(rows, np.int64)
         self.step = np.zeros(rows, np.int32)
@@ -205,6 +213,7 @@ class FragmentBuilder:
         terminated: np.ndarray,
         truncated: np.ndarray,
         truncation_value: np.ndarray | None = None,
+        behaviour_value: np.ndarray | None = None,
     ) -> None:
         self.action[t] = action
         self.behaviour_logp[t] = behaviour_logp
@@ -213,6 +222,8 @@ class FragmentBuilder:
         self.truncated[t] = truncated
         if truncation_value is not None:
             self.truncation_value[t] = truncation_value
+        if behaviour_value is not None:
+            self.behaviour_value[t] = behaviour_value
 
     def build(self, meta: FragmentMeta) -> pa.RecordBatch:
         schema = fragment_schema(self.crop_size)
@@ -235,6 +246,7 @@ class FragmentBuilder:
             pa.array(self.terminated.reshape(n)),
             pa.array(self.truncated.reshape(n)),
             pa.array(self.truncation_value.reshape(n)),
+            pa.array(self.behaviour_value.reshape(n)),
             pa.array(self.env_index.reshape(n)),
             pa.array(self.episode_id.reshape(n)),
             pa.array(self.step.reshape(n)),

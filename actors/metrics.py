@@ -21,6 +21,7 @@ carry one more label, listed in the table.
 | POLICY_VERSION            | oniray_policy_version                    | gauge     |             |
 | LEARNER_LOSS              | oniray_learner_loss                      | gauge     | loss        |
 | GRAD_NORM                 | oniray_learner_grad_norm                 | gauge     |             |
+| UPDATE_STAT               | oniray_learner_update_stat               | gauge     | stat        |
 | UPDATE_SECONDS            | oniray_learner_update_seconds            | histogram |             |
 | LEARNER_UPDATES           | oniray_learner_updates_total             | counter   |             |
 | WEIGHT_SYNC_SECONDS       | oniray_weight_sync_seconds               | histogram |             |
@@ -67,7 +68,7 @@ disable_created_metrics()
 
 ROLES = ("driver", "rollout", "learner", "annotator", "reward_model")
 COMPONENT_LABELS = ("role", "actor_id")
-DROP_REASONS = ("policy_lag", "actor_lost", "queue_full")
+DROP_REASONS = ("policy_lag", "actor_lost", "queue_full", "object_lost")
 LOSS_TERMS = ("policy", "value", "entropy", "total")
 
 # NetHack score-task returns: most early agents score < 1k, strong ones reach tens of thousands.
@@ -115,6 +116,12 @@ POLICY_VERSION = Gauge("oniray_policy_version", "Policy weights version in use."
 # --- learner ------------------------------------------------------------------------------
 LEARNER_LOSS = Gauge("oniray_learner_loss", "Last update's loss, by term.", (*_L, "loss"))
 GRAD_NORM = Gauge("oniray_learner_grad_norm", "Global gradient norm before clipping.", _L)
+# An update's size (stat: kl, clip_fraction, grad_norm_clipped, mean_value,
+# explained_variance, advantage_mean, advantage_std, lr, ...; learner.appo's keys).
+UPDATE_STAT = Gauge(
+    "oniray_learner_update_stat", "Last update's size and the critic's fit, by statistic.",
+    (*_L, "stat"),
+)
 UPDATE_SECONDS = Histogram(
     "oniray_learner_update_seconds", "Wall time of one learner update.", _L,
     buckets=_UPDATE_BUCKETS,
@@ -162,7 +169,7 @@ JUDGE_GUARD_REDACTED = Counter(
     "object and monster names).",
     (*_L, "kind"),
 )
-# 0 closed, 1 half-open (one probe allowed), 2 open (failing fast): breaker.STATE_CODES.
+# 0 closed, 1 half-open (one probe allowed), 2 open (failing fast): breaker.CIRCUIT_CODES.
 JUDGE_CIRCUIT_STATE = Gauge(
     "oniray_judge_circuit_state",
     "Judge circuit breaker: 0 closed, 1 half-open, 2 open.",

@@ -129,11 +129,24 @@ class PolicyNet(nn.Module):
         core_state: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One step for B envs (the rollout actor's call): sample actions from the policy.
+        """One step for B envs: sample actions from the policy.
 
         ``obs`` values are ``[B, ...]`` arrays or tensors, ``first`` is ``[B]``. Returns
         actions ``int64 [B]``, their log-probabilities ``float32 [B]`` and the new core state.
         """
+        actions, logp, _, core_state = self.act_valued(obs, first, core_state, generator)
+        return actions, logp, core_state
+
+    @torch.no_grad()
+    def act_valued(
+        self,
+        obs: Mapping[str, np.ndarray | torch.Tensor],
+        first: np.ndarray | torch.Tensor,
+        core_state: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`act` plus the value of each observation ``[B]`` (the rollout actor's call:
+        the fragment keeps it for PPO's clipped value loss; the same forward pass, no cost)."""
         device = core_state.device
         batch = {k: torch.as_tensor(obs[k], device=device).unsqueeze(0) for k in OBS_KEYS}
         first_t = torch.as_tensor(first, dtype=torch.bool, device=device).unsqueeze(0)
@@ -142,4 +155,4 @@ class PolicyNet(nn.Module):
         logp_all = F.log_softmax(out.logits[0].float(), dim=-1)
         actions = torch.multinomial(logp_all.exp(), 1, generator=generator)
         logp = logp_all.gather(1, actions).squeeze(1)
-        return actions.squeeze(1), logp, out.core_state
+        return actions.squeeze(1), logp, out.values[0], out.core_state

@@ -157,20 +157,24 @@ class RolloutWorker:
         self.policy.load_state_dict(state)
         self.policy_version = version
 
-    def _act(self, obs: EncodedObs, random_policy: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _act(
+        self, obs: EncodedObs, random_policy: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Actions, their log-probabilities and the observations' values (zeros: random)."""
         if random_policy:
             actions = self.rng.integers(self.num_actions, size=self.num_envs)
             logp = np.full(self.num_envs, -math.log(self.num_actions), np.float32)
-            return actions.astype(np.int64), logp
+            return actions.astype(np.int64), logp, np.zeros(self.num_envs, np.float32)
         # inference_mode, not no_grad: it also skips autograd's version counters and view
         # tracking (8-9% of a call in a one-off timing on this CPU, not a bench). Safe here:
         # the core state and the outputs never meet autograd.
         with torch.inference_mode(), compute_in(self.compute_dtype, torch.device("cpu")):
-            actions, logp, core_state = self.policy.act(
+            actions, logp, values, core_state = self.policy.act_valued(
                 obs.policy_inputs(), self.first, self.core_state, generator=self.generator
             )
         self.core_state = core_state.float()  # carried in float32 whatever the arithmetic
-        return np.asarray(actions, np.int64), np.asarray(logp, np.float32)
+        return (np.asarray(actions, np.int64), np.asarray(logp, np.float32),
+                values.float().numpy())
 
     def _put_obs(self, builder: FragmentBuilder, t: int) -> None:
         builder.put_obs(
@@ -202,7 +206,7 @@ class RolloutWorker:
         for t in range(self.length):
             self._put_obs(builder, t)
             tick = time.perf_counter()
-            actions, logp = self._act(self.obs, random_policy)
+            actions, logp, values = self._act(self.obs, random_policy)
             tock = time.perf_counter()
             rewards = np.zeros(self.num_envs, np.float32)
             terminated = np.zeros(self.num_envs, np.bool_)
@@ -232,6 +236,7 @@ class RolloutWorker:
                 terminated=terminated,
                 truncated=truncated,
                 truncation_value=truncation_value,
+                behaviour_value=values,
             )
             self.first = terminated | truncated
         self._put_obs(builder, self.length)  # the bootstrap rows

@@ -9,6 +9,8 @@
         [--arms extrinsic retrieval count] [--seeds N] [--config configs/minihack/oni.yaml]
         [--set env.penalty_step=0 ...] [--out bench/results/learning-multiroom]
     python bench/learning.py --task keyroom-s15 --steps 4000000   # the same, by a short name
+    python bench/learning.py --env ... --tune [--max-concurrent N]   # the same grid as Ray
+                                             # Tune trials (bench/sweep.py), same results
 
 The arms bench (``--env`` any environment id, or ``--task keyroom-s15`` / ``keyroom-s5``;
 bench/learning_task.py) compares extrinsic-only, ONI's three reward models and the label-free
@@ -189,6 +191,16 @@ def run_arms_bench(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
             task, minutes=args.minutes, steps=args.steps, shared=args.set, config=args.config))
     print(f"results: {out.relative_to(REPO) if out.is_relative_to(REPO) else out}"
           ".{json,md,png}", flush=True)
+    if args.tune and not (args.report_only or args.random_only):  # as Tune trials (bench/sweep.py)
+        from bench.sweep import SweepOptions, run_sweep
+
+        options = SweepOptions(max_concurrent=args.max_concurrent,
+                               max_failures=args.max_failures, storage=args.storage,
+                               ray_address=args.ray_address)
+        sys.exit(run_sweep(task, arms=args.arms, seeds=seeds, minutes=args.minutes,
+                           steps=args.steps, shared=args.set, out=out,
+                           random_episodes=args.random_episodes, config=args.config,
+                           options=options))
     learning_task.run_bench(
         task, arms=args.arms, seeds=seeds, minutes=args.minutes, steps=args.steps,
         shared=args.set, out=out, random_episodes=args.random_episodes,
@@ -225,6 +237,22 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true",
                         help="arms bench: write the table and plot of the runs stored so "
                              "far (no run; the JSON is left as it is)")
+    sweep = parser.add_argument_group("arms bench as Ray Tune trials (bench/sweep.py)")
+    sweep.add_argument("--tune", action="store_true",
+                       help="run the grid's runs as Ray Tune trials, side by side where the "
+                            "cluster has room; the same results files")
+    sweep.add_argument("--max-concurrent", type=int, default=None,
+                       help="--tune: at most this many trials at once (default: as many as "
+                            "the cluster's resources hold; a local Ray is sized for one)")
+    sweep.add_argument("--max-failures", type=int, default=3,
+                       help="--tune: retries of a failed trial, each from its newest "
+                            "checkpoint")
+    sweep.add_argument("--storage", default=str(REPO / "runs" / "sweeps"),
+                       help="--tune: Tune's experiment folders and the trials' run folders: "
+                            "on a cluster, a path every node shares or a URI (s3://...)")
+    sweep.add_argument("--ray-address", default=None,
+                       help="--tune: the Ray cluster to join (auto inside a Ray job); "
+                            "default: start a local Ray")
     parser.add_argument("--variants", nargs="+",
                         default=["extrinsic", "retrieval", "classification", "ranking"])
     parser.add_argument("--score-minutes", type=float, default=0.0,

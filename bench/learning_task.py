@@ -18,7 +18,9 @@ safety cap, and a run it cut short is not stored. Resumable: every finished (arm
 settings) run is stored in the results JSON, written atomically after each run, under a key
 of arm, seed and a hash of the settings; a stored run is never run again. Runs interleave
 seed-major, as this machine's speed drifts. One results file per (task, settings): the
-default name carries the task and a hash of the shared settings.
+default name carries the task and a hash of the shared settings. ``--tune`` plays the same
+grid as Ray Tune trials (bench/sweep.py), stored and reported by the same functions here
+(:func:`to_run`, :func:`store_run`, :func:`finish_bench`).
 
 Reports per arm (``bench/stats.py``): final success over the last episodes
 (``run.summary_window_episodes``) with a 95% Student-t interval over seeds, its interquartile
@@ -44,7 +46,7 @@ import numpy as np
 
 from bench import stats
 from bench.runs import git_commit, train_and_inspect
-from cluster.config import OniConfig, load_config
+from cluster.config import OniConfig, load_config, reserved_cpus
 from cluster.run_dir import RunDir, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,10 +72,15 @@ CONTROLS = ("extrinsic", "count")
 # Kept per report row, to tell why a run stalls or collapses: the policy (entropy, the update's
 # size and clipping), the critic, and the intrinsic reward (its mean per step, how many steps
 # it pays, which reward-model version paid it and how many labels that model has seen).
+# An update's size (issue 28): its KL, the gradient norm before and after clipping, the
+# critic's fit, the advantages' scale and the learning rate in force (learner.appo's keys).
 DIAGNOSTICS = ("learner_entropy_loss", "learner_grad_norm", "learner_clip_fraction",
                "learner_mean_ratio", "learner_value_loss", "learner_mean_value",
                "learner_mean_reward", "learner_intrinsic_mean", "intrinsic_sparsity",
-               "learner_reward_model_version", "labels_total")
+               "learner_reward_model_version", "labels_total", "learner_kl",
+               "learner_grad_norm_clipped", "learner_explained_variance",
+               "learner_advantage_mean", "learner_advantage_std", "learner_lr",
+               "learner_kl_coef", "learner_reward_norm_scale")
 
 
 def env_id_of(task: str) -> str:
@@ -153,9 +160,15 @@ def read_judgements(run_dir: RunDir) -> dict[str, Any]:
 
 
 def one_run(arm: str, s: dict, seed: int) -> dict:
-    cfg = config_for(s, seed)
-    summary, rows, judged = train_and_inspect(cfg, f"{arm}-{seed}", read_judgements)
-    return {"summary": summary, "curve": [curve_point(r) for r in rows], **judged}
+    _, _, record = train_and_inspect(config_for(s, seed), f"{arm}-{seed}", run_record)
+    return record
+
+
+def run_record(run_dir: RunDir) -> dict:
+    """What the results keep of a finished run folder: its summary, its curve and its judge's
+    labels (the same record whether the run was played here or as a Tune trial)."""
+    return {"summary": json.loads(run_dir.summary.read_text()),
+            "curve": [curve_point(r) for r in run_dir.read_metrics()], **read_judgements(run_dir)}
 
 
 def curve_point(row: dict) -> dict:
@@ -164,7 +177,12 @@ def curve_point(row: dict) -> dict:
     return {"env_steps": row["env_steps"], "time_s": row["time_s"],
             "success_rate": row.get("success_rate"), "mean_return": row.get("mean_return"),
             "mean_length": row.get("mean_length"),
-            **{k: row[k] for k in DIAGNOSTICS if row.get(k) is not None}}
+            **{k: row[k] for k in DIAGNOSTICS if _finite(row.get(k))}}
+
+
+def _finite(value: Any) -> bool:
+    """A number JSON can hold (explained variance is NaN where the targets do not vary)."""
+    return value is not None and (not isinstance(value, float) or math.isfinite(value))
 
 
 # ---- statistics --------------------------------------------------------------------------
@@ -218,6 +236,7 @@ def arm_table(runs: list[dict]) -> dict[str, Any]:
     success = [r["summary"].get("final_success_rate") for r in runs]
     row: dict[str, Any] = {
         "seeds": len(runs),
+        "seed_ids": [r.get("seed") for r in runs],
         "final_success_rate": band(success),
         "final_success_per_seed": success,
         "final_success_iqm": stats.iqm_interval(success),
@@ -225,6 +244,9 @@ def arm_table(runs: list[dict]) -> dict[str, Any]:
         # A run that learnt and then lost it ends where one that never learnt does: the best
         # report of each seed tells them apart (an upward-biased view: read it beside final).
         "peak_success_per_seed": [peak_success(r["curve"]) for r in runs],
+        # Learnt (>= 0.30) and lost by the end (< half the peak): bench/stats.py's collapse.
+        "collapse_per_seed": [stats.collapse([p.get("success_rate") for p in r["curve"]])
+                              for r in runs],
         "env_steps": band([r["summary"].get("env_steps") for r in runs]),
     }
     for threshold in THRESHOLDS:
@@ -373,34 +395,61 @@ def run_bench(task: str, *, arms: list[str], seeds: dict[str, int], minutes: flo
         plot(out.with_suffix(".png"), results, plan, report)
         return report
     started_ray = False
-    for seed in range(0 if random_only else max(seeds[a] for a in arms)):
-        for arm in arms:
+    for arm, seed in [] if random_only else to_run(results, plan, seeds):
+        if not started_ray:
+            from cluster.ray_setup import init_ray
+
+            # Sized for the planned arm that reserves the most CPUs (one with the annotator,
+            # if any): a retrieval config may not be valid under these settings.
+            init_ray(max((config_for(s, seed) for s in plan.values()),
+                         key=lambda cfg: sum(reserved_cpus(cfg).values())))
+            started_ray = True
+        store_run(json_path, results, arm=arm, seed=seed, s=plan[arm],
+                  run=one_run(arm, plan[arm], seed))
+    return finish_bench(json_path, results, task=task, plan=plan, out=out,
+                        random_episodes=random_episodes)
+
+
+def to_run(results: dict, plan: dict[str, dict], seeds: dict[str, int]) -> list[tuple[str, int]]:
+    """The (arm, seed) runs not yet stored under the plan's settings, seed-major (this
+    machine's speed drifts: interleaved, a drift touches every arm alike)."""
+    todo = []
+    for seed in range(max(seeds[a] for a in plan)):
+        for arm in plan:
             if seed >= seeds[arm]:
                 continue
-            digest = settings_hash(plan[arm])
-            key = run_key(arm, seed, digest)
+            key = run_key(arm, seed, settings_hash(plan[arm]))
             if key in results["runs"]:
                 print(f"kept: {key}", flush=True)
                 continue
-            if not started_ray:
-                from cluster.ray_setup import init_ray
+            todo.append((arm, seed))
+    return todo
 
-                # Sized for an arm with the annotator, the most CPUs any arm reserves.
-                init_ray(config_for(settings(task, "retrieval", minutes=minutes, steps=steps,
-                                             shared=shared, config=config), seed))
-                started_ray = True
-            run = one_run(arm, plan[arm], seed)
-            reason = run["summary"].get("stop_reason")
-            if not finished(plan[arm], reason):  # e.g. SIGINT: a cut-short run runs again
-                raise SystemExit(f"{key} stopped early ({reason}); not stored, so the same "
-                                 f"command runs it again")
-            results["runs"][key] = {"arm": arm, "seed": seed, "settings_hash": digest,
-                                    "settings": plan[arm], "commit": git_commit(),
-                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **run}
-            save_results(json_path, results)  # after every run: a kill loses one run at most
-            s = run["summary"]
-            print(f"{key}: success {s.get('final_success_rate')}, return "
-                  f"{s.get('final_mean_return')}, steps {s.get('env_steps'):,}", flush=True)
+
+def store_run(json_path: Path, results: dict, *, arm: str, seed: int, s: dict,
+              run: dict) -> str:
+    """Keep a run that reached its budget under its key, written at once (a kill loses one run
+    at most); a run cut short (e.g. SIGINT) is not kept, so the same command runs it again."""
+    key = run_key(arm, seed, settings_hash(s))
+    reason = run["summary"].get("stop_reason")
+    if not finished(s, reason):
+        raise SystemExit(f"{key} stopped early ({reason}); not stored, so the same "
+                         f"command runs it again")
+    results["runs"][key] = {"arm": arm, "seed": seed, "settings_hash": settings_hash(s),
+                            "settings": s, "commit": git_commit(),
+                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **run}
+    save_results(json_path, results)
+    summary = run["summary"]
+    print(f"{key}: success {summary.get('final_success_rate')}, return "
+          f"{summary.get('final_mean_return')}, steps {summary.get('env_steps'):,}", flush=True)
+    return key
+
+
+def finish_bench(json_path: Path, results: dict, *, task: str, plan: dict[str, dict],
+                 out: Path, random_episodes: int) -> dict:
+    """The random agent's row (once per task and settings), then the report: the JSON's, the
+    table (``<out>.md``) and the plot (``<out>.png``)."""
+    arms = list(plan)
     penalty = config_for(plan[arms[0]], 0).env.penalty_step
     random_key = f"{env_id_of(task)}/penalty={penalty}/episodes={random_episodes}"
     if random_episodes and results.get("random", {}).get("key") != random_key:
@@ -477,6 +526,34 @@ def _per_seed(values: list[float | None] | None) -> str:
     return "n/a" if not values else " / ".join("–" if v is None else f"{v:.2f}" for v in values)
 
 
+def _collapsed_cell(row: dict) -> str:
+    """"2/5 (seeds 1, 2)": the seeds that learnt and lost it (rows from before issue 28: n/a)."""
+    if "collapse_per_seed" not in row:
+        return "n/a"
+    ids = row.get("seed_ids") or list(range(row["seeds"]))
+    hit = [str(i) for i, c in zip(ids, row["collapse_per_seed"], strict=True) if c["collapsed"]]
+    return f"{len(hit)}/{row['seeds']}" + (f" (seeds {', '.join(hit)})" if hit else "")
+
+
+def _collapse_lines(arms: dict[str, dict]) -> list[str]:
+    """Every seed that learnt (success reached the collapse rule's bar), peak to end."""
+    lines = []
+    for arm, row in arms.items():
+        ids = row.get("seed_ids") or list(range(row["seeds"]))
+        for seed, c in zip(ids, row.get("collapse_per_seed") or [], strict=True):
+            if c["peak"] is not None and c["peak"] >= stats.COLLAPSE_LEARNT:
+                verdict = "**collapsed**" if c["collapsed"] else (
+                    "fell below half its peak, recovered" if c["low_after_peak"]
+                    < stats.COLLAPSE_SHARE * c["peak"] else "kept it")
+                lines.append(f"- {arm} seed {seed}: peak {c['peak']:.2f}, lowest after it "
+                             f"{c['low_after_peak']:.2f}, final {c['final']:.2f}: {verdict}")
+    if not lines:
+        return []
+    return ["", "## Collapses", "",
+            f"Seeds whose success reached {stats.COLLAPSE_LEARNT:.2f}; collapsed: below "
+            f"{stats.COLLAPSE_SHARE:g} of the peak at the end.", "", *lines]
+
+
 def _welch(entry: list | tuple | None) -> str:
     return "n/a" if entry is None else f"{entry[0]:+.2f} (p = {entry[1]:.3f})"
 
@@ -495,10 +572,12 @@ def write_markdown(path: Path, report: dict, random: dict | None) -> None:
              "interval over seeds; IQM: the interquartile mean over seeds with a 95% bootstrap "
              "interval. Steps to X%: the mean over the seeds that got there (how many did). "
              "Peak success: each seed's highest success at any report, seed by seed; above the "
-             "final value where a run learnt and then lost it.", "",
+             "final value where a run learnt and then lost it. Collapsed: seeds whose success "
+             f"reached {stats.COLLAPSE_LEARNT:.2f} and ended below {stats.COLLAPSE_SHARE:g} of "
+             "their peak.", "",
              "| arm | seeds | final success (±95%) | IQM [95%] | final return (±95%) | "
-             "steps to 10% | steps to 50% | peak success | env steps |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "steps to 10% | steps to 50% | peak success | collapsed | env steps |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for arm, row in report["arms"].items():
         (s, sh), (r, rh), (st, _) = (row["final_success_rate"], row["final_mean_return"],
                                      row["env_steps"])
@@ -507,11 +586,13 @@ def write_markdown(path: Path, report: dict, random: dict | None) -> None:
                      f"{_interval(row.get('final_success_iqm'))} | {_plus_minus(r, rh, n, 2)} | "
                      f"{_fmt_steps(row['steps_to_0.1'], n)} | "
                      f"{_fmt_steps(row['steps_to_0.5'], n)} | "
-                     f"{_per_seed(row.get('peak_success_per_seed'))} | {st:,.0f} |")
+                     f"{_per_seed(row.get('peak_success_per_seed'))} | "
+                     f"{_collapsed_cell(row)} | {st:,.0f} |")
     if random:
         lines.append(f"| random agent | {random['episodes']} episodes | "
                      f"{random['success_rate']:.3f} ± {random['success_ci95']:.3f} | | "
-                     f"{random['mean_return']:.2f} | | | | {random['env_steps']:,} |")
+                     f"{random['mean_return']:.2f} | | | | | {random['env_steps']:,} |")
+    lines += _collapse_lines(report["arms"])
     if report.get("comparisons"):
         lines += ["", "## Judged arms against the controls", "",
                   "Intervals apart: whether the arm's 95% interval of final success lies "

@@ -113,3 +113,27 @@ def welch(x: Sequence[float | None], y: Sequence[float | None]) -> tuple[float, 
         warnings.simplefilter("ignore", RuntimeWarning)
         result = scipy_stats.ttest_ind(xs, ys, equal_var=False)
     return float(result.statistic), float(result.pvalue)
+
+
+# A collapse (issue 28): a seed that learnt the task and then lost it. "Learnt": success over
+# the last episodes (``run.summary_window_episodes``, 100) reached COLLAPSE_LEARNT at some
+# report; "lost": at the end it is below COLLAPSE_SHARE of the run's peak.
+COLLAPSE_LEARNT = 0.30
+COLLAPSE_SHARE = 0.5
+
+
+def collapse(successes: Sequence[float | None]) -> dict[str, float | bool | None]:
+    """One run's success curve (report by report) judged for a collapse.
+
+    Returns its ``peak``, ``final`` (the last report), ``low_after_peak`` (the lowest report
+    from the peak on) and ``collapsed``: peak >= 0.30 and final < peak / 2. A run that fell
+    below half its peak and climbed back before the end did not collapse by this rule;
+    ``low_after_peak`` still shows the fall.
+    """
+    curve = kept(successes)
+    if not curve:
+        return {"peak": None, "final": None, "low_after_peak": None, "collapsed": False}
+    peak_at = int(np.argmax(curve))
+    peak, final = curve[peak_at], curve[-1]
+    return {"peak": peak, "final": final, "low_after_peak": min(curve[peak_at:]),
+            "collapsed": peak >= COLLAPSE_LEARNT and final < COLLAPSE_SHARE * peak}

@@ -8,10 +8,11 @@ component gets from the others, one comment per edge; the loop that moves data a
 edges at run time is ``cluster.loop.RunLoop``.
 
 The cores (``RolloutWorker``, ``LearnerCore``, ``Annotator``) are constructed here and nowhere
-else, and so are the Ray actors around them: their options and seeds live here too. A shell
-gets a builder of its core (a ``functools.partial`` of a factory below), so the packages below
-``cluster`` never import it. The Ray modules are imported only inside the Ray factories: the
-local runtime never loads Ray.
+else, and so are the Ray actors around them: their options and seeds live here too, and how
+each runtime stops them (``Makers.close``). A shell gets a builder of its core (a
+``functools.partial`` of a factory below), so the packages below ``cluster`` never import it.
+The Ray modules are imported only inside the Ray factories: the local runtime never loads Ray.
+What a new component touches, here and elsewhere: docs/architecture.md#adding-a-component.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from actors.checkpointable import check_checkpointable
 from actors.rollout_worker import RolloutWorker
 from cluster.config import OniConfig
 from cluster.scheduler import rollout_seed
@@ -148,6 +150,10 @@ class Makers(Generic[R, L, A]):
     def annotator(self, cfg: OniConfig, *, labels_dir: str) -> A:
         raise NotImplementedError
 
+    def close(self, parts: Components[R, L, A]) -> None:
+        """Stop what this runtime made (the runtime's ``finally``: after a failure too)."""
+        raise NotImplementedError
+
 
 class InProcess(Makers[list[RolloutWorker], LearnerCore, "Annotator"]):
     """The cores as objects in this process (one learner rank, nothing restarted)."""
@@ -166,6 +172,12 @@ class InProcess(Makers[list[RolloutWorker], LearnerCore, "Annotator"]):
         # Fitted in the loop's step, not in a thread: a debugger sees one thread.
         return annotator(cfg.rewards, env_id=cfg.env.id, labels_dir=labels_dir,
                          train_in_step=True)
+
+    def close(self, parts: LocalComponents) -> None:
+        if parts.annotator is not None:
+            parts.annotator.judge.close()
+        for worker in parts.rollouts:
+            worker.close()
 
 
 class OnRay(Makers["RolloutSupervisor", "LearnerGroup", "AnnotatorSupervisor"]):
@@ -198,6 +210,15 @@ class OnRay(Makers["RolloutSupervisor", "LearnerGroup", "AnnotatorSupervisor"]):
         supervisor.wait_ready()  # a judge that cannot load fails here, not later
         return supervisor
 
+    def close(self, parts: RayComponents) -> None:
+        import ray
+
+        for actor in parts.rollouts.actors:
+            ray.kill(actor)
+        parts.learners.shutdown()  # the current group: a rebuilt one replaces it in parts
+        if parts.annotator is not None:
+            parts.annotator.stop()  # flushes the label store
+
 
 # ---- the run's components and their edges ------------------------------------------------
 @dataclass
@@ -226,6 +247,8 @@ def connect_components(
     # rollout -> learner: fragments (refs on Ray; each rank fetches its share) in batches
     # learner -> rollout: the newest weights as one VersionedRef, with each sample call
     learners = makers.learners(cfg, num_actions=num_actions)
+    # learner -> checkpoints: its state() / load_state() (checked now, not at the first save)
+    check_checkpointable(learners, role="learner")
     # annotator -> learner: the newest reward model as a VersionedRef, with each batch
     # annotator -> labels/: every label on disk, so a restarted annotator asks nothing twice
     annotator = makers.annotator(cfg, labels_dir=labels_dir) if annotating else None

@@ -14,7 +14,7 @@ import difflib
 import functools
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,8 +26,28 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from actors.config import EnvConfig, ModelConfig, RolloutConfig
 from actors.envs import UnknownEnvError, canonical_env_id, has_penalty_step
 from actors.fields import param, section
-from learner.config import LearnerConfig
+from learner.config import LEARNER_PRESETS, LearnerConfig
 from rewards.config import RewardsConfig
+
+
+@dataclass
+class WandbConfig:
+    """Tracking in Weights & Biases (cluster/tracking.py), off by default."""
+
+    mode: Literal["disabled", "offline", "online"] = param(
+        "disabled", "disabled: no W&B (wandb is not even imported); offline: write the W&B run "
+        "under the run folder, no network or API key needed, `wandb sync` it later; online: "
+        "stream it to the W&B server (the API key from WANDB_API_KEY or `wandb login`)"
+    )
+    project: str = param("oniray", "W&B project the run goes to")
+    entity: str | None = param(None, "W&B user or team; null = the API key's default entity")
+    group: str | None = param(
+        None, "W&B group: runs shown together (a sweep gives all its trials one); null = none"
+    )
+    tags: list[str] = param(factory=list, doc="W&B tags of the run, e.g. [corridor, baseline]")
+    dir: str | None = param(
+        None, "folder wandb writes its files under (a wandb/ inside it); null = the run folder"
+    )
 
 
 @dataclass
@@ -37,15 +57,20 @@ class RunConfig:
     name: str = param("", "run folder name under out_dir; empty = <config stem>-<timestamp>")
     out_dir: str = param("runs", "parent folder of run folders")
     seed: int = param(0, "seed of environments, policy initialisation and sampling", ge=0)
-    total_env_steps: int = param(1_000_000, "stop after this many environment steps", ge=1)
+    total_env_steps: int = param(2_000_000, "stop after this many environment steps", ge=1)
     max_minutes: float | None = param(
-        None, "also stop after this much wall-clock time (minutes); null = no limit", gt=0
+        6.5, "also stop after this much wall-clock time (minutes); null = no limit. 6.5: "
+        "with set-up and the random baseline, a run of the default config ends within 10 "
+        "minutes on 2 cores", gt=0
     )
     checkpoint_every_updates: int = param(100, "write a checkpoint every K learner updates", ge=1)
     report_every_s: float = param(10.0, "seconds between progress lines and metric rows", gt=0)
     random_baseline_episodes: int = param(
-        16, "at least this many episodes of a uniformly random agent are measured before "
-        "training (each env plays the same number, its first ones: unbiased); 0 = skip", ge=0
+        256, "at least this many episodes of a uniformly random agent are measured before "
+        "training (each env plays the same number, its first ones: unbiased); 0 = skip. 256: "
+        "the first 4 episodes of each of the default job's 64 envs (~400k steps, ~30 s on "
+        "NetHackScore); NetHack returns vary a lot, and 48 episodes measured anywhere from "
+        "12.7 to 22.8", ge=0
     )
     random_baseline_min_steps: int = param(
         0, "and at least this many of its environment steps (more episodes per env until "
@@ -63,6 +88,7 @@ class RunConfig:
         "continue from its newest one instead of refusing to start (a run restarted by Ray "
         "Jobs or a RayJob's retries picks up where it stopped)"
     )
+    wandb: WandbConfig = section(WandbConfig)
 
 
 @dataclass
@@ -115,6 +141,26 @@ class OniConfig:
     @property
     def fragments_per_batch(self) -> int:
         return self.learner.batch_size // self.fragment_steps
+
+
+def reserved_cpus(cfg: OniConfig) -> dict[str, float]:
+    """The CPUs the run's Ray actors reserve, one term per kind of actor the config starts
+    (the term's formula -> its CPUs; 0 for an actor this config does not start). A local Ray
+    offers at least their sum (``cluster.ray_setup``); a ``ray.num_cpus`` below it is refused
+    at load, since the last actor would wait forever. The one place this sum is written."""
+    from rewards.judges.vllm_judge import ENGINE_NUM_CPUS, wants_ray_actor
+
+    annotating = cfg.rewards.annotator.enabled
+    judge = cfg.rewards.judge
+    # On Ray the vLLM judge's engine is an actor of its own when it asks for GPUs or resources.
+    engine = annotating and judge.backend == "vllm" and wants_ray_actor(judge.vllm)
+    return {
+        "rollout.num_actors * rollout.num_cpus": cfg.rollout.num_actors * cfg.rollout.num_cpus,
+        "learner.num_learners * learner.num_cpus":
+            cfg.learner.num_learners * cfg.learner.num_cpus,
+        "rewards.annotator.num_cpus": cfg.rewards.annotator.num_cpus if annotating else 0.0,
+        "the vLLM engine actor": ENGINE_NUM_CPUS if engine else 0.0,
+    }
 
 
 class ConfigError(ValueError):
@@ -329,6 +375,12 @@ def _cross_checks(cfg: OniConfig, sources: dict[str, str]) -> list[str]:
             f"{cfg.learner.num_learners} must divide the {cfg.fragments_per_batch} fragments "
             f"of a batch"
         )
+    if cfg.learner.advantage_std_floor > 0 and not cfg.learner.normalize_advantages:
+        problems.append(
+            f"{where('learner.advantage_std_floor')}: 'learner.advantage_std_floor' = "
+            f"{cfg.learner.advantage_std_floor} needs learner.normalize_advantages = true "
+            f"(it floors the whitening's std)"
+        )
     if cfg.env.crop_size % 2 == 0:
         problems.append(
             f"{where('env.crop_size')}: 'env.crop_size' = {cfg.env.crop_size} must be odd "
@@ -348,17 +400,15 @@ def _cross_checks(cfg: OniConfig, sources: dict[str, str]) -> list[str]:
             )
     if cfg.ray.address is None and cfg.ray.num_cpus is not None:
         # Ray would wait forever for the CPUs of the last actor that does not fit.
-        needed = (
-            cfg.rollout.num_actors * cfg.rollout.num_cpus
-            + cfg.learner.num_learners * cfg.learner.num_cpus
-            + (cfg.rewards.annotator.num_cpus if cfg.rewards.annotator.enabled else 0)
-        )
+        terms = reserved_cpus(cfg)
+        needed = sum(terms.values())
         if cfg.ray.num_cpus < needed:
+            sum_of = " + ".join(f"{formula} ({cpus:g})" for formula, cpus in terms.items()
+                                if cpus)
             problems.append(
                 f"{where('ray.num_cpus')}: 'ray.num_cpus' = {cfg.ray.num_cpus} is less than the "
-                f"{needed:g} CPUs the actors reserve (rollout.num_actors * rollout.num_cpus + "
-                f"learner.num_learners * learner.num_cpus + rewards.annotator.num_cpus): "
-                f"the last actor would wait forever"
+                f"{needed:g} CPUs the actors reserve ({sum_of}): the last actor would wait "
+                f"forever"
             )
     rewards = cfg.rewards
     from rewards.models import needs_labels  # here, not on top: it imports torch (seconds)
@@ -378,11 +428,53 @@ def _cross_checks(cfg: OniConfig, sources: dict[str, str]) -> list[str]:
             f"{where('run.resume')}: 'run.resume' = 'auto' needs a fixed run.name (a restarted "
             f"run finds its folder by name)"
         )
+    problems += _wandb_problems(cfg.run.wandb, where)
+    return problems
+
+
+def _apply_learner_preset(merged: dict, sources: dict[str, str]) -> None:
+    """``learner.preset``'s keys over the files' values; a command-line key still wins."""
+    learner = merged.setdefault("learner", {})
+    name = learner.get("preset", "none")
+    for key, value in LEARNER_PRESETS[name].items():
+        if sources.get(f"learner.{key}") != "command line":
+            learner[key] = value
+            sources[f"learner.{key}"] = f"learner.preset={name}"
+
+
+# Characters W&B refuses in a project, entity or group name (its server answers 400).
+_WANDB_FORBIDDEN = set("/\\#?%:")
+
+
+def _wandb_problems(wb: WandbConfig, where: Callable[[str], str]) -> list[str]:
+    """Names W&B would refuse, caught at load rather than when the run starts logging."""
+    problems = []
+    names = {"project": wb.project, "entity": wb.entity, "group": wb.group}
+    for key, value in names.items():
+        if value is not None and (not value or len(value) > 128
+                                  or _WANDB_FORBIDDEN.intersection(value)):
+            problems.append(
+                f"{where(f'run.wandb.{key}')}: 'run.wandb.{key}' = {value!r} must be 1 to 128 "
+                f"characters, none of / \\ # ? % :"
+            )
+    for tag in wb.tags:
+        if not 1 <= len(tag) <= 64:
+            problems.append(f"{where('run.wandb.tags')}: 'run.wandb.tags' has {tag!r}: a W&B "
+                            f"tag is 1 to 64 characters")
     return problems
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> OniConfig:
     """Load, merge and validate a run config; raise :class:`ConfigError` listing every problem."""
+    return resolve_config(path, overrides)[0]
+
+
+def resolve_config(
+    path: str | Path, overrides: list[str] | None = None
+) -> tuple[OniConfig, dict[str, str]]:
+    """:func:`load_config`, and where each value came from: dotted key -> the YAML file (the
+    last one of the inherit chain that set it), ``command line`` or the preset that set it;
+    a key absent from it has its default (the config classes'), for ``oniray config``."""
     layers = _read_yaml(Path(path))
     layers.append((_parse_overrides(list(overrides or [])), "command line"))
     merged: dict = {}
@@ -392,6 +484,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> OniConf
         _merge_layer(merged, layer, OniConfig, source, "", sources, problems)
     if problems:
         raise ConfigError(problems)
+    _apply_learner_preset(merged, sources)
     try:
         cfg = _build(OniConfig, merged)
     except (TypeError, ValueError) as exc:  # defensive: a schema bug, not a user error
@@ -399,7 +492,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> OniConf
     problems = _cross_checks(cfg, sources)
     if problems:
         raise ConfigError(problems)
-    return cfg
+    return cfg, sources
 
 
 def to_yaml(cfg: OniConfig) -> str:
@@ -407,17 +500,37 @@ def to_yaml(cfg: OniConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(dataclasses.asdict(cfg)))
 
 
-def describe(cls: type = OniConfig, prefix: str = "") -> list[str]:
-    """Every key with its type, default and documentation, for ``oniray config``."""
+def default_config() -> Path:
+    """configs/default.yaml, the default job every config inherits: the working directory's,
+    else that of the checkout this package runs from."""
+    local = Path("configs/default.yaml")
+    return local if local.is_file() else Path(__file__).resolve().parents[1] / local
+
+
+def _shown(source: str) -> str:
+    """A source as ``oniray config`` prints it: a file under the working directory relative."""
+    path = Path(source)
+    if path.is_absolute() and path.is_relative_to(Path.cwd()):
+        return str(path.relative_to(Path.cwd()))
+    return source
+
+
+def describe(
+    cfg: Any = None, sources: Mapping[str, str] | None = None, prefix: str = ""
+) -> list[str]:
+    """Every key of ``cfg`` (default ``OniConfig()``, the config classes' defaults) with its
+    type, value, where the value came from and its documentation, for ``oniray config``.
+    ``sources``: as :func:`resolve_config` returns them; a key not in them shows [default]."""
+    cfg = OniConfig() if cfg is None else cfg
+    sources = sources or {}
     lines = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            lines.append(f"{prefix}{f.name}:  # {f.metadata.get('doc', '')}")
-            lines += describe(tp, f"{prefix}{f.name}.")
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        key, doc, value = f"{prefix}{f.name}", f.metadata.get("doc", ""), getattr(cfg, f.name)
+        if dataclasses.is_dataclass(hints[f.name]):
+            lines.append(f"{key}:  # {doc}")
+            lines += describe(value, sources, f"{key}.")
             continue
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        lines.append(f"  {prefix}{f.name} ({_type_name(tp)}) = {default!r}  "
-                     f"# {f.metadata.get('doc', '')}")
+        source = _shown(sources.get(key, "default"))
+        lines.append(f"  {key} ({_type_name(hints[f.name])}) = {value!r}  [{source}]  # {doc}")
     return lines

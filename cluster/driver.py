@@ -19,7 +19,10 @@ results become events.
 Failures (``cluster.supervision``): a dead rollout actor or annotator is restarted, within
 ``max_restarts``; a dead learner rank takes its group down, which is rebuilt from the newest
 checkpoint within ``learner.max_restarts`` (the updates since then are counted as lost).
-What a checkpoint holds and what a resume restores exactly: ``cluster.checkpointing``.
+A dead node is all of these at once, plus the fragments in its object store: a batch the
+learner cannot fetch comes back ``LOST`` and is dropped (reason ``object_lost``), the
+learner living on. What a checkpoint holds and what a resume restores exactly:
+``cluster.checkpointing``.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from cluster.run_dir import RunDir, atomic_write_text
 from cluster.scheduler import Command, Sample, Train
 from cluster.supervision import RestartBudgetExceeded
 from cluster.telemetry import Telemetry, object_store_used_bytes
-from learner.learner_group import SKIPPED, WEIGHTS
+from learner.learner_group import LOST, SKIPPED, WEIGHTS
 
 log = logging.getLogger("oniray")
 
@@ -81,6 +84,7 @@ class RayRunLoop(RunLoop):
         self.updates: collections.deque[ray.ObjectRef] = collections.deque()  # = sched.updates
         self.annotations: collections.deque[ray.ObjectRef] = collections.deque()
         self._model_poll: ray.ObjectRef | None = None
+        self._deaths: dict[int, Exception] = {}  # rollout actor -> how it died, for the log
         self._last_model_poll = 0.0
 
     # ---- where events come from --------------------------------------------------------------
@@ -104,7 +108,8 @@ class RayRunLoop(RunLoop):
         rollouts, i = self.parts.rollouts, sample.actor_index
         try:
             stats: EpisodeStats = ray.get(stats_ref)
-        except ray.exceptions.RayActorError:
+        except ray.exceptions.RayActorError as exc:  # its process, or its node, died
+            self._deaths[i] = exc
             self.carry_out(self.sched.actor_lost(i, sample.incarnation))
             return
         except ray.exceptions.RayTaskError as exc:  # weights owned by a learner that died
@@ -116,8 +121,9 @@ class RayRunLoop(RunLoop):
             return
         back = rollouts.back(i)
         if back is not None:
-            pid = ray.get(rollouts.actors[i].info.remote())["pid"]
-            log.warning("rollout actor %d back after %.1f s (pid %d)", i, back, pid)
+            info = ray.get(rollouts.actors[i].info.remote())
+            log.warning("rollout actor %d back after %.1f s (pid %d) on node %s", i, back,
+                        info["pid"], info["node_id"])
         self.carry_out(self.fragment_arrived(i, sample.incarnation, sample.fragment,
                                              stats=stats, captions=sample.captions))
 
@@ -133,6 +139,10 @@ class RayRunLoop(RunLoop):
     def _apply_update(self, result: dict[str, Any], *, pump: bool = True) -> list[Command]:
         if result.get(SKIPPED):  # skipped at a stop: never trained on
             return self.sched.update_done(None, skipped=True)
+        if result.get(LOST):  # a fragment went down with its node: the learner lives on
+            log.warning("a batch could not be fetched (an object lost with its node): "
+                        "dropped untrained")
+            return self.sched.update_lost(pump=pump)
         return self.update_arrived(result, result[WEIGHTS], pump=pump)
 
     # ---- how commands run: as remote calls ---------------------------------------------------
@@ -191,7 +201,8 @@ class RayRunLoop(RunLoop):
     # ---- failures ---------------------------------------------------------------------------
     def restart_actor(self, actor: int) -> list[Command]:
         try:
-            self.parts.rollouts.replace(actor, RuntimeError("sample call failed"))
+            self.parts.rollouts.replace(
+                actor, self._deaths.pop(actor, RuntimeError("sample call failed")))
         except RestartBudgetExceeded as exc:
             self.request_stop(str(exc), failed=True)
             return []
@@ -220,14 +231,20 @@ class RayRunLoop(RunLoop):
         """A new group with the newest checkpoint's learner state (a fresh one if none)."""
         started = time.perf_counter()
         self.parts.learners.shutdown()
+        # Placed like the first group: on a node offering learner.resources, or, if none is
+        # live (its node died), once one joins; the driver waits here meanwhile.
+        log.warning("rebuilding the learner group (learner.resources %s)",
+                    dict(self.cfg.learner.resources) or "none")
         self.parts.learners = learner_group(self.cfg, num_actions=self.parts.num_actions)
         loaded = self.run_dir.load_latest_checkpoint()
         if loaded is not None:
             self.parts.learners.load_state(loaded[0]["learner"])
         weights = self.parts.learners.weights()
-        log.warning("learner group rebuilt in %.1f s from %s (policy version %d); pids %s",
-                    time.perf_counter() - started, loaded[1].name if loaded else "scratch",
-                    weights.version, self.parts.learners.pids())
+        infos = self.parts.learners.infos()
+        log.warning("learner group rebuilt in %.1f s from %s (policy version %d); pids %s "
+                    "on nodes %s", time.perf_counter() - started,
+                    loaded[1].name if loaded else "scratch", weights.version,
+                    [i["pid"] for i in infos], [i["node_id"] for i in infos])
         self._sync_telemetry()
         return self.sched.learner_restored(weights)
 
@@ -315,16 +332,16 @@ class RayRunLoop(RunLoop):
             return None  # a busy or restarting annotator must not stall training
 
 
-def _pids(parts: RayComponents) -> str:
-    """Each component's process id, for operators (and fault tests) that signal one."""
-    names = [f"rollout-{i}" for i in range(len(parts.rollouts.actors))]
-    pids = [i["pid"] for i in ray.get([a.info.remote() for a in parts.rollouts.actors])]
-    names += [f"learner-{r}" for r in range(len(parts.learners.actors))]
-    pids += parts.learners.pids()
+def _where(parts: RayComponents, key: str) -> str:
+    """Each component's ``key`` (``pid``: for operators and fault tests that signal one;
+    ``node_id``: which node to drain or lose), as ``name=value ...``."""
+    handles = [(f"rollout-{i}", a) for i, a in enumerate(parts.rollouts.actors)]
+    handles += [(f"learner-{r}", a) for r, a in enumerate(parts.learners.actors)]
     if parts.annotator is not None:
-        names.append("annotator")
-        pids.append(ray.get(parts.annotator.handle.info.remote())["pid"])
-    return " ".join(f"{n}={p}" for n, p in zip(names, pids, strict=True))
+        handles.append(("annotator", parts.annotator.handle))
+    infos = ray.get([a.info.remote() for _, a in handles])
+    return " ".join(f"{name}={info[key]}" for (name, _), info in zip(handles, infos,
+                                                                      strict=True))
 
 
 def _mib(num_bytes: float | None) -> float | None:
@@ -344,16 +361,14 @@ def train_on_ray(cfg: OniConfig, run_dir: RunDir, *, resume_state: dict | None =
     init_ray(cfg)
     telemetry = Telemetry(cfg.metrics)
     telemetry.start()
-    parts = connect_components(cfg, OnRay(), labels_dir=str(run_dir.labels))
+    makers = OnRay()
+    parts = connect_components(cfg, makers, labels_dir=str(run_dir.labels))
     telemetry.set_sources(telemetry_sources(parts))
-    log.info("processes: %s", _pids(parts))
+    log.info("processes: %s", _where(parts, "pid"))
+    log.info("nodes: %s", _where(parts, "node_id"))
     try:
         return RayRunLoop(cfg, run_dir, parts, telemetry=telemetry).run(resume_state)
     finally:
         telemetry.refresh()  # the final numbers, for a scrape that comes right after the end
         telemetry.stop()
-        for actor in parts.rollouts.actors:
-            ray.kill(actor)
-        parts.learners.shutdown()
-        if parts.annotator is not None:
-            parts.annotator.stop()  # flushes the label store
+        makers.close(parts)

@@ -17,12 +17,10 @@ import re
 import sys
 from pathlib import Path
 
-from cluster.config import ConfigError, OniConfig, load_config
+from cluster.config import ConfigError, OniConfig, default_config, load_config
 from cluster.run_dir import atomic_write_text
 from rewards.judge_eval import LabelsError, evaluate, read_labels, summary_lines, verdict_name
-from rewards.prompts import REPO_ROOT
 
-DEFAULT_CONFIG = "configs/default.yaml"
 # An override is a dotted key then '=' (env.id=..., rewards.judge.backend=...); anything else
 # is a caption, even with an '=' in it ("Unknown direction: '=' ...").
 _OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.\w+)+=")
@@ -45,10 +43,7 @@ def judge_config(config: str | None, overrides: list[str]) -> OniConfig:
                             f"rewards.judge.* and env.id")
     if problems:
         raise ConfigError(problems)
-    path = Path(config or DEFAULT_CONFIG)
-    if config is None and not path.exists():
-        path = REPO_ROOT / DEFAULT_CONFIG  # run from outside the checkout
-    return load_config(path, overrides)
+    return load_config(Path(config) if config else default_config(), overrides)
 
 
 def _build(cfg: OniConfig):

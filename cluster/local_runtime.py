@@ -1,8 +1,8 @@
 """The local runtime: the whole run in one process, no Ray at all (``oniray train --local``).
 
 Consumes: a validated :class:`OniConfig` and its run folder. Emits: the same run folder as the
-Ray runtime (metrics.parquet, TensorBoard scalars, checkpoints, summary.json, the curve; the
-CLI adds the report), through the same code: the decisions are ``cluster.scheduler``'s, the
+Ray runtime (metrics.parquet, TensorBoard scalars, checkpoints, summary.json, the curve, the
+report), through the same code: the decisions are ``cluster.scheduler``'s, the
 session, command dispatch, rows, checkpoints and summary ``cluster.loop``'s, and the
 components are made and wired by ``cluster.components`` (:class:`~cluster.components.InProcess`):
 the rollout workers (one per ``rollout.num_actors``), one learner core, the annotator with its
@@ -109,13 +109,13 @@ class InProcessRunLoop(RunLoop):
             self.parts.annotator.submit(captions)
 
     def _annotate_step(self) -> None:
-        """Label a batch when one is due, refit, and publish the newest reward model."""
+        """What the annotation service has due (a judge batch, a reward-model round, a flush:
+        ``Annotator.tick`` decides, as in the Ray actor's thread), then publish the newest
+        reward model."""
         annotator = self.parts.annotator
         if annotator is None:
             return
-        wait = annotator.seconds_until_batch()
-        if wait is not None and wait <= 0:
-            annotator.step()
+        annotator.tick()  # how long nothing is due does not matter: the next command ticks
         version, state = annotator.reward_model()
         current = self.sched.reward_model
         if state is not None and (current is None or current.version != version):
@@ -134,11 +134,9 @@ def train_in_process(cfg: OniConfig, run_dir: RunDir, *, resume_state: dict | No
         log.warning("--local trains with one learner (learner.num_learners = %d ignored)",
                     cfg.learner.num_learners)
     torch.set_num_threads(cfg.learner.torch_threads)  # the learner's: the loop's hot part
-    parts = connect_components(cfg, InProcess(), labels_dir=str(run_dir.labels))
+    makers = InProcess()
+    parts = connect_components(cfg, makers, labels_dir=str(run_dir.labels))
     try:
         return InProcessRunLoop(cfg, run_dir, parts).run(resume_state)
     finally:
-        if parts.annotator is not None:
-            parts.annotator.judge.close()
-        for worker in parts.rollouts:
-            worker.close()
+        makers.close(parts)

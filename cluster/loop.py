@@ -2,8 +2,9 @@
 
 Consumes: the config, the run folder, the run's components (``cluster.components``), the
 rollout workers' episode stats and the learner's update metrics. Emits: ``metrics.parquet``
-rows and TensorBoard scalars, progress lines, checkpoints (``cluster.checkpointing``),
-``summary.json`` and the curve.
+rows, TensorBoard scalars and W&B history (``cluster.tracking``, when ``run.wandb`` is on),
+progress lines, checkpoints (``cluster.checkpointing``), ``summary.json``, the curve and the
+report (``cluster.report``).
 
 :class:`RunLoop` owns the session (restore, the random baseline, the training loop's
 skeleton, the stop), turns each scheduler command into the data-flow edge it stands for
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -27,12 +29,13 @@ from actors import metrics as m
 from actors.envs import has_goal
 from actors.rollout_worker import EpisodeStats
 from actors.versioned import VersionedRef
+from cluster import tracking
 from cluster.checkpointing import COUNTERS, checkpoint_state, restored_reward_model_version
 from cluster.components import Components
 from cluster.config import OniConfig
 from cluster.counters import Counters
 from cluster.progress import LoopState, annotator_columns, metrics_row, progress_line
-from cluster.report import mean_and_interval, plot_curve
+from cluster.report import mean_and_interval, plot_curve, write_report
 from cluster.run_dir import RunDir
 from cluster.scheduler import (
     Checkpoint,
@@ -58,6 +61,7 @@ class RunLoop:
     def __init__(self, cfg: OniConfig, run_dir: RunDir, parts: Components) -> None:
         self.cfg, self.run_dir, self.parts = cfg, run_dir, parts
         self.events: EventWriter | None = None  # open while run() runs
+        self.tracker: tracking.Tracker | None = None  # W&B (run.wandb), open while run() runs
         self.sched = Scheduler(Limits.from_config(cfg))
         self._has_goal = has_goal(cfg.env.id)
         self.baseline: dict[str, float] | None = None
@@ -78,9 +82,10 @@ class RunLoop:
     def run(self, resume_state: dict[str, Any] | None) -> dict[str, Any]:
         """Restore ``resume_state`` (if any), measure the random baseline, train to the stop,
         summarise. Meanwhile SIGINT/SIGTERM ask for a stop with a checkpoint instead of
-        killing the process, and the TensorBoard events file is open."""
+        killing the process, and the TensorBoard events file and the W&B run are open."""
         self.events = EventWriter(self.run_dir.root)
         try:
+            self.tracker = tracking.start(self.cfg, self.run_dir, rows=self.metric_rows)
             if resume_state is not None:
                 self.restore(resume_state)
                 print(f"resumed at {self.counters.env_steps_produced:,} env steps, "
@@ -91,6 +96,9 @@ class RunLoop:
         finally:
             self.events.close()
             self.events = None
+            if self.tracker is not None:  # still open: an exception ended the run
+                self.tracker.finish(failed=True)
+                self.tracker = None
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint: the scheduler's counts, the baseline, the learner."""
@@ -278,6 +286,8 @@ class RunLoop:
         self.run_dir.write_metrics(self.metric_rows)
         if self.events is not None:
             self.events.write_row(row)
+        if self.tracker is not None:
+            self.tracker.log(row, index=len(self.metric_rows) - 1)
         print(progress_line(row, self.baseline), flush=True)
 
     def annotator_columns(self) -> dict[str, Any]:
@@ -298,12 +308,18 @@ class RunLoop:
         summary = summarise(self.counters, self.baseline, policy_version=sched.version,
                             stop_reason=sched.stop_reason, failed=sched.failed)
         self.run_dir.write_summary(summary)
+        files = []
         if self.metric_rows:
             plot_curve(self.metric_rows, self.baseline, self.run_dir.curve)
+            report = write_report(self.run_dir.root)
+            files = [report, report.with_name("report.png"), self.run_dir.curve]
         for line in rewarded_lines(summary):
             print(line, flush=True)
         print("summary: " + ", ".join(f"{k}={_fmt(v)}" for k, v in summary.items()
                                       if k != "rewarded_messages"), flush=True)
+        if self.tracker is not None:
+            self.tracker.finish(summary=summary, failed=summary["failed"], files=files)
+            self.tracker = None
         return summary
 
 
@@ -336,7 +352,12 @@ def _fmt(value: Any) -> str:
 @contextlib.contextmanager
 def _stop_on_signals(loop: RunLoop) -> Iterator[None]:
     """While the block runs, SIGINT/SIGTERM ask ``loop`` to stop with a checkpoint instead of
-    killing the process. The previous handlers come back afterwards."""
+    killing the process. The previous handlers come back afterwards. Off the main thread
+    (a Ray Tune trial runs its training in a thread) Python takes no handler: Tune stops a
+    trial by ending its actor, and the run resumes from its newest checkpoint."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     previous = {
         sig: signal.signal(sig, lambda s, _f: loop.request_stop(signal.Signals(s).name))
         for sig in (signal.SIGINT, signal.SIGTERM)

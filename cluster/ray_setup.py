@@ -10,7 +10,7 @@ import os
 import numpy as np
 import ray
 
-from cluster.config import OniConfig
+from cluster.config import OniConfig, reserved_cpus
 
 
 def init_ray(cfg: OniConfig) -> None:
@@ -23,14 +23,14 @@ def init_ray(cfg: OniConfig) -> None:
     if cfg.ray.address:
         ray.init(address=cfg.ray.address, namespace=cfg.ray.namespace)
         return
-    needed = (
-        cfg.rollout.num_actors * cfg.rollout.num_cpus
-        + cfg.learner.num_learners * cfg.learner.num_cpus
-        + (cfg.rewards.annotator.num_cpus if cfg.rewards.annotator.enabled else 0)
-    )
+    needed = sum(reserved_cpus(cfg).values())
     # Logical CPUs: reserve what the actors ask for even on a 2-core laptop (they time-share).
     num_cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, int(np.ceil(needed)))
+    # address="local": always a Ray of the run's own, never one already on this machine
+    # (ray.init() with no address joins the newest local cluster it finds, and then refuses
+    # num_cpus). Use ray.address to join one.
     ray.init(
+        address="local",
         num_cpus=num_cpus,
         object_store_memory=None if cfg.ray.object_store_mb is None
         else cfg.ray.object_store_mb * 1024 * 1024,

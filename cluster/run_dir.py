@@ -6,10 +6,14 @@
     checkpoints/       ckpt-<update>.pt, each with a .sha256 beside it; the newest valid wins
     curve.png          the learning curve against the random baseline
     summary.json       the final summary
+    report.md, report.png  the run's panels and summary (cluster.report, at the end)
     labels/            the annotation service's label store (when it runs)
+    wandb/, wandb_run_id   W&B's files and the id of the run's one W&B run (cluster.tracking,
+                       when run.wandb is on)
 
-Every file is written to a temporary name in the same folder, fsynced, then renamed over the
-target, so a kill at any moment leaves either the old file or the new one, never a torn one.
+Every file oniray writes here (wandb writes its own) goes to a temporary name in the same
+folder, fsynced, then renamed over the target, so a kill at any moment leaves either the old
+file or the new one, never a torn one.
 """
 
 from __future__ import annotations

@@ -20,7 +20,9 @@ The rules:
     skips those queued behind it (reason ``stop``), checkpoints, and :meth:`drop_pending`
     drops what still waits (reason ``stop``);
   * a dead learner: the updates outstanding, and those trained since the newest checkpoint
-    (which the rebuilt learner no longer holds), are dropped (reason ``learner_lost``).
+    (which the rebuilt learner no longer holds), are dropped (reason ``learner_lost``);
+  * a batch the learner could not fetch (a fragment lost with its node): dropped whole,
+    untrained (reason ``object_lost``), and batching goes on with the same learner.
 
 State (``state()`` / ``load_state()``, the contract of ``actors.checkpointable``): the
 :class:`cluster.counters.Counters`, with what still waits counted as dropped (reason ``stop``),
@@ -51,7 +53,10 @@ POLICY_LAG = "policy_lag"  # acted by a policy too old for the learner that woul
 STOP = "stop"  # waiting at the stop, or at a checkpoint a resumed run continues from
 LEARNER_LOST = "learner_lost"  # held by a learner that died
 ACTOR_LOST = "actor_lost"  # its rollout actor died before it arrived (never produced)
-DROP_REASONS = (POLICY_LAG, STOP, LEARNER_LOST, ACTOR_LOST)
+# Its object-store copy was gone when the learner fetched it: lost with its node (or the
+# reward model the batch was to be scored with, with its owner); the learner lives on.
+OBJECT_LOST = "object_lost"
+DROP_REASONS = (POLICY_LAG, STOP, LEARNER_LOST, ACTOR_LOST, OBJECT_LOST)
 # Why a run stops on its own (signals stop it with the signal's name, a dead learner with a
 # sentence naming learner.max_restarts).
 STEP_BUDGET_REACHED = "step budget reached"
@@ -258,6 +263,12 @@ class Scheduler:
         if c.updates % self.limits.checkpoint_every_updates == 0 and not self.stopping:
             return [Checkpoint()]
         return self.pump() if pump else []
+
+    def update_lost(self, *, pump: bool = True) -> list[Command]:
+        """The oldest outstanding update could not fetch its batch (an object lost with its
+        node): nothing was trained; the learner lives on, so only that batch is dropped."""
+        cmds: list[Command] = [self._drop(OBJECT_LOST, self.updates.popleft())]
+        return cmds + self.pump() if pump else cmds
 
     def checkpointed(self) -> list[Command]:
         """A checkpoint holding every update counted so far was written: batching resumes."""

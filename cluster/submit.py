@@ -3,7 +3,9 @@
 Consumes: a config file inside this checkout, key=value overrides, and the job-server
 (dashboard) address of a running Ray cluster. Emits: one Ray job whose entrypoint is
 ``python -m cluster.cli train CONFIG [overrides] ray.address=auto``, with the checkout shipped
-as its ``working_dir``; by default its logs, followed until it ends.
+as its ``working_dir``; by default its logs, followed until it ends. A sweep
+(``oniray submit --sweep ARGS``) is the same kind of job, its entrypoint
+``python bench/learning.py ARGS --tune --ray-address auto`` (bench/sweep.py).
 
 Authentication: Ray 2.60's job server rejects requests without the cluster's token whenever
 the cluster runs with ``RAY_AUTH_MODE=token``, but Ray's HTTP client only sends the token when
@@ -52,6 +54,13 @@ def entrypoint(config: str, overrides: list[str]) -> str:
     return shlex.join(
         ["python", "-m", "cluster.cli", "train", config, *overrides, "ray.address=auto"]
     )
+
+
+def sweep_entrypoint(bench_args: list[str]) -> str:
+    """A sweep job's shell command: the arms bench's grid as Ray Tune trials
+    (``bench/learning.py ... --tune``, bench/sweep.py) on the cluster the job runs in."""
+    args = [a for a in bench_args if a != "--tune"]
+    return shlex.join(["python", "bench/learning.py", *args, "--tune", "--ray-address", "auto"])
 
 
 def runtime_env(pip: list[str] | None = None) -> dict:
@@ -131,6 +140,43 @@ def submit(
     job_id = _guarded(address, lambda: client.submit_job(
         entrypoint=command, runtime_env=runtime_env(pip), submission_id=job_id,
         metadata={"oniray_config": relative},
+    ))
+    print(f"submitted job {job_id} to {address}: {command}", flush=True)
+    if not wait:
+        print(f"follow it with: oniray job logs {job_id} --follow --address {address}")
+        return 0
+    return follow(client, job_id, address=address)
+
+
+def submit_sweep(
+    bench_args: list[str],
+    *,
+    address: str,
+    pip: list[str] | None = None,
+    wait: bool = True,
+    submission_id: str | None = None,
+) -> int:
+    """Submit a sweep (``oniray submit --sweep ARGS``) and (``wait``) follow it to its end.
+    Its results and Tune's state stay on the cluster: ``--out`` and ``--storage`` should be
+    paths every node shares (or ``--storage`` a URI), else they land in the job's
+    temporary working_dir."""
+    if not bench_args:
+        raise ConfigError(["oniray submit --sweep: give bench/learning.py's arms-bench "
+                           "arguments after --sweep (--env ENV_ID --steps N ...)"])
+    for flag in ("--out", "--storage"):
+        value = next((bench_args[i + 1] for i, a in enumerate(bench_args[:-1]) if a == flag),
+                     None)
+        if value is None or not (Path(value).is_absolute() or "://" in value):
+            print(f"oniray submit: warning: no absolute {flag}: the sweep's "
+                  f"{'results' if flag == '--out' else 'Tune state and run folders'} land in "
+                  f"the job's temporary working_dir on the head node; pass {flag} "
+                  f"/absolute/shared/path to keep them", file=sys.stderr)
+    client = connect(address)
+    job_id = submission_id or f"oniray-sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    command = sweep_entrypoint(bench_args)
+    job_id = _guarded(address, lambda: client.submit_job(
+        entrypoint=command, runtime_env=runtime_env(pip), submission_id=job_id,
+        metadata={"oniray_sweep": "1"},
     ))
     print(f"submitted job {job_id} to {address}: {command}", flush=True)
     if not wait:

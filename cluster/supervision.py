@@ -11,6 +11,10 @@ cannot lose (a rollout actor's environments and recurrent state; the annotator's
 reward-model version are on disk). A learner holds the policy and optimiser between
 checkpoints: the driver rebuilds the whole group from the newest checkpoint instead
 (``cluster.driver``), within ``learner.max_restarts``.
+
+A replacement is placed by its role's resources like the original, so when its node died it
+lands on another node with room, or waits, pending, until one joins (docs/operations.md,
+"A worker node dies").
 """
 
 from __future__ import annotations

@@ -31,14 +31,19 @@ class EventWriter:
 
     def write_row(self, row: dict[str, Any]) -> None:
         step = int(row[STEP_COLUMN])
-        for key, value in row.items():
-            if key == STEP_COLUMN or not _is_number(value):
-                continue
-            self._writer.add_scalar(key, float(value), global_step=step)
+        for key, value in scalars(row).items():
+            self._writer.add_scalar(key, value, global_step=step)
         self._writer.flush()
 
     def close(self) -> None:
         self._writer.close()
+
+
+def scalars(row: dict[str, Any]) -> dict[str, float]:
+    """The row's scalars, as TensorBoard (and W&B, ``cluster.tracking``) get them: every finite
+    number but the step column; None, NaN, booleans and text are left out."""
+    return {key: float(value) for key, value in row.items()
+            if key != STEP_COLUMN and _is_number(value)}
 
 
 def _is_number(value: Any) -> bool:

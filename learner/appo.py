@@ -24,7 +24,20 @@ from actors.precision import compute_in, resolve
 from learner.batch import Batch
 from learner.collective import average_gradients, global_moments
 from learner.config import LearnerSections
-from learner.losses import entropy_loss, normalized_advantages, policy_loss, value_loss
+from learner.losses import (
+    clipped_value_loss,
+    entropy_loss,
+    normalized_advantages,
+    policy_loss,
+    value_loss,
+)
+from learner.stabilisers import (
+    RewardNormaliser,
+    adapt_kl_coef,
+    adapt_lr,
+    approx_kl,
+    explained_variance,
+)
 from learner.vtrace import vtrace
 from rewards.combine import combine_rewards
 
@@ -43,6 +56,20 @@ ENV_STEPS = "env_steps"  # steps in this update (this rank)
 ENV_STEPS_TRAINED = "env_steps_trained"  # cumulative, this rank
 POLICY_VERSION = "policy_version"
 UPDATE_SECONDS = "update_seconds"
+# An update's size (docs/results.md#stabilisers). This rank's batch, from tensors the update
+# already holds: no extra forward pass.
+KL = "kl"  # KL(behaviour || current) over the batch, k3 estimate (learner.stabilisers)
+GRAD_NORM_CLIPPED = "grad_norm_clipped"  # the global norm the optimiser stepped with
+EXPLAINED_VARIANCE = "explained_variance"  # of the V-trace targets by the values
+ADVANTAGE_MEAN = "advantage_mean"  # V-trace's policy-gradient advantages, before whitening
+ADVANTAGE_STD = "advantage_std"
+LR = "lr"  # the learning rate this update stepped with
+KL_COEF = "kl_coef"  # learner.kl_guard=penalty: the coefficient this update used
+REWARD_NORM_SCALE = "reward_norm_scale"  # learner.normalize_rewards: the reward's divisor
+# The keys Prometheus shows as oniray_learner_update_stat{stat=...} (learner.learner_group).
+UPDATE_STATS = (KL, CLIP_FRACTION, GRAD_NORM_CLIPPED, MEAN_VALUE, EXPLAINED_VARIANCE,
+                ADVANTAGE_MEAN, ADVANTAGE_STD, LR, KL_COEF, REWARD_NORM_SCALE)
+_STREAM_STRIDE = 1 << 20  # stream key = actor_id * stride + env slot (E is far below it)
 
 
 class Learner:
@@ -72,6 +99,13 @@ class Learner:
         )
         self.policy_version = 0
         self.env_steps_trained = 0
+        # The KL guard's state (learner.stabilisers); unchanged while kl_target is null.
+        lc = cfg.learner
+        self.lr, self.kl_coef = lc.lr, lc.kl_coef
+        self.reward_normaliser = (
+            RewardNormaliser(gamma=lc.gamma, floor=lc.reward_norm_std_floor,
+                             world_size=world_size) if lc.normalize_rewards else None
+        )
 
     # ---- training ----------------------------------------------------------------------
     def update(
@@ -90,8 +124,22 @@ class Learner:
         batch = batch.to(self.device)
         rewards = self._rewards(batch, judged=judged, novelty=novelty)
         lc = self.cfg.learner
+        scale = None
+        if lc.reward_scale != 1.0:
+            rewards = rewards * lc.reward_scale
+        if self.reward_normaliser is not None:
+            rewards, scale = self.reward_normaliser(rewards, done=batch.done,
+                                                    streams=_streams(batch))
+        lr, kl_coef = self.lr, self.kl_coef
         for _ in range(lc.epochs):
             metrics = self._step(batch, rewards)
+        if lc.kl_target is not None:
+            self._guard(metrics[KL])
+        metrics[LR] = lr
+        if lc.kl_target is not None and lc.kl_guard == "penalty":
+            metrics[KL_COEF] = kl_coef
+        if scale is not None:
+            metrics[REWARD_NORM_SCALE] = scale
         self.policy_version += 1
         steps = batch.length * batch.num_envs
         self.env_steps_trained += steps
@@ -121,6 +169,23 @@ class Learner:
             novelty_coef=rc.rnd.coef,
         )
 
+    def _guard(self, kl: float) -> None:
+        """The KL guard: the next update's learning rate or penalty coefficient, from the KL
+        averaged over every rank (equal shards: the mean of the ranks' means), so every rank
+        takes the same decision."""
+        lc = self.cfg.learner
+        assert lc.kl_target is not None
+        kl_all, _, _ = global_moments(np.array([kl]), self.world_size)
+        if lc.kl_guard == "lr":
+            self.lr = adapt_lr(self.lr, kl=kl_all, target=lc.kl_target, max_lr=lc.lr)
+            self._set_lr(self.lr)
+        else:
+            self.kl_coef = adapt_kl_coef(self.kl_coef, kl=kl_all, target=lc.kl_target)
+
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
     def _step(self, batch: Batch, rewards: torch.Tensor) -> dict[str, float]:
         lc = self.cfg.learner
         T = batch.length
@@ -149,18 +214,25 @@ class Learner:
             c_clip=lc.vtrace_c_clip,
             pg_rho_clip=lc.vtrace_rho_clip,
         )
-        advantages = targets.pg_advantages
+        raw_advantages = advantages = targets.pg_advantages
         if lc.normalize_advantages:
             # Over the global batch, so every rank scales its shard alike.
             mean, variance, _ = global_moments(advantages.cpu().numpy(), self.world_size)
-            advantages = normalized_advantages(advantages, mean=mean, variance=variance)
+            advantages = normalized_advantages(advantages, mean=mean, variance=variance,
+                                               std_floor=lc.advantage_std_floor)
         pg = policy_loss(
             logp=logp, behaviour_logp=behaviour_logp, advantages=advantages,
             clip_ratio=lc.clip_ratio,
         )
-        vf = value_loss(values=values, targets=targets.vs)
+        if lc.value_clip is None:
+            vf = value_loss(values=values, targets=targets.vs)
+        else:
+            vf = clipped_value_loss(values=values, targets=targets.vs,
+                                    old_values=batch.behaviour_value, clip=lc.value_clip)
         ent = entropy_loss(logits=logits)
         total = pg + lc.value_coef * vf + lc.entropy_coef * ent
+        if lc.kl_target is not None and lc.kl_guard == "penalty":
+            total = total + self.kl_coef * approx_kl(logp, behaviour_logp)
 
         self.optimizer.zero_grad()
         total.backward()
@@ -169,19 +241,25 @@ class Learner:
         self.optimizer.step()
 
         with torch.no_grad():
-            ratio = torch.exp(logp - behaviour_logp)
+            log_rho = logp - behaviour_logp
+            ratio = torch.exp(log_rho)
             clipped = ((ratio - 1.0).abs() > lc.clip_ratio).float().mean()
-        return {
-            POLICY_LOSS: pg.item(),
-            VALUE_LOSS: vf.item(),
-            ENTROPY_LOSS: ent.item(),
-            TOTAL_LOSS: total.item(),
-            GRAD_NORM: grad_norm.item(),
-            MEAN_RATIO: ratio.mean().item(),
-            CLIP_FRACTION: clipped.item(),
-            MEAN_VALUE: values.mean().item(),
-            MEAN_VTRACE_TARGET: targets.vs.mean().item(),
-        }
+            kl = (ratio - 1.0 - log_rho).mean()  # approx_kl, without its graph
+            # One host transfer for every scalar of the update, not one per number.
+            scalars = torch.stack([
+                pg.detach(), vf.detach(), ent.detach(), total.detach(), grad_norm,
+                ratio.mean(), clipped, values.detach().mean(), targets.vs.mean(), kl,
+                raw_advantages.mean(), raw_advantages.std(unbiased=False),
+            ]).tolist()
+        names = (POLICY_LOSS, VALUE_LOSS, ENTROPY_LOSS, TOTAL_LOSS, GRAD_NORM, MEAN_RATIO,
+                 CLIP_FRACTION, MEAN_VALUE, MEAN_VTRACE_TARGET, KL, ADVANTAGE_MEAN,
+                 ADVANTAGE_STD)
+        metrics = dict(zip(names, scalars, strict=True))
+        norm = metrics[GRAD_NORM]
+        # What clip_grad_norm_ scaled the gradients to: norm * min(1, max / (norm + 1e-6)).
+        metrics[GRAD_NORM_CLIPPED] = norm * min(1.0, lc.max_grad_norm / (norm + 1e-6))
+        metrics[EXPLAINED_VARIANCE] = explained_variance(values.detach(), targets.vs)
+        return metrics
 
     # ---- weights and checkpoints ---------------------------------------------------------
     def get_weights(self) -> dict[str, np.ndarray]:
@@ -200,6 +278,13 @@ class Learner:
             "policy_version": self.policy_version,
             "env_steps_trained": self.env_steps_trained,
             "torch_rng_state": torch.get_rng_state(),
+            # The stabilisers' running state: the KL guard's lr and coefficient, the reward
+            # normalisation's statistics (the same on every rank).
+            "stabilisers": {
+                "lr": self.lr, "kl_coef": self.kl_coef,
+                "reward_normaliser": (None if self.reward_normaliser is None
+                                      else self.reward_normaliser.state()),
+            },
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -208,3 +293,18 @@ class Learner:
         self.policy_version = int(state["policy_version"])
         self.env_steps_trained = int(state["env_steps_trained"])
         torch.set_rng_state(state["torch_rng_state"])
+        stabilisers = state.get("stabilisers")  # absent from checkpoints before issue 28
+        if stabilisers is None:
+            self.lr = self.optimizer.param_groups[0]["lr"]
+            return
+        self.lr, self.kl_coef = float(stabilisers["lr"]), float(stabilisers["kl_coef"])
+        self._set_lr(self.lr)
+        saved = stabilisers.get("reward_normaliser")
+        if self.reward_normaliser is not None and saved is not None:
+            self.reward_normaliser.load_state(saved)
+
+
+def _streams(batch: Batch) -> list[int]:
+    """A key per env column of the batch: its actor and env slot (a stream of fragments)."""
+    return [meta.actor_id * _STREAM_STRIDE + e
+            for meta in batch.rows.metas for e in range(meta.num_envs)]

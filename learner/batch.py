@@ -38,6 +38,7 @@ class FragmentTensors:
     terminated: torch.Tensor  # bool [T+1, E]
     truncated: torch.Tensor  # bool [T+1, E]
     truncation_value: torch.Tensor  # float32 [T+1, E]: 0 unless truncated
+    behaviour_value: torch.Tensor  # float32 [T+1, E]: the acting policy's V of the row
     env_index: torch.Tensor  # int32 [T+1, E]
     episode_id: torch.Tensor  # int64 [T+1, E]
     step: torch.Tensor  # int32 [T+1, E]
@@ -62,8 +63,8 @@ class FragmentTensors:
 
 _TENSOR_COLUMNS = ("glyph_crop", "blstats", "message_bytes")
 _NUMERIC_COLUMNS = (
-    "action", "behaviour_logp", "reward", "truncation_value", "env_index", "episode_id", "step",
-    "msg_count",
+    "action", "behaviour_logp", "reward", "truncation_value", "behaviour_value", "env_index",
+    "episode_id", "step", "msg_count",
 )
 _BOOL_COLUMNS = ("terminated", "truncated")
 
@@ -168,6 +169,11 @@ class Batch:
     @property
     def truncation_value(self) -> torch.Tensor:
         return self.rows.truncation_value[:-1]
+
+    @property
+    def behaviour_value(self) -> torch.Tensor:
+        """The acting policy's value of step t's observation (PPO's "old" value)."""
+        return self.rows.behaviour_value[:-1]
 
     # ---- what step t led to (row t + 1) ----
     @property

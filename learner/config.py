@@ -7,16 +7,34 @@ load (see :mod:`actors.fields`); components never change the config.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from actors.config import EnvConfig, ModelConfig
 from actors.fields import param
 from rewards.config import RewardsConfig
 
+# Named learner settings, applied at config load (``cluster.config.load_config``): a preset's
+# keys replace the defaults' and the config files' values; a key given on the command line
+# still wins. ``oni``: the learner of ONI's own code (a Sample Factory 1 fork).
+LEARNER_PRESETS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "oni": {"normalize_advantages": True, "advantage_std_floor": 1e-3, "lr": 1e-4,
+            "entropy_coef": 0.003, "value_clip": 1.0, "max_grad_norm": 4.0},
+}
+
+
+def _preset_doc() -> str:
+    named = "; ".join(f"{name}: " + ", ".join(f"{k}={v}" for k, v in keys.items())
+                      for name, keys in LEARNER_PRESETS.items() if keys)
+    return ("named learner settings applied at load over the config files' values (a key "
+            f"set on the command line still wins): none = nothing; {named}")
+
 
 @dataclass
 class LearnerConfig:
     """APPO with V-trace targets, data-parallel over num_learners."""
+
+    preset: Literal["none", "oni"] = param("none", _preset_doc())
 
     num_learners: int = param(1, "learners in the group (torch.distributed data parallel)", ge=1)
     batch_size: int = param(
@@ -35,7 +53,51 @@ class LearnerConfig:
         "whole batch (all ranks), as Sample Factory's APPO does: an update's size then no "
         "longer follows the reward's scale. Off by default: while no reward arrives it turns "
         "the critic's noise into full-size policy steps (on KeyRoom-S15, extrinsic-only's "
-        "entropy fell to 0.27 of 2.30 nats; docs/results.md)"
+        "entropy fell to 0.27 of 2.30 nats; docs/results.md); advantage_std_floor bounds that"
+    )
+    # ---- stabilisers (every one off by default; docs/results.md#stabilisers) ----------
+    advantage_std_floor: float = param(
+        0.0, "with normalize_advantages: divide by max(std, this) instead of the std, so a "
+        "batch whose advantages are all near zero (no reward yet: the critic's noise) is not "
+        "scaled up to unit size; 0 = plain whitening. In the advantages' own units (those of "
+        "the reward the learner trains on, after reward_scale and normalize_rewards)", ge=0
+    )
+    reward_scale: float = param(
+        1.0, "multiply the whole combined reward (extrinsic and intrinsic alike, so their "
+        "ratio is unchanged) by this before V-trace: sets the units of the values, the "
+        "advantages and value_clip", gt=0
+    )
+    normalize_rewards: bool = param(
+        False, "divide each batch's reward by the running std of the discounted return "
+        "(Dungeons & Data's NetHack APPO): one positive scalar per update, the same on every "
+        "rank, so V-trace and the truncation bootstrap need no change (every value, the "
+        "cut-off states' included, is learnt in the same scaled units); the statistics are "
+        "kept in the checkpoint"
+    )
+    reward_norm_std_floor: float = param(
+        0.01, "normalize_rewards: divide by max(running std, this), so near-reward-less "
+        "batches are not blown up; in reward units. On a sparse task use about 1: after a "
+        "long reward-less stretch the running std is near 0, and the first success would be "
+        "multiplied by up to 1 / this", gt=0
+    )
+    value_clip: float | None = param(
+        None, "PPO's clipped value loss: the value may move at most this far from the value "
+        "the acting policy gave the step before the loss stops pulling it (the larger of the "
+        "clipped and unclipped squared errors is minimised); in the trained reward's units; "
+        "null = off", gt=0
+    )
+    kl_target: float | None = param(
+        None, "the KL guard's target KL(behaviour || current) per update (measured from the "
+        "update's own forward pass, averaged over every rank's batch); null = no guard", gt=0
+    )
+    kl_guard: Literal["lr", "penalty"] = param(
+        "lr", "how the KL guard acts when kl_target is set: lr = Sample Factory's kl_adaptive "
+        "(learning rate / 1.5 when KL > 2 x target, x 1.5 when KL < target / 2, within "
+        "[1e-6, learner.lr]); penalty = RLlib APPO's KL loss (kl_coef x KL added to the loss, "
+        "the coefficient x 1.5 / x 0.5 by the same rule)"
+    )
+    kl_coef: float = param(
+        0.2, "kl_guard=penalty: the KL penalty's starting coefficient (it then adapts)", ge=0
     )
     vtrace_rho_clip: float = param(1.0, "V-trace rho-bar", gt=0)
     vtrace_c_clip: float = param(1.0, "V-trace c-bar", gt=0)

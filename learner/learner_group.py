@@ -4,7 +4,9 @@ Consumes fragment references (``ray.ObjectRef`` of ``pa.RecordBatch``): each lea
 only its share, straight from the object store, never through the driver. Emits, per update,
 a reference to rank 0's metrics dict, which carries ``policy_version`` and ``weights``
 (a :class:`VersionedRef` to the freshly published weights: the ref nested, so a
-``ray.get`` of the metrics does not fetch the weights too). Gradients are averaged with
+``ray.get`` of the metrics does not fetch the weights too), or ``{lost: 1.0}`` when a
+fragment's only copy went down with its node: the ranks agree to skip that batch and live
+on, so a lost object is never taken for a dead learner. Gradients are averaged with
 ``torch.distributed`` (gloo on CPU, nccl on GPUs), so all ranks hold the same parameters
 after every update; RND's predictor is trained the same way (``learner.intrinsic``), so
 all ranks hold the same RND too. Each rank gets a builder of its core
@@ -35,11 +37,12 @@ from learner import appo
 from learner.intrinsic import INTRINSIC_MEAN, INTRINSIC_ZERO_FRACTION
 from learner.learner_core import INTRINSIC_STATE, LearnerCore
 
-__all__ = ["INTRINSIC_STATE", "SKIPPED", "WEIGHTS", "LearnerActor", "LearnerGroup"]
+__all__ = ["INTRINSIC_STATE", "LOST", "SKIPPED", "WEIGHTS", "LearnerActor", "LearnerGroup"]
 
 WEIGHTS = "weights"  # metrics key: rank 0's published weights, a VersionedRef
 _MAX_REMEMBERED = 64  # update numbers kept for skip_after(); far above max_queued_batches
 SKIPPED = "skipped"  # metrics key of an update skipped at a stop (see skip_after)
+LOST = "lost"  # metrics key of an update whose batch could not be fetched (see update)
 
 
 # "control" runs beside the updates (which stay serial, one at a time, in the default
@@ -67,7 +70,8 @@ class LearnerActor:
         self._labels = m.component_labels(role="learner", actor_id=rank)
 
     def info(self) -> dict[str, Any]:
-        return {"rank": self.rank, "pid": os.getpid()}
+        return {"rank": self.rank, "pid": os.getpid(),
+                "node_id": ray.get_runtime_context().get_node_id()}
 
     def rendezvous_address(self) -> tuple[str, int]:
         """This node's IP and a free port for the process group's TCP store (rank 0)."""
@@ -99,18 +103,39 @@ class LearnerActor:
         seq: int = -1,
     ) -> dict[str, Any]:
         """Train on the fragments; ``reward_model``'s state is fetched only when its version
-        is new (ONI relabels each batch with the newest model)."""
+        is new (ONI relabels each batch with the newest model). ``{LOST: 1.0}``, untrained,
+        when any rank could not fetch its share (an object lost with its node)."""
         if seq >= getattr(self, "_skip_from", 1 << 62):
             return {SKIPPED: 1.0}
-        fragments = ray.get(fragment_refs)
-        if self.core.needs_model(reward_model):
-            assert reward_model is not None
-            reward_model = VersionedRef(reward_model.version, ray.get(reward_model.ref))
+        try:
+            fragments = ray.get(fragment_refs)
+            if self.core.needs_model(reward_model):
+                assert reward_model is not None
+                reward_model = VersionedRef(reward_model.version, ray.get(reward_model.ref))
+            fetched = True
+        except ray.exceptions.ObjectLostError:
+            # Its only copy went down with a node (or its owner died): Ray says so once the
+            # node is declared dead, so this never waits for ever. This rank lives on.
+            fetched = False
+        if not self._all_fetched(fetched):  # every rank skips together, or none does
+            return {LOST: 1.0}
         metrics = self.core.update(fragments, reward_model)
         self._record(metrics, len(fragments))
         if self.rank == 0:
             metrics[WEIGHTS] = self._publish()
         return metrics
+
+    def _all_fetched(self, fetched: bool) -> bool:
+        """Whether every rank fetched its share: a rank that trained alone would wait in the
+        gradient all-reduce for one that gave up. One collective of one number."""
+        if self.world_size == 1:
+            return fetched
+        import torch.distributed as dist
+
+        flag = torch.tensor([float(fetched)],
+                            device="cuda" if self.backend == "nccl" else "cpu")
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
 
     def _record(self, metrics: dict[str, Any], num_fragments: int) -> None:
         labels = self._labels
@@ -118,6 +143,9 @@ class LearnerActor:
         m.FRAGMENTS_CONSUMED.labels(**labels).inc(num_fragments)
         m.UPDATE_SECONDS.labels(**labels).observe(metrics[appo.UPDATE_SECONDS])
         m.GRAD_NORM.labels(**labels).set(metrics[appo.GRAD_NORM])
+        for stat in appo.UPDATE_STATS:
+            if stat in metrics:
+                m.UPDATE_STAT.labels(**labels, stat=stat).set(metrics[stat])
         m.POLICY_VERSION.labels(**labels).set(self.core.policy_version)
         for term, key in (("policy", appo.POLICY_LOSS), ("value", appo.VALUE_LOSS),
                           ("entropy", appo.ENTROPY_LOSS), ("total", appo.TOTAL_LOSS)):
@@ -229,8 +257,9 @@ class LearnerGroup:
         seq = self._seqs[update_ref.hex()] + 1
         ray.get([a.skip_from.remote(seq) for a in self.actors], timeout=timeout)
 
-    def pids(self) -> list[int]:
-        return [info["pid"] for info in ray.get([a.info.remote() for a in self.actors])]
+    def infos(self) -> list[dict[str, Any]]:
+        """Each rank's ``LearnerActor.info()``: rank, pid, node id."""
+        return ray.get([a.info.remote() for a in self.actors])
 
     def raise_peer_errors(self) -> None:
         """Surface a failed update on a rank > 0 (the caller only waits on rank 0's ref)."""

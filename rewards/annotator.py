@@ -15,11 +15,16 @@ The judge is slow (an LLM: ~seconds per batch) and the game repeats itself, so:
   ``judge.max_retries`` times, then dropped and counted (a later submit may ask it again);
 * no answer at all (server down, HTTP 5xx, a garbage body, the judge's breaker open) is an
   outage, not a parse failure: the captions wait at the front of the queue without spending
-  retries, counted in ``unanswered``, while the loop backs off;
+  retries, counted in ``unanswered``, while the service backs off;
 * a caption that sanitises to nothing is labelled not helpful without asking (as the judges
   would answer it).
 
-Thread-safe: the actor shell calls ``submit`` and ``stats`` while a thread runs ``step``; the
+:meth:`Annotator.tick` alone decides when a batch is asked, the judge is backed off, the
+reward model retrains and the store is flushed; both runtimes drive the service with it (the
+Ray actor's labelling thread, :func:`serve_until_stopped`; the local runtime after each command
+it carries out), so the two cannot disagree on when a reward model appears.
+
+Thread-safe: the actor shell calls ``submit`` and ``stats`` while a thread runs ``tick``; the
 lock is never held while the judge works or the model trains.
 """
 
@@ -51,6 +56,9 @@ _RATE_WINDOW_S = 60.0  # labels/s is measured over this trailing window
 # decode_message turns bytes that are not UTF-8 (NLE's message buffer) into this character.
 _REPLACEMENT = "\ufffd"
 _RECENT_LATENCIES = 1024  # judge latencies kept for drain_latencies() between metric scrapes
+# The longest a tick says nothing is due: a waiting thread looks again at least this often.
+_MAX_IDLE_S = 0.5
+_MAX_BACKOFF_DOUBLINGS = 6  # a failing judge is asked again after at most 64 * judge.backoff_s
 
 
 class Annotator:
@@ -67,9 +75,9 @@ class Annotator:
         train_in_step: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``train_in_step=False``: ``step`` only sets ``train_due`` and a thread running
-        :func:`run_trainer` fits, so labelling goes on during a fit (a fit of the char-CNN
-        takes about as long as a few LLM batches)."""
+        """``train_in_step=False``: a round (:meth:`begin_round`) only sets ``train_due``
+        and a thread running :func:`run_trainer` fits, so labelling goes on during a fit (a
+        fit of the char-CNN takes about as long as a few LLM batches)."""
         self.cfg = cfg
         self.judge = judge
         self.store = store
@@ -84,8 +92,10 @@ class Annotator:
         self._clock = clock
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
-        self.has_work = threading.Event()  # set while captions are queued; the loop waits on it
-        self.batch_full = threading.Event()  # set while a full judge batch is queued
+        # Set when a batch may have become due sooner than the last tick said (the first caption
+        # queued, a batch filled) or to end a wait (stop); a thread between ticks waits on it.
+        self.wake = threading.Event()
+        self._full = False  # a full judge batch was queued at the last look
         self._queued_since: float | None = None  # when the queue last became non-empty
         # Bounded by annotator.queue_size: a judge slower than the game must not grow memory.
         self._queue: deque[str] = deque()
@@ -94,12 +104,16 @@ class Annotator:
         # the labels, so a restarted annotator never publishes a version already handed out.
         self._version_base = store.reward_model_version
         self._published: tuple[int, dict[str, Any] | None] = (self._version_base, None)
-        self._since_fit = 0
+        self._since_fit = 0  # labels stored since the last round began
         self._last_round = self._clock()
+        if self.model is not None and len(store):
+            # A reopened store: its labels are due a round at once, so a restarted annotator
+            # (or a resumed run) publishes a model without waiting for new labels.
+            self._since_fit, self._last_round = len(store), float("-inf")
+        self._last_flush = self._clock()
+        self._backoff_until = float("-inf")  # no batch is asked before it (a failing judge)
         self.train_in_step = train_in_step
         self.train_due = threading.Event()
-        if self.model is not None and len(store):
-            self.train_due.set()  # reopened store: the trainer publishes a model without waiting
         self._fit_lock = threading.Lock()
         self._rate: deque[tuple[float, int]] = deque()
         self._latencies: deque[float] = deque(maxlen=_RECENT_LATENCIES)
@@ -137,19 +151,18 @@ class Annotator:
         return queued
 
     def _note_queue(self) -> None:
-        """Update the queue's events and age; call with the lock held."""
+        """Update the queue's age and wake a waiting thread when a batch may be due sooner
+        than it thinks; call with the lock held."""
         if not self._queue:
-            self.has_work.clear()
-            self.batch_full.clear()
-            self._queued_since = None
+            self._queued_since, self._full = None, False
             return
-        self.has_work.set()
-        if self._queued_since is None:
+        if self._queued_since is None:  # its batch wait starts (with batch_wait_s 0: due now)
             self._queued_since = self._clock()
-        if len(self._queue) >= self.cfg.judge.batch_size:
-            self.batch_full.set()
-        else:
-            self.batch_full.clear()
+            self.wake.set()
+        full = len(self._queue) >= self.cfg.judge.batch_size
+        if full and not self._full:
+            self.wake.set()
+        self._full = full
 
     def seconds_until_batch(self) -> float | None:
         """None with nothing queued; else how long the loop should still wait for a fuller
@@ -204,7 +217,8 @@ class Annotator:
     # -- labelling -------------------------------------------------------------------------
 
     def step(self) -> int:
-        """Label one batch (and retrain when due); return the number of new labels stored."""
+        """Label one batch now, due or not; return the number of new labels stored.
+        :meth:`tick` calls it when a batch is due."""
         batch = self._take_batch()
         if not batch:
             return 0
@@ -242,8 +256,6 @@ class Annotator:
         if unparseable:
             self._requeue_failed(unparseable)
         self._since_fit += added
-        if self.round_due():
-            self.begin_round()
         return added
 
     def round_due(self) -> bool:
@@ -291,6 +303,49 @@ class Annotator:
                 self._n["judge_calls"] += 1
                 self._n["judge_latency_sum_s"] += elapsed
                 self._latencies.append(elapsed)
+
+    # -- the service: what is due, when ------------------------------------------------------
+
+    def tick(self) -> float:
+        """Do what is due now, once, and return for how long nothing else will be (seconds,
+        at most half a second). What is due, in this order:
+
+        * a judge batch: a full one, or a partial one whose oldest caption waited
+          ``annotator.batch_wait_s``; none while backing off after the judge failed
+          (``judge.backoff_s``, doubled for each consecutive failure up to 64x);
+        * a reward-model round (:meth:`round_due`), looked for whether or not captions are
+          queued: a task with few distinct messages labels them all within seconds, and its
+          labels would otherwise never train a model;
+        * a flush of the new labels to the store, every ``annotator.flush_interval_s``.
+
+        The Ray actor's thread waits between ticks (:func:`serve_until_stopped`); the local
+        runtime ticks after each command, so both decide by this one method."""
+        self.wake.clear()  # first: a caption queued from here on ends the caller's next wait
+        now = self._clock()
+        waits = [_MAX_IDLE_S]
+        until_batch = self.seconds_until_batch()
+        if until_batch is not None:
+            if now < self._backoff_until:
+                waits.append(self._backoff_until - now)
+            elif until_batch > 0:
+                waits.append(until_batch)
+            else:
+                self.step()
+                if self.consecutive_errors:
+                    doublings = min(self.consecutive_errors - 1, _MAX_BACKOFF_DOUBLINGS)
+                    self._backoff_until = self._clock() + self.cfg.judge.backoff_s * 2**doublings
+                waits.append(0.0)  # more may be due at once: the next tick looks
+        if self.round_due():
+            self.begin_round()
+        elif self.model is not None and self._since_fit:
+            waits.append(self._last_round + self.cfg.model.train_every_s - now)
+        flush_at = self._last_flush + self.cfg.annotator.flush_interval_s
+        if self._clock() >= flush_at:
+            self.flush()
+            self._last_flush = self._clock()
+        else:
+            waits.append(flush_at - now)
+        return max(0.0, min(waits))
 
     # -- reward model ----------------------------------------------------------------------
 
@@ -411,29 +466,15 @@ class Annotator:
         return out
 
 
-def run_loop(
-    annotator: Annotator, stop: threading.Event, *, flush_interval_s: float, backoff_s: float
-) -> None:
-    """Label until ``stop`` is set: ask a batch when it is full or its oldest caption waited
-    ``annotator.batch_wait_s``, train when idle, flush the store every ``flush_interval_s``,
-    back off exponentially while the judge keeps failing. ``stop`` takes effect within a
-    second (or sooner when the caller also sets ``has_work`` and ``batch_full``)."""
-    last_flush = time.monotonic()
+def serve_until_stopped(annotator: Annotator, stop: threading.Event) -> None:
+    """The Ray actor's labelling thread: :meth:`Annotator.tick` until ``stop`` is set, waiting
+    between ticks as long as the tick says nothing is due, or until a caption wakes it
+    (``annotator.wake``); flush the store on the way out. ``stop`` takes effect within half
+    a second, at once when the caller also sets ``annotator.wake``."""
     while not stop.is_set():
-        wait = annotator.seconds_until_batch()
-        if wait is None:
-            if annotator.round_due():
-                annotator.begin_round()
-            annotator.has_work.wait(timeout=min(flush_interval_s, 0.5))
-        elif wait > 0:
-            annotator.batch_full.wait(timeout=min(wait, flush_interval_s, 0.5))
-        else:
-            annotator.step()
-            if annotator.consecutive_errors:
-                stop.wait(backoff_s * 2 ** min(annotator.consecutive_errors - 1, 6))
-        if time.monotonic() - last_flush >= flush_interval_s:
-            annotator.flush()
-            last_flush = time.monotonic()
+        wait = annotator.tick()
+        if wait > 0:
+            annotator.wake.wait(timeout=wait)
     annotator.flush()
 
 

@@ -6,10 +6,12 @@ driver that forwards it never fetches it. Emits ``reward_model_ref() -> Versione
 for the learners, and ``stats()``.
 
 Lifecycle only; the work is :class:`rewards.annotator.Annotator`. The actor is threaded
-(``max_concurrency`` >= 2); one background thread runs the judge and another fits the reward
-model, so no call waits on the judge and labelling goes on during a fit. It gets a builder of
-the annotator from the run's wiring (``cluster.components``, which also sets its Ray options),
-whose label store reloads its directory: an actor restarted after a crash asks nothing twice.
+(``max_concurrency`` >= 2); one background thread ticks the service (``Annotator.tick``, as
+the local runtime does: the judge's batches, its backoff, the reward model's rounds, the
+flushes) and another fits the reward model, so no call waits on the judge and labelling goes
+on during a fit. It gets a builder of the annotator from the run's wiring
+(``cluster.components``, which also sets its Ray options), whose label store reloads its
+directory: an actor restarted after a crash asks nothing twice.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch
 
 from actors import metrics as m
 from actors.versioned import VersionedRef
-from rewards.annotator import Annotator, run_loop, run_trainer
+from rewards.annotator import Annotator, run_trainer, serve_until_stopped
 from rewards.canary import CANARY_KIND_NAMES
 from rewards.config import RewardsConfig
 
@@ -56,13 +58,9 @@ class AnnotatorActor:
         self._publish_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(
-            target=run_loop,
+            target=serve_until_stopped,
             args=(self._annotator, self._stop),
-            kwargs={
-                "flush_interval_s": cfg.annotator.flush_interval_s,
-                "backoff_s": cfg.judge.backoff_s,
-            },
-            name="annotator-step",
+            name="annotator-tick",
             daemon=True,
         )
         self._trainer = threading.Thread(
@@ -114,8 +112,7 @@ class AnnotatorActor:
     def stop(self) -> None:
         """Finish the batch in flight, flush the store, release the judge."""
         self._stop.set()
-        self._annotator.has_work.set()
-        self._annotator.batch_full.set()
+        self._annotator.wake.set()
         self._thread.join()
         self._trainer.join()
         self._annotator.judge.close()
@@ -124,8 +121,10 @@ class AnnotatorActor:
         return True
 
     def info(self) -> dict[str, Any]:
-        """This actor's process id (fault tests kill it) and the labels it reloaded."""
-        return {"pid": os.getpid(), "store_labels": len(self._annotator.store)}
+        """This actor's process id (fault tests kill it), its node (which node to drain or
+        lose) and the labels it reloaded."""
+        return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
+                "store_labels": len(self._annotator.store)}
 
 
 def record_stats(

@@ -191,7 +191,10 @@ class JudgeConfig:
 class AnnotatorConfig:
     """The asynchronous annotation service that feeds the judge and trains reward models."""
 
-    enabled: bool = param(False, "run the annotation service (needed by an intrinsic reward)")
+    enabled: bool = param(
+        True, "run the annotation service (needed by a judge-based reward model: "
+        "rewards.model.kind retrieval, classification or ranking)"
+    )
     queue_size: int = param(
         4096, "captions waiting for the judge; the lowest-priority ones are shed beyond it "
         "(the oldest with priority newest, the newest with priority oldest)", ge=1
@@ -234,9 +237,10 @@ class RewardModelConfig:
     """The intrinsic reward model distilled from the judge's labels (ONI)."""
 
     kind: Literal["none", "retrieval", "classification", "ranking", "count"] = param(
-        "none", "ONI's reward model: retrieval (label table), classification, ranking; or "
-        "count: label-free, every non-empty message scores 1, so the reward is its episodic "
-        "count alone, c_int * N^-beta (message novelty; needs no judge or annotator)"
+        "retrieval", "ONI's reward model: retrieval (label table), classification, ranking; "
+        "or count: label-free, every non-empty message scores 1, so the reward is its "
+        "episodic count alone, c_int * N^-beta (message novelty; needs no judge or "
+        "annotator); none = no intrinsic reward (set rewards.intrinsic_coef to 0 too)"
     )
     threshold: float = param(
         0.5, "classification: reward 1 where the model's P(helpful) exceeds it (the judge's "
@@ -271,11 +275,16 @@ class RNDConfig:
 class RewardsConfig:
     """How the learner's reward is made: r = c_ext clip(r_ext) + c_int r_int N^-beta (+ RND)."""
 
-    extrinsic_coef: float = param(0.1, "c_ext: weight of the environment's reward")
+    extrinsic_coef: float = param(
+        0.1, "c_ext: weight of the environment's reward (0.1: ONI's for NetHackScore)"
+    )
     extrinsic_clip: float | None = param(
         None, "clip |r_ext| to this before weighting; null = no clip", gt=0
     )
-    intrinsic_coef: float = param(0.0, "c_int: weight of the intrinsic reward", ge=0)
+    intrinsic_coef: float = param(
+        0.4, "c_int: weight of the intrinsic reward (0.4: ONI's); 0 = the environment's "
+        "reward alone", ge=0
+    )
     count_exponent: float = param(
         3.0, "beta: the intrinsic reward is divided by msg_count ** beta (ONI)", ge=0
     )

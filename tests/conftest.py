@@ -62,6 +62,7 @@ def ray_session() -> Iterator[None]:
     import ray
 
     ray.init(
+        address="local",  # a Ray of the tests' own, never one already running on the machine
         num_cpus=RAY_NUM_CPUS,
         object_store_memory=RAY_OBJECT_STORE_BYTES,
         include_dashboard=False,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from rewards.annotator import Annotator, run_loop
+from rewards.annotator import Annotator, serve_until_stopped
 from rewards.config import RewardsConfig
 from rewards.judges.base import Judge, Preference, Verdict
 from rewards.label_store import LabelStore
@@ -75,6 +75,7 @@ def _cfg(**annotator: object) -> RewardsConfig:
     cfg.judge.batch_size = 4
     cfg.judge.max_retries = 2
     cfg.annotator.canary_every = 0
+    cfg.annotator.batch_wait_s = 0.0  # a partial batch is due at once (tests that wait set it)
     cfg.model.kind = "retrieval"
     cfg.model.train_every_labels = 1000
     for key, value in annotator.items():
@@ -88,8 +89,9 @@ def _annotator(tmp_path: Path, cfg: RewardsConfig | None = None, **kw: object) -
 
 
 def _drain(annotator: Annotator) -> None:
+    """Tick, as both runtimes do, until every queued caption is labelled."""
     while annotator.queue_depth():
-        annotator.step()
+        annotator.tick()
 
 
 def test_a_caption_submitted_while_pending_or_labelled_is_asked_once(tmp_path: Path) -> None:
@@ -288,21 +290,21 @@ def test_the_judge_threshold_reaches_the_reward_model(tmp_path: Path) -> None:
     assert state["helpful"] == [] and state["label_threshold"] == 0.9
 
 
-def test_run_loop_labels_in_the_background_and_flushes_on_stop(tmp_path: Path) -> None:
-    annotator = _annotator(tmp_path)
+def test_the_service_thread_labels_in_the_background_and_flushes_on_stop(
+    tmp_path: Path,
+) -> None:
+    annotator = _annotator(tmp_path, _cfg(flush_interval_s=60))
     stop = threading.Event()
-    thread = threading.Thread(
-        target=run_loop, args=(annotator, stop), kwargs={"flush_interval_s": 60, "backoff_s": 0}
-    )
+    thread = threading.Thread(target=serve_until_stopped, args=(annotator, stop))
     thread.start()
     annotator.submit(captions(30, seed=4))
     for _ in range(200):
         if annotator.stats()["labels_total"] == 30:
             break
         stop.wait(0.01)
+    assert len(LabelStore(tmp_path)) == 0  # flush_interval_s 60: nothing written yet
     stop.set()
-    annotator.has_work.set()
-    annotator.batch_full.set()
+    annotator.wake.set()
     thread.join(timeout=10)
     assert not thread.is_alive()
     assert len(LabelStore(tmp_path)) == 30
@@ -313,11 +315,14 @@ def test_a_partial_batch_waits_for_more_captions_up_to_batch_wait(tmp_path: Path
     annotator = _annotator(tmp_path, _cfg(batch_wait_s=2.0), clock=lambda: now[0])
     assert annotator.seconds_until_batch() is None  # nothing queued
     annotator.submit(captions(3, seed=1))
-    assert annotator.seconds_until_batch() == 2.0 and not annotator.batch_full.is_set()
+    assert annotator.seconds_until_batch() == 2.0
+    assert annotator.wake.is_set()  # the first caption queued: a waiting thread looks again
+    assert annotator.tick() == 0.5 and annotator.queue_depth() == 3  # not due: nothing asked
+    assert not annotator.wake.is_set()  # tick cleared it
     now[0] = 1.5
     assert annotator.seconds_until_batch() == 0.5
     annotator.submit(captions(3, seed=2))  # 6 >= judge.batch_size (4): ask now
-    assert annotator.seconds_until_batch() == 0.0 and annotator.batch_full.is_set()
+    assert annotator.seconds_until_batch() == 0.0 and annotator.wake.is_set()
     annotator.step()
     # The 2 left over wait afresh for a fuller batch.
     assert annotator.queue_depth() == 2 and annotator.seconds_until_batch() == 2.0
@@ -325,16 +330,14 @@ def test_a_partial_batch_waits_for_more_captions_up_to_batch_wait(tmp_path: Path
     assert annotator.seconds_until_batch() == 0.0
 
 
-def test_run_loop_asks_full_batches_at_once_and_a_partial_one_after_the_wait(
+def test_the_service_thread_asks_full_batches_at_once_and_a_partial_one_after_the_wait(
     tmp_path: Path,
 ) -> None:
-    annotator = _annotator(tmp_path, _cfg(batch_wait_s=0.6))
+    annotator = _annotator(tmp_path, _cfg(batch_wait_s=0.6, flush_interval_s=60))
     judge = annotator.judge
     assert isinstance(judge, RecordingJudge)
     stop = threading.Event()
-    thread = threading.Thread(
-        target=run_loop, args=(annotator, stop), kwargs={"flush_interval_s": 60, "backoff_s": 0}
-    )
+    thread = threading.Thread(target=serve_until_stopped, args=(annotator, stop))
     thread.start()
     try:
         annotator.submit(captions(10, seed=5))  # 4 + 4 at once, the last 2 after the wait
@@ -344,7 +347,82 @@ def test_run_loop_asks_full_batches_at_once_and_a_partial_one_after_the_wait(
         assert judge.batches == [4, 4, 2]
     finally:
         stop.set()
-        annotator.has_work.set()
-        annotator.batch_full.set()
+        annotator.wake.set()
         thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def test_tick_trains_an_idle_annotator_once_train_every_s_passed_and_flushes_on_time(
+    tmp_path: Path,
+) -> None:
+    """The bug --local had: 3 labels (< train_every_labels) and then no new caption; only the
+    time rule can start a round, and it must be looked at while the queue is idle."""
+    now = [0.0]
+    cfg = _cfg(flush_interval_s=1.0)
+    cfg.model.train_every_s = 10.0
+    annotator = _annotator(tmp_path, cfg, clock=lambda: now[0])
+    annotator.submit(captions(3, seed=6))
+    annotator.tick()  # batch_wait_s 0: asked at once
+    assert annotator.stats()["labels_total"] == 3 and annotator.reward_model() == (0, None)
+    assert len(LabelStore(tmp_path)) == 0  # the flush is due at t = 1
+    now[0] = 1.0
+    # Idle: the wait is the idle cap (0.5), below the round's 9 s and the next flush's 1 s.
+    assert annotator.tick() == 0.5
+    assert len(LabelStore(tmp_path)) == 3 and annotator.reward_model() == (0, None)
+    now[0] = 9.9
+    annotator.tick()
+    assert annotator.reward_model() == (0, None)
+    now[0] = 10.0  # train_every_s after the annotator began: a round, queue empty or not
+    annotator.tick()
+    version, state = annotator.reward_model()
+    assert version == 1 and state is not None
+    now[0] = 30.0
+    annotator.tick()
+    assert annotator.reward_model()[0] == 1  # no new label since: no round
+
+
+def test_tick_backs_off_a_failing_judge_doubling_the_wait(tmp_path: Path) -> None:
+    now = [0.0]
+    cfg = _cfg()
+    cfg.judge.backoff_s = 1.0
+    annotator = _annotator(tmp_path, cfg, clock=lambda: now[0])
+    judge = annotator.judge
+    assert isinstance(judge, RecordingJudge)
+    judge.fail = True
+    annotator.submit(["You kill the newt!"])
+
+    def errors() -> float:
+        return annotator.stats()["judge_errors_total"]
+
+    annotator.tick()  # t 0: asked, failed: the next ask at t 1 (backoff_s)
+    assert errors() == 1
+    now[0] = 0.4
+    assert annotator.tick() == pytest.approx(0.5)  # idle cap; the backoff has 0.6 s left
+    now[0] = 0.9
+    assert annotator.tick() == pytest.approx(0.1) and errors() == 1
+    now[0] = 1.0
+    annotator.tick()  # asked, failed again: the wait doubles, the next ask at t 1 + 2
+    assert errors() == 2
+    now[0] = 2.9
+    annotator.tick()
+    assert errors() == 2
+    judge.fail = False
+    now[0] = 3.0
+    annotator.tick()
+    assert errors() == 2 and annotator.store.get("You kill the newt!") is True
+    assert annotator.consecutive_errors == 0 and judge.asked == ["You kill the newt!"]
+
+
+def test_a_reopened_store_is_fitted_at_the_first_tick(tmp_path: Path) -> None:
+    """A restarted annotator (Ray) or a resumed run (--local) publishes a model from the
+    labels it reloaded without waiting for new ones."""
+    first = _annotator(tmp_path)
+    first.submit(captions(5, seed=7))
+    _drain(first)
+    first.flush()
+    assert first.reward_model() == (0, None)  # 5 labels, train_every_labels 1000: no round
+    second = _annotator(tmp_path)
+    assert second.reward_model() == (0, None)
+    second.tick()
+    version, state = second.reward_model()
+    assert version == 1 and state is not None

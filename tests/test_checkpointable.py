@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,9 +18,10 @@ import pyarrow as pa
 import pytest
 import torch
 
-from actors.checkpointable import Checkpointable
-from cluster.config import OniConfig
-from cluster.scheduler import Scheduler
+from actors.checkpointable import Checkpointable, check_checkpointable
+from cluster.components import InProcess, connect_components
+from cluster.config import OniConfig, load_config
+from cluster.scheduler import Limits, Scheduler
 from learner.appo import UPDATE_SECONDS, Learner
 from learner.intrinsic import IntrinsicScorer
 from learner.learner_core import LearnerCore
@@ -32,6 +34,7 @@ from tests.helpers.captions import captions, is_helpful
 from tests.helpers.fragments import make_fragment
 
 A = 23
+CORRIDOR = Path(__file__).resolve().parents[1] / "configs" / "corridor.yaml"
 KINDS = ("retrieval", "classification", "ranking", "count")
 
 
@@ -156,3 +159,39 @@ def test_a_learner_core_loaded_from_a_state_trains_on_identically() -> None:
     assert got == expected
     _assert_equal(fresh.get_weights(), core.get_weights())
     _assert_equal(fresh.state(), core.state())
+
+
+# ---- the contract checked where the run wires its components --------------------------------
+class _Stateless:
+    """A learner that forgot the contract: the fault a real component cannot be made to show."""
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+
+class _LoadsNothing(_Stateless):
+    def load_state(self) -> None:  # the state argument missing
+        pass
+
+
+def test_the_check_names_the_role_the_class_and_what_is_missing() -> None:
+    with pytest.raises(TypeError, match=r"the learner \(_Stateless\) .*: no load_state\(\)"):
+        check_checkpointable(_Stateless(), role="learner")
+    with pytest.raises(TypeError, match=r"load_state\(\) cannot be called with 1 argument$"):
+        check_checkpointable(_LoadsNothing(), role="learner")
+    check_checkpointable(Scheduler(Limits.from_config(OniConfig())), role="scheduler")  # real
+
+
+def test_wiring_refuses_a_learner_outside_the_contract(tmp_path: Any) -> None:
+    class Forgetful(InProcess):
+        def learners(self, cfg: OniConfig, *, num_actions: int) -> Any:
+            return _Stateless()
+
+    cfg = load_config(CORRIDOR, ["rollout.num_actors=1"])
+    with pytest.raises(TypeError, match=r"the learner \(_Stateless\) does not answer"):
+        connect_components(cfg, Forgetful(), labels_dir=str(tmp_path))
+    # The runtime's own learner passes the same check.
+    makers = InProcess()
+    parts = connect_components(cfg, makers, labels_dir=str(tmp_path))
+    assert isinstance(parts.learners, LearnerCore)
+    makers.close(parts)

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from cluster.config import ConfigError, OniConfig, describe, load_config, to_yaml
+from cluster import cli
+from cluster.config import (
+    ConfigError,
+    OniConfig,
+    describe,
+    load_config,
+    resolve_config,
+    to_yaml,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,7 +47,7 @@ def test_defaults_and_overrides(tmp_path: Path) -> None:
                                               "run.max_minutes=null", "learner.lr=2e-3"])
     assert cfg.learner.lr == 2e-3  # the last override wins
     assert cfg.rollout.num_actors == 3 and cfg.run.max_minutes is None
-    assert cfg.fragment_steps == 32 * 8 and cfg.fragments_per_batch == 4
+    assert cfg.fragment_steps == 32 * 32 and cfg.fragments_per_batch == 1  # T * E; 1024 / it
 
 
 def test_int_is_accepted_for_a_float_and_kept_as_float(tmp_path: Path) -> None:
@@ -103,8 +112,9 @@ def test_cross_field_rules(tmp_path: Path) -> None:
     assert "'learner.batch_size' = 1000" in line and "multiple of" in line
     (line,) = problems(write(tmp_path, "env:\n  crop_size: 8\n"))
     assert "'env.crop_size' = 8 must be odd" in line
-    (line,) = problems(write(tmp_path, "rewards:\n  model:\n    kind: retrieval\n"))
-    assert "rewards.annotator.enabled" in line
+    # The default reward model, retrieval, learns from the annotator's labels.
+    (line,) = problems(write(tmp_path, "rewards:\n  annotator:\n    enabled: false\n"))
+    assert "'rewards.model.kind' = 'retrieval'" in line and "rewards.annotator.enabled" in line
     (line,) = problems(write(tmp_path, "env:\n  id: oniray/Corridor-v0\n  penalty_step: 0\n"))
     assert "'env.penalty_step' = 0" in line and "NLE and MiniHack tasks" in line
     (line,) = problems(write(tmp_path, "env:\n  penalty_step: 0.5\n"))
@@ -206,3 +216,69 @@ def test_the_count_model_needs_no_annotator_but_the_judge_based_ones_do() -> Non
     assert cfg.rewards.model.kind == "count" and not cfg.rewards.annotator.enabled
     with pytest.raises(ConfigError, match=r"needs rewards\.annotator\.enabled"):
         load_config(REPO / "configs" / "corridor.yaml", ["rewards.model.kind=retrieval"])
+
+
+def _flat(cfg: object, prefix: str = "") -> dict[str, object]:
+    """Every key of a config (a dataclass) with its value, dotted."""
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(cfg):  # type: ignore[arg-type]
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out |= _flat(value, f"{prefix}{f.name}.")
+        else:
+            out[f"{prefix}{f.name}"] = value
+    return out
+
+
+def test_every_class_default_is_what_the_default_config_resolves_to() -> None:
+    """A key's default is written once, in its config class: configs/default.yaml, which every
+    shipped config inherits, sets nothing, so `oniray config` tells what a run uses."""
+    cfg, sources = resolve_config(REPO / "configs" / "default.yaml")
+    assert sources == {}, f"configs/default.yaml sets {sorted(sources)}: move the values into " \
+                          f"the class defaults"
+    resolved, defaults = _flat(cfg), _flat(OniConfig())
+    assert resolved.keys() == defaults.keys()
+    differ = {k: (defaults[k], resolved[k]) for k in defaults if defaults[k] != resolved[k]}
+    assert not differ, differ
+    assert defaults["rollout.envs_per_actor"] == 32  # the value the issue found stated twice
+
+
+def test_oniray_config_prints_each_value_and_where_it_came_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    base = write(tmp_path, "learner:\n  lr: 0.01\n  gamma: 0.9\n", "base.yaml")
+    child = write(tmp_path, "inherit: base.yaml\nlearner:\n  lr: 0.02\n", "child.yaml")
+    assert cli.main(["config", str(child), "learner.epochs=2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+
+    def line(key: str) -> str:
+        (found,) = [ln for ln in lines if ln.startswith(f"  {key} (")]
+        return found.partition("  #")[0].strip()
+
+    assert line("learner.lr") == f"learner.lr (float) = 0.02  [{child}]"
+    assert line("learner.gamma") == f"learner.gamma (float) = 0.9  [{base}]"  # inherited
+    assert line("learner.epochs") == "learner.epochs (int) = 2  [command line]"
+    assert line("learner.clip_ratio") == "learner.clip_ratio (float) = 0.1  [default]"
+    # No CONFIG: configs/default.yaml, the values a run of it uses; overrides still apply.
+    assert cli.main(["config", "run.seed=3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert line("rollout.envs_per_actor") == "rollout.envs_per_actor (int) = 32  [default]"
+    assert line("rewards.annotator.enabled") == "rewards.annotator.enabled (bool) = True  [default]"
+    assert line("run.seed") == "run.seed (int) = 3  [command line]"
+
+
+@pytest.mark.system
+@pytest.mark.parametrize("args", [
+    ["train", "--local", "configs/corridor.yaml", "learner.gamma=7"],
+    ["train", "configs/corridor.yaml", "--local", "learner.gamma=7"],
+    ["train", "configs/corridor.yaml", "learner.gamma=7", "--local"],
+    ["submit", "configs/corridor.yaml", "--no-wait", "learner.gamma=7"],
+])
+def test_options_and_overrides_parse_in_any_order(args: list[str]) -> None:
+    """The real CLI: the override after an option still reaches the config loader (whose
+    range check stops the command before anything starts), never "unrecognized arguments"."""
+    proc = subprocess.run([sys.executable, "-m", "cluster.cli", *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "unrecognized arguments" not in proc.stderr
+    assert "config error: command line: 'learner.gamma' = 7 is out of range" in proc.stderr

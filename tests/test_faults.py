@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
-import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -22,59 +19,12 @@ import pytest
 
 from cluster.run_dir import RunDir
 from tests.helpers.cli import SMALL, finish, oniray
+from tests.helpers.run_output import Output, pids
 
 pytestmark = pytest.mark.system
 
 FAST = ["run.random_baseline_episodes=0", "run.report_every_s=1", "run.max_minutes=4",
         "run.total_env_steps=100000000"]
-
-
-class Output:
-    """The lines of a running oniray, read in the background so waits can match them."""
-
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.proc, self.lines = proc, []
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    def wait_for(self, pattern: str, timeout: float = 90, after: int = 0) -> re.Match:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.lines[after:]:
-                found = re.search(pattern, line)
-                if found:
-                    return found
-            if self.proc.poll() is not None and not self._thread.is_alive():
-                break
-            time.sleep(0.2)
-        self.proc.kill()
-        pytest.fail(f"no line matching {pattern!r}:\n{''.join(self.lines)[-3000:]}")
-
-    def updates(self) -> int:
-        found = [re.search(r"updates ([\d,]+)", line) for line in self.lines]
-        return max([int(f.group(1).replace(",", "")) for f in found if f] or [0])
-
-    def wait_updates(self, at_least: int, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while self.updates() < at_least:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.proc.kill()
-                pytest.fail(f"never reached {at_least} updates:\n{''.join(self.lines)[-3000:]}")
-            time.sleep(0.2)
-
-    def finish(self, timeout: float) -> tuple[int, str]:
-        self.proc.wait(timeout=timeout)
-        self._thread.join(timeout=10)
-        return self.proc.returncode, "".join(self.lines)
-
-
-def pids(out: Output) -> dict[str, int]:
-    line = out.wait_for(r"processes: (.*)").group(1)
-    return {name: int(pid) for name, pid in (item.split("=") for item in line.split())}
 
 
 def _invariant_holds(counters: dict) -> bool:

@@ -256,6 +256,28 @@ def test_rayjob_targets_the_cluster(objects) -> None:
     assert "oniray train configs/cluster/gpu_cluster.yaml" in job["spec"]["entrypoint"]
 
 
+def test_sweep_rayjob_is_valid_and_runs_the_bench_as_tune_trials(objects) -> None:
+    # Applied by hand (kubectl apply -f), not part of the kustomization: an apply -k must not
+    # start a sweep.
+    kustomization = yaml.safe_load((K8S_DIR / "kustomization.yaml").read_text())
+    assert "rayjob-sweep.yaml" not in kustomization["resources"]
+    (sweep,) = [d for d in yaml.safe_load_all((K8S_DIR / "rayjob-sweep.yaml").read_text()) if d]
+    assert crd_errors(sweep) == []
+    cluster, train = one(objects, "RayCluster"), one(objects, "RayJob")
+    assert sweep["spec"]["clusterSelector"] == {"ray.io/cluster": cluster["metadata"]["name"]}
+    entrypoint = sweep["spec"]["entrypoint"].split()
+    assert entrypoint[:4] == ["cd", "/app", "&&", "python"] and "bench/learning.py" in entrypoint
+    assert "--tune" in entrypoint and entrypoint[entrypoint.index("--ray-address") + 1] == "auto"
+    for flag in ("--out", "--storage"):  # results and Tune state outlive the job's temp dir
+        value = entrypoint[entrypoint.index(flag) + 1]
+        assert value.startswith("/") or "://" in value, flag
+    # The submitter is the training job's (the token, non-root, equal requests and limits).
+    assert sweep["spec"]["submitterPodTemplate"] == train["spec"]["submitterPodTemplate"]
+    kubernetes_validate.validate(  # raises on an invalid pod template
+        {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "sweep-submitter"},
+         "template": sweep["spec"]["submitterPodTemplate"]}, K8S_VERSION, strict=True)
+
+
 def test_kustomize_images_retags_every_container(objects, tmp_path) -> None:
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
         "resources": [os.path.relpath(K8S_DIR, tmp_path)],

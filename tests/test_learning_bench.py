@@ -203,7 +203,7 @@ def test_curves_keep_every_diagnostic_a_real_metrics_row_has() -> None:
                                       appo.MEAN_RATIO, appo.VALUE_LOSS, appo.MEAN_VALUE,
                                       appo.MEAN_REWARD, intrinsic.REWARD_MODEL_VERSION,
                                       intrinsic.INTRINSIC_MEAN,
-                                      intrinsic.INTRINSIC_ZERO_FRACTION)}
+                                      intrinsic.INTRINSIC_ZERO_FRACTION, *appo.UPDATE_STATS)}
     annotator = annotator_columns({"store_labels": 7}, reward_model_version_trained=3,
                                   learner_losses=losses)
     loop = LoopState(sps=1.0, policy_version=3, policy_lag=0.0, fragments_ready=0,

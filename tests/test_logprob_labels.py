@@ -66,7 +66,7 @@ def test_logprob_labels_train_the_classification_model_on_soft_targets(
     annotator = Annotator(cfg, judge=judge, store=LabelStore(tmp_path))
     annotator.submit(CAPTIONS)
     while annotator.queue_depth():
-        annotator.step()
+        annotator.tick()  # a full batch: asked at once, then the round its labels make due
     stats = annotator.stats()
     assert stats["labels_total"] == len(CAPTIONS) and stats["parse_failures_total"] == 0
     assert stats["soft_label_fraction"] == 1.0

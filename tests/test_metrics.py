@@ -205,7 +205,8 @@ def _every_metric_exposition(step: int) -> bytes:
     to whatever else runs in this process), with samples for each role the dashboards read."""
     registry = CollectorRegistry()
     extra_values = {"reason": metrics.DROP_REASONS, "loss": metrics.LOSS_TERMS,
-                    "queue": ("fragments", "messages"), "kind": ("http_5xx", "garbage")}
+                    "queue": ("fragments", "messages"), "kind": ("http_5xx", "garbage"),
+                    "stat": ("kl", "lr")}
     for value in vars(metrics).values():
         if not isinstance(value, (Counter, Gauge, Histogram)):
             continue

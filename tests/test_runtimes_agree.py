@@ -1,10 +1,13 @@
 """Both runtimes, one config: `oniray train` (Ray) and `oniray train --local` leave the same run.
 
-They share the wiring (``cluster.components``) and the loop (``cluster.loop``) and differ only
-in how commands run, so what a run folder holds must not depend on the runtime: the same files,
-the same metrics columns, the same summary keys, and the step accounting (produced == trained
-+ dropped) in the summary and the newest checkpoint. Numbers are not compared: Ray's actors
-sample concurrently, so its fragments and updates interleave differently.
+They share the wiring (``cluster.components``), the loop (``cluster.loop``) and the annotation
+service's schedule (``Annotator.tick``) and differ only in how commands run, so what a run
+folder holds must not depend on the runtime: the same files, the same metrics columns, the same
+summary keys, and the step accounting (produced == trained + dropped) in the summary and the
+newest checkpoint. With the annotator on (the rules judge, the corridor's few messages): the
+same labels, a reward model published and in the learner's hands, a judged reward paid. Step
+counts and versions are not compared: Ray's actors sample concurrently, so its fragments and
+updates interleave differently.
 """
 
 from __future__ import annotations
@@ -16,12 +19,23 @@ import pyarrow.parquet as pq
 import pytest
 
 from cluster.run_dir import RunDir
+from rewards.label_store import LabelStore
 from tests.helpers.cli import SMALL, finish, oniray
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
-QUICK = ["run.total_env_steps=2500", "run.random_baseline_episodes=8", "run.report_every_s=1",
-         "run.checkpoint_every_updates=4", *SMALL]
+# 8,000 steps: a few seconds on Ray, long enough for its driver's reward-model poll (every
+# REWARD_MODEL_POLL_S) to hand the learner the annotator's first model.
+QUICK = ["run.total_env_steps=8000", "run.random_baseline_episodes=8", "run.report_every_s=1",
+         "run.checkpoint_every_updates=8", *SMALL]
+# The annotator on: "You see a key here." is the helpful message. The corridor has 3 messages,
+# far below train_every_labels: only the time rule trains a reward model, and it must be
+# looked at while the queue is idle (--local once looked only after a labelled batch).
+ANNOTATED = ["rewards.annotator.enabled=true", "rewards.judge.backend=rules",
+             "rewards.judge.rules.positive=[key]", "rewards.model.kind=retrieval",
+             "rewards.intrinsic_coef=0.5", "rewards.model.train_every_s=1",
+             "rewards.annotator.batch_wait_s=0", "rewards.annotator.num_cpus=0"]
+KEY = "You see a key here."
 
 
 def _names(run: RunDir) -> set[str]:
@@ -44,8 +58,14 @@ def _accounting(run: RunDir) -> dict:
     return summary
 
 
+def _labels(run: RunDir) -> dict[str, bool]:
+    table = LabelStore(run.labels).labels()
+    return dict(zip(table.column("caption").to_pylist(), table.column("label").to_pylist(),
+                    strict=True))
+
+
 def test_ray_and_local_runs_leave_the_same_run_folder(tmp_path: Path) -> None:
-    args = ["configs/corridor.yaml", f"run.out_dir={tmp_path}", *QUICK]
+    args = ["configs/corridor.yaml", f"run.out_dir={tmp_path}", *QUICK, *ANNOTATED]
     # Side by side: Ray's start-up overlaps the local run.
     on_ray = oniray("train", *args, "run.name=ray")
     local = oniray("train", "--local", *args, "run.name=local")
@@ -61,3 +81,17 @@ def test_ray_and_local_runs_leave_the_same_run_folder(tmp_path: Path) -> None:
     assert ray_summary.keys() == local_summary.keys()
     assert ray_run.config.read_text().replace("name: ray", "name: local") == (
         local_run.config.read_text())
+
+    # The reward service, driven alike: the same verdicts on the messages both runs saw (the
+    # key's among them), a reward model published by the annotator and used by the learner,
+    # and a judged reward paid for the key.
+    ray_labels, local_labels = _labels(ray_run), _labels(local_run)
+    assert ray_labels.get(KEY) is True and local_labels.get(KEY) is True, (ray_labels,
+                                                                           local_labels)
+    assert all(ray_labels[c] == local_labels[c] for c in ray_labels.keys() & local_labels.keys())
+    for run, summary in ((ray_run, ray_summary), (local_run, local_summary)):
+        last = pq.read_table(run.metrics).to_pylist()[-1]
+        assert last["reward_model_version_published"] >= 1, (run.root.name, last)
+        assert 1 <= last["reward_model_version_trained"] <= last["reward_model_version_published"]
+        assert summary["rewarded_total"] > 0, (run.root.name, summary)
+        assert summary["rewarded_messages"][0]["message"] == KEY

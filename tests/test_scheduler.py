@@ -14,6 +14,7 @@ from actors.versioned import VersionedRef
 from cluster.scheduler import (
     ACTOR_LOST,
     LEARNER_LOST,
+    OBJECT_LOST,
     POLICY_LAG,
     STEP_BUDGET_REACHED,
     STOP,
@@ -244,6 +245,27 @@ def test_learner_lost_drops_what_it_held_since_the_checkpoint_and_rebuilds() -> 
     assert c.env_steps_produced == c.env_steps_trained + c.env_steps_dropped
 
 
+def test_an_unfetchable_batch_is_dropped_alone_and_the_learner_trains_on() -> None:
+    s = Scheduler(limits(max_queued_batches=2, max_policy_lag=10))
+    s.start(weights(0))
+    for _ in range(2):  # two batches of two fragments outstanding
+        ready(s, 0, 0)
+        ready(s, 1, 0)
+    assert len(s.updates) == 2
+    ready(s, 0, 0)  # and one waiting
+    # The first batch's fragments went down with their node: 2 fragments, 2 * STEPS dropped.
+    cmds = s.update_lost()
+    assert cmds[0] == Drop(OBJECT_LOST, 2, 2 * STEPS)
+    c = s.counters
+    assert c.updates == 0 and c.learner_restarts == 0 and not s.learner_down
+    assert c.env_steps_dropped_by_reason == {OBJECT_LOST: 2 * STEPS}
+    # The second batch trains as usual: 5 fragments produced = 2 trained + 2 dropped + 1 waiting.
+    s.update_done(weights(1))
+    assert (c.updates, c.env_steps_trained, c.env_steps_dropped) == (1, 2 * STEPS, 2 * STEPS)
+    assert c.env_steps_produced == 5 * STEPS == (c.env_steps_trained + c.env_steps_dropped
+                                                + s.pending_steps())
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_accounting_holds_after_arbitrary_event_sequences(seed: int) -> None:
     rng = random.Random(seed)
@@ -280,6 +302,8 @@ def test_accounting_holds_after_arbitrary_event_sequences(seed: int) -> None:
             run(s.actor_lost(actor, inc))
         elif event < 0.93:
             run(s.learner_lost())
+        elif event < 0.96 and s.updates:
+            run(s.update_lost())
         c = s.counters
         assert c.env_steps_produced == c.env_steps_trained + c.env_steps_dropped + s.pending_steps()
         assert sum(c.env_steps_dropped_by_reason.values()) == c.env_steps_dropped

@@ -1,11 +1,13 @@
-"""What the peer benchmarks share: NetHack observations as oniray sees them, its network's
-encoder, the two network sizes, and the steady-state rate of a step counter.
+"""What the peer benchmarks share: NetHack observations as oniray sees them, oniray's own
+observation encoder (imported, not copied), the two network sizes, and the steady-state rate
+of a step counter.
 
 Imported by ``sample_factory_nethack.py`` and ``rllib_nethack.py`` inside the peers' own
-virtualenvs, so it needs only torch, gymnasium, numpy and nle — never oniray's packages. The
-shapes and constants mirror ``actors/envs.py``, ``actors/fragment.py`` and
-``actors/model.py``; ``compare.py`` checks the resulting parameter counts against oniray's
-``PolicyNet`` so a drift between the copies shows up as a failed check, not a skewed ratio.
+virtualenvs, which hold torch, gymnasium, numpy, pyarrow and nle but not oniray: the
+checkout's ``actors`` package is put on the path, and the peers build their networks from
+``actors/model.py::PolicyNet`` itself, so what they run cannot drift from what oniray trains.
+The observation wrapper mirrors ``actors/envs.py`` (constants from ``actors/fragment.py``);
+``compare.py`` checks the resulting parameter counts against oniray's ``PolicyNet``.
 
 Emits, per peer run, one line ``PEER_RESULT {json}`` on stdout (and the same JSON in a file
 when asked): steady-state env steps/s from the framework's own counter, and the parameters.
@@ -14,35 +16,30 @@ when asked): steady-state env steps/s from the framework's own counter, and the 
 from __future__ import annotations
 
 import json
+import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from torch import nn
 
-MAX_GLYPH = 5976  # NLE's MAX_GLYPH: ids are in [0, MAX_GLYPH]; the crop pads with it
-BLSTATS_SIZE = 27
-MESSAGE_SIZE = 256
-CROP_SIZE = 9
-OBS_KEYS = ("glyph_crop", "blstats", "message_bytes")
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # a peer's venv has no oniray installed: use the checkout's
+    sys.path.append(str(REPO))
+
+from actors.config import EnvConfig, ModelConfig  # noqa: E402
+from actors.fragment import BLSTATS_SIZE, MAX_GLYPH, MESSAGE_SIZE  # noqa: E402
+from actors.model import PolicyNet  # noqa: E402
+
+CROP_SIZE = EnvConfig().crop_size  # oniray's default crop
 RESULT_PREFIX = "PEER_RESULT "
 
 
-@dataclass(frozen=True)
-class NetSize:
-    """oniray's ``ModelConfig`` fields, with the same names."""
-
-    glyph_embedding_dim: int
-    crop_channels: int
-    crop_conv_layers: int
-    blstats_hidden: int
-    message_hidden: int
-    fused_hidden: int
-    core_hidden: int
+class NetSize(ModelConfig):
+    """oniray's ``ModelConfig``, which the peers' networks are sized by."""
 
     def oniray_overrides(self) -> list[str]:
         return [f"model.{k}={v}" for k, v in asdict(self).items()]
@@ -50,9 +47,10 @@ class NetSize:
 
 NET_SIZES = {
     # oniray's default ModelConfig: the reference network (~1M parameters).
-    "reference": NetSize(32, 16, 2, 64, 64, 256, 256),
+    "reference": NetSize(),
     # Small enough that model compute is negligible: what is left is framework overhead.
-    "tiny": NetSize(4, 4, 2, 16, 16, 16, 16),
+    "tiny": NetSize(glyph_embedding_dim=4, crop_channels=4, crop_conv_layers=2, blstats_hidden=16,
+                    message_hidden=16, fused_hidden=16, core_hidden=16),
 }
 
 
@@ -96,31 +94,20 @@ class CroppedNetHack(gym.Wrapper):
 
 
 class Encoder(nn.Module):
-    """``actors/model.py::PolicyNet.encode``: observations [N, ...] -> [N, fused_hidden]."""
+    """oniray's observation encoder, observations [N, ...] -> [N, fused_hidden]: the layers
+    ``PolicyNet`` builds and its ``encode``, without the recurrent core and the heads (each
+    peer brings its framework's own)."""
+
+    forward = PolicyNet.encode  # the very code oniray runs, on the layers below
 
     def __init__(self, size: NetSize) -> None:
         super().__init__()
-        self.glyph_embedding = nn.Embedding(MAX_GLYPH + 1, size.glyph_embedding_dim)
-        convs: list[nn.Module] = []
-        channels = size.glyph_embedding_dim
-        for _ in range(size.crop_conv_layers):
-            convs += [nn.Conv2d(channels, size.crop_channels, 3, padding=1), nn.ELU()]
-            channels = size.crop_channels
-        self.crop_convs = nn.Sequential(*convs)
-        self.blstats_mlp = nn.Sequential(nn.Linear(BLSTATS_SIZE, size.blstats_hidden), nn.ELU())
-        self.message_mlp = nn.Sequential(nn.Linear(MESSAGE_SIZE, size.message_hidden), nn.ELU())
-        fused_in = size.crop_channels * CROP_SIZE**2 + size.blstats_hidden + size.message_hidden
-        self.fuse = nn.Sequential(nn.Linear(fused_in, size.fused_hidden), nn.ELU())
+        net = PolicyNet(size, crop_size=CROP_SIZE, num_actions=1)
+        for name, layer in net.named_children():
+            if name not in ("core", "policy_head", "value_head"):
+                self.add_module(name, layer)
+        self.message_mlp = net.message_mlp  # None (no layer) when message_hidden is 0
         self.out_size = size.fused_hidden
-
-    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        glyphs = self.glyph_embedding(obs["glyph_crop"].long())  # [N, C, C, D]
-        crop = self.crop_convs(glyphs.permute(0, 3, 1, 2)).flatten(1)
-        blstats = obs["blstats"].float()
-        message = obs["message_bytes"].float() / 255.0
-        parts = [crop, self.blstats_mlp(blstats.sign() * blstats.abs().log1p()),
-                 self.message_mlp(message)]
-        return self.fuse(torch.cat(parts, dim=1))
 
 
 def count_params(module: nn.Module) -> int:

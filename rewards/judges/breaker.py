@@ -1,7 +1,8 @@
 """A circuit breaker for a remote judge: stop calling a server that keeps failing.
 
 Consumes: ``record_success()`` / ``record_failure()`` after each request, ``allow()`` before.
-Emits: whether a request may go out now, and the state (closed, open, half_open) for metrics.
+Emits: whether a request may go out now, and the circuit (closed, open, half_open) for
+metrics.
 
 Why: when the judge server is down, every caption would otherwise wait
 ``(max_retries + 1) * timeout_s`` before failing, and the annotator's queue would fill with
@@ -22,7 +23,7 @@ CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half_open"
 # Numeric codes for a Prometheus gauge (the metric cannot hold a string).
-STATE_CODES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
+CIRCUIT_CODES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 
 
 class CircuitBreaker:
@@ -43,7 +44,7 @@ class CircuitBreaker:
         self.name = name
         self._clock = clock
         self._lock = threading.Lock()
-        self._state = CLOSED
+        self._circuit = CLOSED
         self._consecutive_failures = 0
         self._opened_at = 0.0
         self._probe_in_flight = False
@@ -51,21 +52,23 @@ class CircuitBreaker:
         self.rejected = 0  # requests refused while open
 
     @property
-    def state(self) -> str:
+    def circuit(self) -> str:
+        """closed, open or half_open (named apart from the components' ``state()``, their
+        checkpoint: a breaker is never checkpointed, a restarted judge starts closed)."""
         with self._lock:
-            return self._state
+            return self._circuit
 
     def allow(self) -> bool:
         """Whether a request may go out now; refusals are counted in ``rejected``."""
         with self._lock:
-            if self._state == CLOSED:
+            if self._circuit == CLOSED:
                 return True
-            if self._state == OPEN and self._clock() - self._opened_at >= self.cooldown_s:
-                self._state = HALF_OPEN
+            if self._circuit == OPEN and self._clock() - self._opened_at >= self.cooldown_s:
+                self._circuit = HALF_OPEN
                 self._probe_in_flight = False
             # Half-open lets one probe through; the others wait for its outcome by failing
             # fast, so a dead server sees one request per cool-down, not max_concurrency.
-            if self._state == HALF_OPEN and not self._probe_in_flight:
+            if self._circuit == HALF_OPEN and not self._probe_in_flight:
                 self._probe_in_flight = True
                 return True
             self.rejected += 1
@@ -73,8 +76,8 @@ class CircuitBreaker:
 
     def record_success(self) -> None:
         with self._lock:
-            was = self._state
-            self._state = CLOSED
+            was = self._circuit
+            self._circuit = CLOSED
             self._consecutive_failures = 0
             self._probe_in_flight = False
         if was != CLOSED:
@@ -83,12 +86,12 @@ class CircuitBreaker:
     def record_failure(self) -> None:
         with self._lock:
             self._consecutive_failures += 1
-            probe_failed = self._state == HALF_OPEN
-            tripped = self._state == CLOSED and (
+            probe_failed = self._circuit == HALF_OPEN
+            tripped = self._circuit == CLOSED and (
                 self._consecutive_failures >= self.failure_threshold
             )
             if probe_failed or tripped:
-                self._state = OPEN
+                self._circuit = OPEN
                 self._opened_at = self._clock()
                 self._probe_in_flight = False
             if tripped:

@@ -42,7 +42,7 @@ import requests
 
 from rewards.config import JudgeConfig
 from rewards.judges.base import counts_by_kind
-from rewards.judges.breaker import OPEN, STATE_CODES, CircuitBreaker
+from rewards.judges.breaker import CIRCUIT_CODES, OPEN, CircuitBreaker
 from rewards.judges.text import TextJudge, TextJudgeStats, constrained_probs
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ class OpenAIJudge(TextJudge):
             http_failures=sum(kinds.values()),
             http_retries=counts.get("retries", 0),
             http_short_circuited=counts.get("short_circuited", 0),
-            circuit_state=STATE_CODES[self._breaker.state],
+            circuit_state=CIRCUIT_CODES[self._breaker.circuit],
             circuit_opens=self._breaker.opens,
             latency_sum_s=latency_sum,
             latency_count=latency_count,
@@ -191,7 +191,7 @@ class OpenAIJudge(TextJudge):
     @property
     def circuit_state(self) -> str:
         """closed, open or half_open."""
-        return self._breaker.state
+        return self._breaker.circuit
 
     def latency_buckets(self) -> list[tuple[float, int]]:
         """[(upper bound s, cumulative count)] of answered requests, the last bound +Inf."""
@@ -258,7 +258,7 @@ class OpenAIJudge(TextJudge):
             self._breaker.record_failure()
             if kind not in RETRYABLE or attempt == self.cfg.max_retries:
                 return None
-            if self._breaker.state == OPEN:
+            if self._breaker.circuit == OPEN:
                 # Sleeping out the backoff would only delay a None the breaker already gave.
                 self._count("short_circuited")
                 return None

@@ -49,6 +49,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 Placement = Literal["ray_actor", "in_process", "subprocess"]
 # Loading weights (and, on GPU, profiling memory) can take minutes for a real model.
 STARTUP_TIMEOUT_S = 900.0
+# The engine actor's own CPU (its scheduler and tokenizer; the model runs on its GPUs). A local
+# Ray reserves it with the other actors' (cluster.config.reserved_cpus).
+ENGINE_NUM_CPUS = 1.0
 
 
 # (each choice's token ids, per prompt [(prefix, token, log P(token | prompt + prefix))]
@@ -76,10 +79,16 @@ def vllm_importable() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+def wants_ray_actor(cfg: VLLMJudgeConfig) -> bool:
+    """With Ray up, the engine is an actor of its own: the config asks for GPUs or custom
+    resources (a GPU cluster)."""
+    return cfg.num_gpus > 0 or bool(cfg.resources)
+
+
 def placement(cfg: VLLMJudgeConfig) -> Placement:
     """Where the engine for ``cfg`` runs in this process; see the module docstring."""
     ray = sys.modules.get("ray")  # never import Ray just to learn that it is not running
-    if ray is not None and ray.is_initialized() and (cfg.num_gpus > 0 or cfg.resources):
+    if ray is not None and ray.is_initialized() and wants_ray_actor(cfg):
         return "ray_actor"
     return "in_process" if vllm_importable() else "subprocess"
 
@@ -253,7 +262,7 @@ class RayEngine:
             }
         actor_cls = ray.remote(VLLMEngine)
         self._actor = actor_cls.options(
-            num_cpus=1,
+            num_cpus=ENGINE_NUM_CPUS,
             num_gpus=cfg.num_gpus,
             resources=dict(cfg.resources) or None,
             runtime_env=runtime_env or None,

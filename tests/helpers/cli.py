@@ -23,8 +23,9 @@ SMALL = [
 ]
 
 
-def oniray(*args: str, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def oniray(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
+    """``env``: the environment to run in (default: this one)."""
+    env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "cluster.cli", *args],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs,
