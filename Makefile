@@ -1,7 +1,9 @@
 # oniray: the two commands of the README, plus the developer targets.
 #   make train   set up .venv if needed, then run the default job (configs/minihack/keyroom_s5.yaml)
-#   make test    set up .venv (and test tools) if needed, then run the whole suite
+#   make test    set up .venv (and test tools) if needed, then run the suite (unit, local and
+#                system tiers; under 20 minutes on 2 cores)
 #   make test-fast   the unit and local-runtime tiers only (no Ray, CLI, vLLM or Prometheus)
+#   make test-cluster   the cluster tier: Tune sweep, node loss, fault soak (~7 min; CI runs it)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,7 +12,7 @@ STAMP := $(VENV)/.oniray-installed
 CONFIG ?= configs/minihack/keyroom_s5.yaml
 ARGS ?=
 
-.PHONY: install train test test-fast lint bench bench-all bench-peers soak prometheus vllm-venv judge-model clean
+.PHONY: install train test test-fast test-cluster lint bench bench-all bench-peers soak prometheus vllm-venv judge-model clean
 
 install: $(STAMP)
 
@@ -47,7 +49,13 @@ judge-model: install
 	$(PY) -m bench.tools.judge_model --out $(JUDGE_MODEL)
 
 test: install prometheus vllm-venv judge-model lint
-	$(PY) -m pytest -q --durations=15 tests
+	$(PY) -m pytest -q --durations=15 -m "not cluster" tests
+
+# The slowest whole-system runs, a tier of their own so that make test stays under 20 minutes:
+# a Ray Tune sweep through a trial crash and a killed driver, a multi-node Ray cluster losing
+# nodes, the two-minute fault soak. .ci/run runs them after make test.
+test-cluster: install
+	$(PY) -m pytest -q --durations=10 -m cluster tests
 
 # The tiers are pytest markers (pyproject.toml; tests/conftest.py assigns them): unit, local
 # (the in-process runtime), system (Ray, the oniray CLI, vLLM, Prometheus).

@@ -5,8 +5,11 @@ Tiers (pytest markers, registered in pyproject.toml); every test has exactly one
     unit    one process, no service started: pure functions and components, real models
     local   the in-process runtime (`oniray train --local`): the loop without Ray
     system  starts Ray, the `oniray` CLI, vLLM or Prometheus, or runs the real LLM judge
+    cluster the slowest whole-system runs: a Ray Tune sweep with a crash and a killed driver,
+            a multi-node Ray cluster losing nodes, the two-minute fault soak
 
-``make test-fast`` runs ``-m "unit or local"``, ``make test`` everything. A module states its
+``make test-fast`` runs ``-m "unit or local"``, ``make test`` the first three tiers (under 20
+minutes on 2 cores), ``make test-cluster`` the last; CI (``.ci/run``) runs both. A module states its
 tier with ``pytestmark = pytest.mark.local`` (or ``system``), a single test with the
 decorator; an unmarked test is ``system`` if it requests a fixture in ``SYSTEM_FIXTURES``
 (Ray, Prometheus), else ``unit``.
@@ -30,7 +33,7 @@ import pytest
 RAY_NUM_CPUS = 4
 RAY_OBJECT_STORE_BYTES = 200 * 1024**2
 
-TIERS = ("unit", "local", "system")
+TIERS = ("unit", "local", "system", "cluster")
 SYSTEM_FIXTURES = frozenset({"ray_session", "prometheus_factory"})
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from bench import soak
 
-pytestmark = pytest.mark.system
+pytestmark = pytest.mark.cluster
 
 
 @pytest.mark.slow

@@ -34,7 +34,7 @@ import psutil
 import pytest
 import requests
 
-pytestmark = pytest.mark.system
+pytestmark = pytest.mark.cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

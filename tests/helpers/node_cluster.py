@@ -6,10 +6,12 @@ cluster gets a token of its own (``RAY_AUTH_TOKEN``) and never touches the test 
 (tests/conftest.py) nor ~/.ray/auth_token. Every node binds to 127.0.0.1.
 
 ``NodeCluster(tmp, head_resources=...)`` starts the head (with fast node-death detection, see
-``FAST_NODE_DEATH``); ``add(resources)`` a worker node, returning its node id;
+``SYSTEM_CONFIG``); ``add(resources)`` a worker node, returning its node id;
 ``remove(node_id)`` kills that node without warning (``allow_graceful=False``: SIGKILL of its
 raylet, object store and workers, as when a machine or pod dies); ``close()`` tears it all
-down. ``env``: the environment a driver needs to join it (``ray.address=`` + ``address``).
+down and keeps Ray's logs in ``tmp/ray-logs`` (the driver's and each worker's core-worker
+log, for a failure's post-mortem). ``env``: the environment a driver needs to join it
+(``ray.address=`` + ``address``).
 
 Run as a script it is the server: one JSON command per stdin line, one JSON answer per line.
 """
@@ -20,6 +22,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -33,12 +36,15 @@ from typing import Any
 # about 1.5 s, and still ride out a 2-core machine's stalls (3 s per check). A fetch from a
 # dead node gives up after `object_manager_pull_timeout_ms` (10000 by default; measured here:
 # a learner gave up a lost fragment 10.7 s after its node died, 2.2 s with 2000).
-FAST_NODE_DEATH = {
+SYSTEM_CONFIG = {
     "health_check_initial_delay_ms": 1000,
     "health_check_period_ms": 500,
     "health_check_timeout_ms": 3000,
     "health_check_failure_threshold": 3,
     "object_manager_pull_timeout_ms": 2000,
+    # Ray runs its workers at nice 15: beside the other tests' busy processes on 2 cores they
+    # got under 1% of a core, and a run stood still for minutes (seen here, with no fault).
+    "worker_niceness": 0,
 }
 NODE_CPUS = 2
 OBJECT_STORE_BYTES = 100 * 1024**2
@@ -62,7 +68,12 @@ class NodeCluster:
             env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
             text=True, start_new_session=True,
         )
-        started = self._ask({"head": {"resources": head_resources or {}}})
+        try:
+            started = self._ask({"head": {"resources": head_resources or {},
+                                          "logs_to": str(tmp / "ray-logs")}})
+        except Exception:
+            self.close()
+            raise
         self.address: str = started["address"]
         self.head_id: str = started["node_id"]
 
@@ -80,7 +91,7 @@ class NodeCluster:
             except Exception:  # teardown: kill whatever is left below
                 pass
         if self._proc.poll() is None:
-            os.killpg(self._proc.pid, 9)
+            os.killpg(self._proc.pid, signal.SIGKILL)
             self._proc.wait()
         self._log.close()
 
@@ -114,17 +125,19 @@ def _serve() -> None:
     cluster: Cluster | None = None
     nodes: dict[str, Any] = {}
     ray_tmp: str | None = None
+    logs_to: str | None = None
     for line in sys.stdin:
         command = json.loads(line)
         try:
             if "head" in command:
                 args = command["head"]
+                logs_to = args["logs_to"]
                 # Short: Ray's socket paths under it must stay within 107 characters.
                 ray_tmp = tempfile.mkdtemp(prefix="onc-", dir="/tmp")
                 cluster = Cluster(initialize_head=True, head_node_args={
                     **_node_args(args["resources"]), "gcs_server_port": _free_port(),
                     "include_dashboard": False, "temp_dir": ray_tmp,
-                    "_system_config": FAST_NODE_DEATH,
+                    "_system_config": SYSTEM_CONFIG,
                 })
                 head = cluster.head_node
                 answer = {"address": cluster.address, "node_id": head.node_id}
@@ -144,6 +157,9 @@ def _serve() -> None:
         print(json.dumps(answer), flush=True)
     if cluster is not None:
         cluster.shutdown()
+    if ray_tmp is not None and logs_to is not None:  # Ray's own logs, kept with the test's
+        shutil.copytree(Path(ray_tmp, "session_latest", "logs"), logs_to, dirs_exist_ok=True,
+                        ignore_dangling_symlinks=True)
     if ray_tmp is not None:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     print(json.dumps({"closed": True}), flush=True)

@@ -39,7 +39,11 @@ class Output:
                 break
             time.sleep(0.2)
         self.proc.kill()
-        pytest.fail(f"no line matching {pattern!r}:\n{''.join(self.lines)[-3000:]}")
+        # The log lines (not the progress lines nor Ray's own, which start with "["), then
+        # where the progress stood.
+        logged = "".join(line for line in self.lines if not line.startswith(("[", "\x1b")))
+        pytest.fail(f"no line matching {pattern!r}:\n{logged[-4000:]}\n"
+                    f"{''.join(self.lines[-3:])}")
 
     def updates(self) -> int:
         found = [re.search(r"updates ([\d,]+)", line) for line in self.lines]
