@@ -7,9 +7,6 @@ module was imported and whether it has child processes (a raylet or a worker wou
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -17,6 +14,7 @@ import pytest
 
 from cluster.run_dir import RunDir
 from rewards.label_store import LabelStore
+from tests.helpers.cli_probe import probe_train
 
 # The in-process loop: no Ray, no CLI subprocess beyond this interpreter's child.
 pytestmark = pytest.mark.local
@@ -25,38 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["run.total_env_steps=3000", "run.random_baseline_episodes=8", "run.report_every_s=1",
          "run.checkpoint_every_updates=4"]
 
-# Runs the CLI in this process, then says what it imported and what it spawned.
-PROBE = """
-import json, os, sys
-from cluster.cli import main
-code = main(sys.argv[1:])
-
-def parent_of(pid):
-    try:  # any process on the machine may exit between listdir and open
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[1]
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-
-children = [p for p in os.listdir("/proc") if p.isdigit() and parent_of(p) == str(os.getpid())]
-print("PROBE " + json.dumps({"code": code, "children": children,
-                             "ray": sorted(m for m in sys.modules if m.split(".")[0] == "ray")}))
-"""
-
-
 def _local(*args: str, timeout: float = 120) -> tuple[dict, str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", PROBE, "train", "--local", *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=timeout)
-    text = proc.stdout + proc.stderr
-    probe = [line for line in proc.stdout.splitlines() if line.startswith("PROBE ")]
-    assert probe, text[-3000:]
-    return json.loads(probe[-1].removeprefix("PROBE ")), text
+    return probe_train(*args, timeout=timeout)
 
 
 def test_local_run_writes_the_complete_run_folder_without_ray(tmp_path: Path) -> None:
     probe, text = _local("configs/corridor.yaml", f"run.out_dir={tmp_path}", "run.name=l", *QUICK)
-    assert probe == {"code": 0, "children": [], "ray": []}, text[-3000:]
+    assert (probe["code"], probe["children"], probe["ray"]) == (0, [], []), text[-3000:]
     run = RunDir(tmp_path / "l")
     for path in (run.config, run.metrics, run.summary, run.curve, run.root / "report.md"):
         assert path.exists(), path
@@ -96,7 +69,7 @@ def test_local_run_labels_with_the_annotator_in_process(tmp_path: Path) -> None:
                          "rewards.model.train_every_labels=1",
                          # Ask at once: a short run must not end inside the batch wait.
                          "rewards.annotator.batch_wait_s=0")
-    assert probe == {"code": 0, "children": [], "ray": []}, text[-3000:]
+    assert (probe["code"], probe["children"], probe["ray"]) == (0, [], []), text[-3000:]
     rows = pq.read_table(tmp_path / "j" / "metrics.parquet").to_pylist()
     assert rows[-1]["labels_total"] > 0  # the corridor's messages, judged by the rules judge
     assert list((tmp_path / "j" / "labels").glob("labels-*.parquet"))  # flushed at the stop

@@ -15,7 +15,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,26 +28,13 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
+from tests.helpers.ray_processes import clean_env, free_port
+
 pytestmark = pytest.mark.system
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 START_TIMEOUT_S = 60
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _clean_env(**extra: str) -> dict[str, str]:
-    """This environment without any RAY_* variable (the session's Ray sets RAY_ADDRESS)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    # The job's entrypoint runs `python` from the nodes' PATH: make that this venv's.
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env.update(extra)
-    return env
 
 
 @dataclass
@@ -111,15 +97,15 @@ def cluster() -> Iterator[Cluster]:
     token = secrets.token_hex(32)
     with tempfile.TemporaryDirectory(prefix="oj-", dir="/tmp") as tmp:  # short: socket paths
         tmp_path = Path(tmp)
-        env = _clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
-        port, dash = _free_port(), _free_port()
+        env = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
+        port, dash = free_port(), free_port()
         common = ["--num-cpus", "2", "--object-store-memory", str(100 * 1024**2),
                   "--node-ip-address", "127.0.0.1"]
         logs = [tmp_path / "head.log", tmp_path / "worker.log"]
         procs = [_start_node(
             ["--head", "--port", str(port), "--dashboard-host", "127.0.0.1",
-             "--dashboard-port", str(dash), "--ray-client-server-port", str(_free_port()),
-             "--dashboard-agent-listen-port", str(_free_port()), "--temp-dir", str(tmp_path),
+             "--dashboard-port", str(dash), "--ray-client-server-port", str(free_port()),
+             "--dashboard-agent-listen-port", str(free_port()), "--temp-dir", str(tmp_path),
              "--resources", json.dumps({"learner_node": 1}), *common], env, logs[0])]
         c = Cluster(address=f"http://127.0.0.1:{dash}", token=token, processes=procs)
         try:
@@ -127,7 +113,7 @@ def cluster() -> Iterator[Cluster]:
                 f"{c.address}/api/version", headers=c.headers(), timeout=2).ok, procs, logs[:1])
             procs.append(_start_node(
                 ["--address", f"127.0.0.1:{port}", "--dashboard-agent-listen-port",
-                 str(_free_port()), "--resources", json.dumps({"rollout_node": 1}), *common],
+                 str(free_port()), "--resources", json.dumps({"rollout_node": 1}), *common],
                 env, logs[1]))
             _wait_for("two nodes", lambda: len(_alive_nodes(c)) == 2, procs, logs)
             yield c
@@ -162,7 +148,7 @@ def test_submitted_run_succeeds_on_the_nodes_its_config_names(
         "metrics.enabled=false",
     ]
     # No RAY_AUTH_MODE here: `oniray submit` must turn token sending on by itself.
-    env = _clean_env(RAY_AUTH_TOKEN=cluster.token)
+    env = clean_env(RAY_AUTH_TOKEN=cluster.token)
     started = time.monotonic()
     done = _oniray(["submit", "configs/corridor.yaml", *overrides, "--address", cluster.address,
                     "--job-id", "oniray-test-job"], env, timeout=180)
@@ -207,7 +193,7 @@ def test_submission_without_the_token_is_rejected(
     cluster: Cluster, tmp_path: Path, token_env: dict[str, str]
 ) -> None:
     # An empty HOME: no ~/.ray/auth_token to fall back on.
-    env = _clean_env(HOME=str(tmp_path), **token_env)
+    env = clean_env(HOME=str(tmp_path), **token_env)
     done = _oniray(["submit", "configs/corridor.yaml", f"run.out_dir={tmp_path}",
                     "--address", cluster.address, "--job-id", f"rejected-{tmp_path.name}"],
                    env, timeout=60)

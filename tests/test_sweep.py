@@ -21,7 +21,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,25 +33,14 @@ import psutil
 import pytest
 import requests
 
+from tests.helpers.ray_processes import clean_env, free_port
+
 pytestmark = pytest.mark.cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ARMS, SEEDS, STEPS = ("extrinsic", "count"), 2, 6_000
 FAULTY = "count/seed=0"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _clean_env(**extra: str) -> dict[str, str]:
-    """This environment without any RAY_* variable (the session's Ray sets RAY_ADDRESS)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    return env | extra
 
 
 @dataclass
@@ -75,18 +63,18 @@ class Head:
 def head() -> Iterator[Head]:
     token = secrets.token_hex(32)
     with tempfile.TemporaryDirectory(prefix="os-", dir="/tmp") as tmp:  # short: socket paths
-        port, dash = _free_port(), _free_port()
+        port, dash = free_port(), free_port()
         log = Path(tmp) / "head.log"
         # 8 logical CPUs: room for two trials of 3 bundles' CPUs (driver, rollout, learner).
         args = ["--head", "--block", "--port", str(port), "--num-cpus", "8",
                 "--object-store-memory", str(150 * 1024**2), "--node-ip-address", "127.0.0.1",
                 "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
-                "--ray-client-server-port", str(_free_port()),
-                "--dashboard-agent-listen-port", str(_free_port()), "--temp-dir", tmp]
+                "--ray-client-server-port", str(free_port()),
+                "--dashboard-agent-listen-port", str(free_port()), "--temp-dir", tmp]
         with log.open("w") as out:
             proc = subprocess.Popen([str(BIN / "ray"), "start", *args], stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True,
-                                    env=_clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token))
+                                    env=clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token))
         h = Head(gcs=f"127.0.0.1:{port}", dashboard=f"http://127.0.0.1:{dash}", token=token)
         try:
             deadline = time.monotonic() + 60
@@ -134,7 +122,7 @@ def _sweep_command(tmp: Path, head: Head) -> list[str]:
 
 
 def _env(head: Head) -> dict[str, str]:
-    return _clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=head.token,
+    return clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=head.token,
                       ONIRAY_SWEEP_FAULT=FAULTY)
 
 
@@ -224,7 +212,7 @@ def test_sweep_survives_a_trial_crash_and_a_killed_driver(head: Head, tmp_path: 
 
     # The sequential bench on the same command keeps every run and writes the same report.
     table = (tmp_path / "learning.md").read_text()
-    done = subprocess.run(_bench_command(tmp_path), cwd=ROOT, env=_clean_env(), capture_output=True,
+    done = subprocess.run(_bench_command(tmp_path), cwd=ROOT, env=clean_env(), capture_output=True,
                           text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("kept: ") == len(ARMS) * SEEDS
@@ -244,7 +232,7 @@ def test_oniray_submit_runs_a_sweep_as_a_ray_job(head: Head, tmp_path: Path) -> 
     done = subprocess.run(
         [sys.executable, "-m", "cluster.cli", "submit", "--address", head.dashboard,
          "--job-id", "oniray-sweep-test", "--sweep", *bench_args],
-        cwd=ROOT, env=_clean_env(RAY_AUTH_TOKEN=head.token), capture_output=True, text=True,
+        cwd=ROOT, env=clean_env(RAY_AUTH_TOKEN=head.token), capture_output=True, text=True,
         timeout=300)
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
     assert "job oniray-sweep-test SUCCEEDED" in done.stdout

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import pytest
 from cluster.config import ConfigError, describe, load_config
 from cluster.run_dir import RunDir
 from cluster.tensorboard import read_scalars
+from tests.helpers.cli_probe import probe_train
 from tests.helpers.wandb_records import offline_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,22 +29,6 @@ QUICK = ["run.total_env_steps=3000", "run.random_baseline_episodes=8", "run.repo
 OFFLINE = ["run.wandb.mode=offline", "run.wandb.group=sweep-1", "run.wandb.tags=[corridor,test]"]
 W_AND_B_ONLY = {"_step", "_runtime", "_timestamp", "env_steps"}  # the rest: TensorBoard's tags
 
-# Runs the CLI in this process, then says whether wandb was imported and what is left running.
-PROBE = """
-import json, os, sys
-from cluster.cli import main
-code = main(sys.argv[1:])
-
-def parent_of(pid):
-    try:  # any process on the machine may exit between listdir and open
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[1]
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-
-children = [p for p in os.listdir("/proc") if p.isdigit() and parent_of(p) == str(os.getpid())]
-print("PROBE " + json.dumps({"code": code, "children": children, "wandb": "wandb" in sys.modules}))
-"""
 
 
 def _offline_env(tmp: Path) -> dict[str, str]:
@@ -62,12 +45,7 @@ def _offline_env(tmp: Path) -> dict[str, str]:
 
 
 def _train(tmp: Path, *args: str) -> tuple[dict, str]:
-    proc = subprocess.run([sys.executable, "-c", PROBE, "train", "--local", *args], cwd=ROOT,
-                          env=_offline_env(tmp), capture_output=True, text=True, timeout=180)
-    text = proc.stdout + proc.stderr
-    probe = [line for line in proc.stdout.splitlines() if line.startswith("PROBE ")]
-    assert probe, text[-3000:]
-    return json.loads(probe[-1].removeprefix("PROBE ")), text
+    return probe_train(*args, env=_offline_env(tmp), timeout=180)
 
 
 @pytest.mark.local
@@ -76,7 +54,7 @@ def test_offline_run_without_network_or_key_and_its_resume_keep_one_id(tmp_path:
     probe, text = _train(tmp_path, CORRIDOR, f"run.out_dir={tmp_path}", "run.name=w", *QUICK,
                          *OFFLINE)
     # wandb ran here, and its service process is gone when the run is.
-    assert probe == {"code": 0, "children": [], "wandb": True}, text[-3000:]
+    assert (probe["code"], probe["children"], probe["wandb"]) == (0, [], True), text[-3000:]
     (first,) = offline_runs(run.root)  # one W&B run for one training run
     run_id = (run.root / "wandb_run_id").read_text().strip()
     assert f"upload it with: wandb sync {first.folder}" in text
@@ -115,7 +93,7 @@ def test_offline_run_without_network_or_key_and_its_resume_keep_one_id(tmp_path:
     # Offline, wandb writes each session to a folder of its own with that one id; `wandb
     # sync` uploads the sessions of one run in the order they started, and the steps join up.
     probe, text = _train(tmp_path, "--resume", str(run.root), "run.total_env_steps=5000")
-    assert probe == {"code": 0, "children": [], "wandb": True}, text[-3000:]
+    assert (probe["code"], probe["children"], probe["wandb"]) == (0, [], True), text[-3000:]
     assert (run.root / "wandb_run_id").read_text().strip() == run_id
     sessions = offline_runs(run.root)
     assert [s.run_id for s in sessions] == [run_id, run_id]
@@ -134,7 +112,7 @@ def test_disabled_by_default_and_then_wandb_is_never_imported(tmp_path: Path) ->
     run = RunDir(tmp_path / "d")
     probe, text = _train(tmp_path, CORRIDOR, f"run.out_dir={tmp_path}", "run.name=d",
                          "run.total_env_steps=1000", "run.random_baseline_episodes=0")
-    assert probe == {"code": 0, "children": [], "wandb": False}, text[-3000:]
+    assert (probe["code"], probe["children"], probe["wandb"]) == (0, [], False), text[-3000:]
     assert (run.root / "report.md").exists()  # the run went to its end
     assert not (run.root / "wandb").exists() and not (run.root / "wandb_run_id").exists()
 

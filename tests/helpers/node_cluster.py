@@ -23,12 +23,13 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from tests.helpers.ray_processes import free_port
 
 # Ray's GCS declares a node dead after `health_check_failure_threshold` failed checks, one
 # every `health_check_period_ms` (each waiting up to `health_check_timeout_ms`). Ray 2.60's
@@ -108,12 +109,6 @@ class NodeCluster:
         return answer
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _node_args(resources: dict[str, float]) -> dict[str, Any]:
     return {"num_cpus": NODE_CPUS, "resources": resources, "node_ip_address": "127.0.0.1",
             "object_store_memory": OBJECT_STORE_BYTES}
@@ -135,7 +130,7 @@ def _serve() -> None:
                 # Short: Ray's socket paths under it must stay within 107 characters.
                 ray_tmp = tempfile.mkdtemp(prefix="onc-", dir="/tmp")
                 cluster = Cluster(initialize_head=True, head_node_args={
-                    **_node_args(args["resources"]), "gcs_server_port": _free_port(),
+                    **_node_args(args["resources"]), "gcs_server_port": free_port(),
                     "include_dashboard": False, "temp_dir": ray_tmp,
                     "_system_config": SYSTEM_CONFIG,
                 })
