@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from actors import metrics
 from actors.metrics import component_labels, metrics_snapshot
 from cluster.metrics import MetricsHub, serve_metrics
+from learner.appo import UPDATE_STATS
 from tests.helpers.dashboard_queries import dashboard_paths, panel_queries, prometheus_expr
 from tests.helpers.prometheus_fixture import query, wait_for_result
 
@@ -206,7 +207,7 @@ def _every_metric_exposition(step: int) -> bytes:
     registry = CollectorRegistry()
     extra_values = {"reason": metrics.DROP_REASONS, "loss": metrics.LOSS_TERMS,
                     "queue": ("fragments", "messages"), "kind": ("http_5xx", "garbage"),
-                    "stat": ("kl", "lr")}
+                    "stat": UPDATE_STATS}
     for value in vars(metrics).values():
         if not isinstance(value, (Counter, Gauge, Histogram)):
             continue
