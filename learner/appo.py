@@ -244,21 +244,20 @@ class Learner:
             log_rho = logp - behaviour_logp
             ratio = torch.exp(log_rho)
             clipped = ((ratio - 1.0).abs() > lc.clip_ratio).float().mean()
-            kl = (ratio - 1.0 - log_rho).mean()  # approx_kl, without its graph
             # One host transfer for every scalar of the update, not one per number.
             scalars = torch.stack([
                 pg.detach(), vf.detach(), ent.detach(), total.detach(), grad_norm,
-                ratio.mean(), clipped, values.detach().mean(), targets.vs.mean(), kl,
-                raw_advantages.mean(), raw_advantages.std(unbiased=False),
+                ratio.mean(), clipped, values.detach().mean(), targets.vs.mean(),
+                approx_kl(logp, behaviour_logp), raw_advantages.mean(),
+                raw_advantages.std(unbiased=False), explained_variance(values, targets.vs),
             ]).tolist()
         names = (POLICY_LOSS, VALUE_LOSS, ENTROPY_LOSS, TOTAL_LOSS, GRAD_NORM, MEAN_RATIO,
                  CLIP_FRACTION, MEAN_VALUE, MEAN_VTRACE_TARGET, KL, ADVANTAGE_MEAN,
-                 ADVANTAGE_STD)
+                 ADVANTAGE_STD, EXPLAINED_VARIANCE)
         metrics = dict(zip(names, scalars, strict=True))
         norm = metrics[GRAD_NORM]
         # What clip_grad_norm_ scaled the gradients to: norm * min(1, max / (norm + 1e-6)).
         metrics[GRAD_NORM_CLIPPED] = norm * min(1.0, lc.max_grad_norm / (norm + 1e-6))
-        metrics[EXPLAINED_VARIANCE] = explained_variance(values.detach(), targets.vs)
         return metrics
 
     # ---- weights and checkpoints ---------------------------------------------------------

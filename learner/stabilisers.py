@@ -43,13 +43,14 @@ def approx_kl(logp: torch.Tensor, behaviour_logp: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def explained_variance(values: torch.Tensor, targets: torch.Tensor) -> float:
+def explained_variance(values: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """1 - Var(targets - values) / Var(targets): 1 = the critic predicts its targets, 0 = no
-    better than their mean, negative = worse; NaN where the targets do not vary."""
+    better than their mean, negative = worse; NaN where the targets do not vary. A 0-d tensor,
+    never read on the host here: the update fetches all its scalars in one transfer."""
     var_targets = targets.float().var(unbiased=False)
-    if var_targets.item() == 0.0:
-        return float("nan")
-    return (1.0 - (targets - values).float().var(unbiased=False) / var_targets).item()
+    residual = (targets - values).float().var(unbiased=False)
+    return torch.where(var_targets > 0, 1.0 - residual / var_targets,
+                       torch.full_like(var_targets, float("nan")))
 
 
 def adapt_lr(lr: float, *, kl: float, target: float, max_lr: float) -> float:

@@ -60,8 +60,8 @@ def test_approx_kl_is_k3_of_the_taken_actions() -> None:
 def test_explained_variance_by_hand() -> None:
     # targets [1, 2, 4]: mean 7/3, var (16 + 1 + 25) / 27 = 14/9; residual [0, 0, 1]: var 2/9
     values, targets = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 4.0])
-    assert explained_variance(values, targets) == pytest.approx(1 - (2 / 9) / (14 / 9))
-    assert math.isnan(explained_variance(values, torch.ones(3)))
+    assert explained_variance(values, targets).item() == pytest.approx(1 - (2 / 9) / (14 / 9))
+    assert math.isnan(explained_variance(values, torch.ones(3)).item())
 
 
 def test_kl_adaptive_lr_and_penalty_rules() -> None:
