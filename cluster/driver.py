@@ -49,7 +49,10 @@ from learner.learner_group import LOST, SKIPPED, WEIGHTS
 
 log = logging.getLogger("oniray")
 
-REWARD_MODEL_POLL_S = 2.0  # also how soon a dead annotator is noticed
+# How often the driver asks the annotator for its newest model: one small actor call that
+# returns a reference. Also how soon a dead annotator is noticed. Half a second keeps a new
+# model's first use close to its publication even in runs of a few seconds.
+REWARD_MODEL_POLL_S = 0.5
 
 
 @dataclass

@@ -66,7 +66,7 @@ class RunLoop:
         self._has_goal = has_goal(cfg.env.id)
         self.baseline: dict[str, float] | None = None
         self.metric_rows: list[dict[str, Any]] = run_dir.read_metrics()
-        self.last_loss: dict[str, float] = {}
+        self.last_loss: dict[str, float | None] = {}
         self._labels = m.component_labels(role="driver", actor_id=0)
 
     @property
@@ -238,7 +238,9 @@ class RunLoop:
         m.FRAGMENTS_DROPPED.labels(**self._labels, reason=cmd.reason).inc(cmd.fragments)
 
     def note_update(self, result: dict[str, Any]) -> None:
-        self.last_loss = {k: v for k, v in result.items() if isinstance(v, float)}
+        # The update's numbers; None stays (a statistic with nothing to measure yet keeps its
+        # column); the rest (weights, rewarded messages) is not a metric.
+        self.last_loss = {k: v for k, v in result.items() if v is None or isinstance(v, float)}
         add_rewarded(self.counters.rewarded_messages,
                      result.get(intrinsic_keys.REWARDED_MESSAGES) or {})
 

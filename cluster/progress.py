@@ -50,7 +50,7 @@ class LoopState:
     object_store_mb: float | None
 
 
-def metrics_row(c: Counters, loop: LoopState, learner_losses: dict[str, float],
+def metrics_row(c: Counters, loop: LoopState, learner_losses: dict[str, float | None],
                 annotator: dict[str, Any]) -> dict[str, Any]:
     """One row of ``metrics.parquet``."""
     return {
@@ -81,7 +81,7 @@ def metrics_row(c: Counters, loop: LoopState, learner_losses: dict[str, float],
 
 
 def annotator_columns(stats: dict[str, Any] | None, *, reward_model_version_trained: int,
-                      learner_losses: dict[str, float]) -> dict[str, Any]:
+                      learner_losses: dict[str, float | None]) -> dict[str, Any]:
     """The reward service's columns of a row. ``stats`` is None when the annotator did not
     answer in time: the learner's side of the columns does not depend on it."""
     row = {name: float(stats[key]) for key, name in ANNOTATOR_COLUMNS.items()

@@ -49,7 +49,7 @@ _REWARDED_PER_BATCH = 32  # the batch's messages with the most credit; the rest 
 class Intrinsic:
     judged: torch.Tensor | None  # r_int [T, B], or None when no model is published yet
     novelty: torch.Tensor | None  # RND's normalised bonus [T, B] (unweighted), or None: off
-    metrics: dict[str, Any]  # floats, and REWARDED_MESSAGES
+    metrics: dict[str, Any]  # floats (None: no model scored yet), and REWARDED_MESSAGES
 
 
 class IntrinsicScorer:
@@ -104,7 +104,10 @@ class IntrinsicScorer:
             self.rnd_stats = RunningMeanStd(**state["rnd_stats"])
 
     def __call__(self, batch: Batch) -> Intrinsic:
-        metrics: dict[str, Any] = {REWARD_MODEL_VERSION: float(self.version)}
+        # The same keys with or without a model (None: nothing scored yet), so a run's
+        # metrics columns do not depend on whether a model arrived before a report.
+        metrics: dict[str, Any] = {REWARD_MODEL_VERSION: float(self.version),
+                                   INTRINSIC_MEAN: None, INTRINSIC_ZERO_FRACTION: None}
         judged = None
         if self.model is not None:
             scores = score_messages(self.model, batch.next_message)

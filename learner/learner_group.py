@@ -150,7 +150,7 @@ class LearnerActor:
         for term, key in (("policy", appo.POLICY_LOSS), ("value", appo.VALUE_LOSS),
                           ("entropy", appo.ENTROPY_LOSS), ("total", appo.TOTAL_LOSS)):
             m.LEARNER_LOSS.labels(**labels, loss=term).set(metrics[key])
-        if INTRINSIC_MEAN in metrics:
+        if metrics[INTRINSIC_MEAN] is not None:  # a model scored this batch
             m.INTRINSIC_REWARD_MEAN.labels(**labels).set(metrics[INTRINSIC_MEAN])
             m.INTRINSIC_REWARD_SPARSITY.labels(**labels).set(metrics[INTRINSIC_ZERO_FRACTION])
             m.REWARD_MODEL_VERSION.labels(**labels).set(self.core.scorer.version)

@@ -74,3 +74,36 @@ def test_the_learner_reports_the_credit_of_each_message_of_its_batch() -> None:
     assert list(got) == [helpful]
     assert got[helpful] == [pytest.approx(want, rel=1e-5), float(len(rows))]
     assert torch.is_tensor(scorer(batch).judged)
+
+
+def test_the_scorer_reports_the_same_keys_before_a_model_as_after() -> None:
+    """Before a model arrives the intrinsic statistics are None, not missing: a run's metrics
+    columns must not depend on whether a model arrived before a report (the Ray run once
+    lacked two columns its in-process twin had)."""
+    from cluster.config import OniConfig
+    from learner.batch import make_batch
+    from learner.intrinsic import (
+        INTRINSIC_MEAN,
+        INTRINSIC_ZERO_FRACTION,
+        REWARDED_MESSAGES,
+        IntrinsicScorer,
+    )
+    from rewards.models import make_reward_model
+    from tests.helpers.fragments import MESSAGES, make_fragment
+
+    cfg = OniConfig()
+    cfg.rewards.intrinsic_coef = 0.5
+    cfg.rewards.model.kind = "retrieval"
+    scorer = IntrinsicScorer(cfg.rewards, crop_size=cfg.env.crop_size)
+    batch = make_batch([make_fragment(T=8, E=4, seed=3)])
+    before = scorer(batch)
+    assert before.judged is None
+    assert before.metrics[INTRINSIC_MEAN] is None
+    assert before.metrics[INTRINSIC_ZERO_FRACTION] is None
+    model = make_reward_model(cfg.rewards.model)
+    model.fit(labels=pa.table({"caption": [m for m in MESSAGES if m],
+                               "label": [m == MESSAGES[1] for m in MESSAGES if m]}))
+    scorer.set_model(1, model.state())
+    after = scorer(batch).metrics
+    assert set(after) - {REWARDED_MESSAGES} == set(before.metrics)
+    assert 0.0 <= after[INTRINSIC_ZERO_FRACTION] < 1.0 and after[INTRINSIC_MEAN] > 0

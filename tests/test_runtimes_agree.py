@@ -24,9 +24,10 @@ from tests.helpers.cli import SMALL, finish, oniray
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
-# 8,000 steps: a few seconds on Ray, long enough for its driver's reward-model poll (every
-# REWARD_MODEL_POLL_S) to hand the learner the annotator's first model.
-QUICK = ["run.total_env_steps=8000", "run.random_baseline_episodes=8", "run.report_every_s=1",
+# 12,000 steps: about 3 s on Ray on a quiet 2-core machine (8,000 took 2.2 s, and its model,
+# published at 1 s, once missed a 2 s poll), several of its driver's reward-model polls
+# (every REWARD_MODEL_POLL_S) after the annotator's first model.
+QUICK = ["run.total_env_steps=12000", "run.random_baseline_episodes=8", "run.report_every_s=1",
          "run.checkpoint_every_updates=8", *SMALL]
 # The annotator on: "You see a key here." is the helpful message. The corridor has 3 messages,
 # far below train_every_labels: only the time rule trains a reward model, and it must be
