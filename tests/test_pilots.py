@@ -32,6 +32,16 @@ def _results(*runs: dict) -> dict:
 KEEPS = [2.2, 2.0, 1.9, 1.8]  # extrinsic-only's entropy, report by report: above the floor
 
 
+def _candidate(name: str, seed0: list[float], seed1: list[float], *,
+               entropy: list[float] = KEEPS) -> dict:
+    """Two retrieval seeds' success curves; two extrinsic seeds that never succeed, the
+    first keeping its entropy and the second following ``entropy``."""
+    return pilots.candidate(name, _results(
+        _run("retrieval", 0, seed0), _run("retrieval", 1, seed1),
+        _run("extrinsic", 0, [0, 0, 0, 0], entropy=KEEPS),
+        _run("extrinsic", 1, [0, 0, 0, 0], entropy=entropy)))
+
+
 def test_final_entropy_is_the_mean_over_the_last_share_of_steps() -> None:
     curve = [{"env_steps": s, "learner_entropy_loss": -h}
              for s, h in ((100, 2.0), (940, 1.0), (960, 1.6), (1000, 1.8))]
@@ -44,25 +54,14 @@ def test_final_entropy_is_the_mean_over_the_last_share_of_steps() -> None:
 def test_the_rule_drops_collapse_then_entropy_then_takes_the_soonest() -> None:
     candidates = [
         # 1. collapses a retrieval seed (peak 0.6, final 0.2 < 0.3): out, though it is fastest
-        pilots.candidate("collapses", _results(
-            _run("retrieval", 0, [0.6, 0.6, 0.4, 0.2]), _run("retrieval", 1, [0.6, 0.7, 0.7, 0.7]),
-            _run("extrinsic", 0, [0, 0, 0, 0], entropy=KEEPS),
-            _run("extrinsic", 1, [0, 0, 0, 0], entropy=KEEPS))),
+        _candidate("collapses", [0.6, 0.6, 0.4, 0.2], [0.6, 0.7, 0.7, 0.7]),
         # 2. extrinsic-only's second seed ends at 1.2 nats: out
-        pilots.candidate("deterministic", _results(
-            _run("retrieval", 0, [0.2, 0.6, 0.7, 0.7]), _run("retrieval", 1, [0.2, 0.6, 0.7, 0.7]),
-            _run("extrinsic", 0, [0, 0, 0, 0], entropy=KEEPS),
-            _run("extrinsic", 1, [0, 0, 0, 0], entropy=[2.2, 1.8, 1.4, 1.2]))),
+        _candidate("deterministic", [0.2, 0.6, 0.7, 0.7], [0.2, 0.6, 0.7, 0.7],
+                   entropy=[2.2, 1.8, 1.4, 1.2]),
         # 3. 50% at 2 M and never (counted at the 4 M budget): mean 3 M
-        pilots.candidate("slow", _results(
-            _run("retrieval", 0, [0.1, 0.6, 0.7, 0.7]), _run("retrieval", 1, [0.1, 0.2, 0.3, 0.4]),
-            _run("extrinsic", 0, [0, 0, 0, 0], entropy=KEEPS),
-            _run("extrinsic", 1, [0, 0, 0, 0], entropy=KEEPS))),
+        _candidate("slow", [0.1, 0.6, 0.7, 0.7], [0.1, 0.2, 0.3, 0.4]),
         # 4. 50% at 1 M and 3 M: mean 2 M, the soonest of those left
-        pilots.candidate("steady", _results(
-            _run("retrieval", 0, [0.6, 0.6, 0.7, 0.7]), _run("retrieval", 1, [0.1, 0.2, 0.6, 0.7]),
-            _run("extrinsic", 0, [0, 0, 0, 0], entropy=KEEPS),
-            _run("extrinsic", 1, [0, 0, 0, 0], entropy=KEEPS))),
+        _candidate("steady", [0.6, 0.6, 0.7, 0.7], [0.1, 0.2, 0.6, 0.7]),
     ]
     decision = pilots.choose(candidates, seeds=2)
     v = decision["verdicts"]
