@@ -100,6 +100,7 @@ def judge(c: dict[str, Any], seeds: int) -> dict[str, Any]:
         "no_collapse": not any(r["collapsed"] for r in retrieval),
         "keeps_entropy": bool(entropies) and all(
             h is not None and h >= MIN_ENTROPY for h in entropies),
+        "keeps_entropy_so_far": all(h is None or h >= MIN_ENTROPY for h in entropies),
         "mean_steps_to_50": _mean(steps),
         "reached_50": sum(r["steps_to_50"] is not None for r in retrieval),
         "mean_final_success": _mean([r["final_success"] for r in retrieval
@@ -107,14 +108,27 @@ def judge(c: dict[str, Any], seeds: int) -> dict[str, Any]:
     }
 
 
+def _failed(v: dict[str, Any]) -> str:
+    """The rule's first two tests a candidate has already failed on the runs it has."""
+    failed = []
+    if not v["no_collapse"]:
+        failed.append("collapses a retrieval seed")
+    if not v["keeps_entropy_so_far"]:
+        failed.append("extrinsic-only's entropy below the floor")
+    return ", ".join(failed)
+
+
 def choose(candidates: list[dict[str, Any]], seeds: int) -> dict[str, Any]:
     """The rule over every candidate: the chosen one's name, or None and why not."""
     verdicts = {c["name"]: judge(c, seeds) for c in candidates}
     incomplete = [n for n, v in verdicts.items() if not v["complete"]]
     if incomplete:
+        # A collapse or a lost entropy is final: more seeds cannot bring a candidate back.
+        out = [f"{n} ({_failed(v)})" for n, v in verdicts.items() if _failed(v)]
         return {"chosen": None, "verdicts": verdicts,
                 "why": "not every candidate has its runs: " + "; ".join(
-                    f"{n} lacks {', '.join(verdicts[n]['missing'])}" for n in incomplete)}
+                    f"{n} lacks {', '.join(verdicts[n]['missing'])}" for n in incomplete)
+                + (f". Out already: {', '.join(out)}" if out else "")}
     left = [n for n, v in verdicts.items() if v["no_collapse"] and v["keeps_entropy"]]
     if not left:
         return {"chosen": None, "verdicts": verdicts,

@@ -97,5 +97,9 @@ def test_a_candidate_without_its_runs_is_never_chosen(tmp_path: Path) -> None:
     assert "| full | 0.70 / 0.70 | 0.70 / 0.70 | 0/2 | 1.00 M / 1.00 M | 0.00 / 0.00 | " \
            "1.80 / 1.80 | 2 + 2 |" in table
     assert "| partial | 0.70 | 0.70 | 0/1 | 1.00 M | - | - | 1 + 0 (incomplete) |" in table
+    # a collapse is final: more seeds cannot bring a candidate back, and the verdict says so
+    broken = _results(_run("retrieval", 0, [0.6, 0.6, 0.2, 0.1]))
+    why = pilots.choose([pilots.candidate("broken", broken)], seeds=2)["why"]
+    assert why.endswith("Out already: broken (collapses a retrieval seed)")
     # the full candidate alone has its runs: it is chosen
     assert pilots.choose([pilots.candidate("full", full)], seeds=2)["chosen"] == "full"
