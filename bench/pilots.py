@@ -62,6 +62,8 @@ def candidate(name: str, results: dict) -> dict[str, Any]:
               for arm in ("retrieval", "extrinsic")}
     retrieval = by_arm["retrieval"]
     extrinsic = by_arm["extrinsic"]
+    # The arms bench's censoring: a seed that never got there counts at its whole budget.
+    censored = learning_task.steps_to_threshold(retrieval, SUCCESS)
     return {
         "name": name,
         "settings": sorted({o for r in runs for o in r["settings"]["shared"]}),
@@ -72,8 +74,8 @@ def candidate(name: str, results: dict) -> dict[str, Any]:
             **{k: v for k, v in stats.collapse(
                 [p.get("success_rate") for p in r["curve"]]).items() if k != "final"},
             "steps_to_50": learning_task.steps_to_exceed(r["curve"], SUCCESS),
-            "budget": r["summary"].get("env_steps"),
-        } for r in retrieval],
+            "steps_to_50_censored": steps,
+        } for r, steps in zip(retrieval, censored, strict=True)],
         "extrinsic": [{
             "seed": r["seed"],
             "final_success": r["summary"].get("final_success_rate"),
@@ -92,8 +94,6 @@ def judge(c: dict[str, Any], seeds: int) -> dict[str, Any]:
     missing = [f"{arm} {seeds - len(c[arm])} seed(s)" for arm in ("retrieval", "extrinsic")
                if len(c[arm]) < seeds]
     entropies = [e["final_entropy"] for e in extrinsic]
-    steps = [float(r["steps_to_50"] if r["steps_to_50"] is not None else r["budget"] or 0)
-             for r in retrieval]
     return {
         "complete": not missing,
         "missing": missing,
@@ -101,7 +101,7 @@ def judge(c: dict[str, Any], seeds: int) -> dict[str, Any]:
         "keeps_entropy": bool(entropies) and all(
             h is not None and h >= MIN_ENTROPY for h in entropies),
         "keeps_entropy_so_far": all(h is None or h >= MIN_ENTROPY for h in entropies),
-        "mean_steps_to_50": _mean(steps),
+        "mean_steps_to_50": _mean([r["steps_to_50_censored"] for r in retrieval]),
         "reached_50": sum(r["steps_to_50"] is not None for r in retrieval),
         "mean_final_success": _mean([r["final_success"] for r in retrieval
                                      if r["final_success"] is not None]),
