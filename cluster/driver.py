@@ -53,6 +53,9 @@ log = logging.getLogger("oniray")
 # returns a reference. Also how soon a dead annotator is noticed. Half a second keeps a new
 # model's first use close to its publication even in runs of a few seconds.
 REWARD_MODEL_POLL_S = 0.5
+# A run that has taken no sample and no update for this long says what it waits
+# on (once per period): a stall otherwise shows only as 0 steps/s, with no error anywhere.
+STALL_WARN_S = 30.0
 
 
 @dataclass
@@ -89,15 +92,24 @@ class RayRunLoop(RunLoop):
         self._model_poll: ray.ObjectRef | None = None
         self._deaths: dict[int, Exception] = {}  # rollout actor -> how it died, for the log
         self._last_model_poll = 0.0
+        self._last_event = self._last_stall_warning = time.monotonic()
 
     # ---- where events come from --------------------------------------------------------------
     def step(self) -> bool:
         done, _ = ray.wait([*self.inflight, *self.updates], num_returns=1, timeout=0.5)
+        handled = False
         for ref in done:
             if ref in self.inflight:
                 self._on_sample(ref, self.inflight.pop(ref))
-            elif self.updates and ref == self.updates[0]:
-                self._on_update()
+                handled = True
+        # Updates finish in order, but the one ref ray.wait returns may be any finished one (it
+        # picks among them in hash order, not the list's): an update behind a finished head
+        # would come back at every turn while the head waited for ever. So each turn takes
+        # every finished update from the head.
+        while self.updates and _is_done(self.updates[0]):
+            self._on_update()
+            handled = True
+        self._watch_for_stall(handled)
         if self.updates and not self.sched.learner_down:
             try:  # a dead rank > 0 leaves rank 0 waiting in an all-reduce: never done
                 self.parts.learners.raise_peer_errors()
@@ -106,6 +118,26 @@ class RayRunLoop(RunLoop):
         if self.parts.annotator is not None:
             self._poll_reward_model(time.perf_counter())
         return True
+
+    def _watch_for_stall(self, handled: bool) -> None:
+        """``handled``: this turn took a sample or an update (a ref merely ready is not
+        progress: the stall this watch was written for had one ready at every turn)."""
+        now = time.monotonic()
+        if handled:
+            self._last_event = now
+            return
+        if (now - self._last_event < STALL_WARN_S
+                or now - self._last_stall_warning < STALL_WARN_S):
+            return
+        self._last_stall_warning = now
+        sched = self.sched
+        log.warning(
+            "no sample or update taken for %.0f s: %d sample calls in flight (actors %s), "
+            "%d updates outstanding (the scheduler counts %d), %d fragments ready, %d idle "
+            "sample slots, learner %s", now - self._last_event, len(self.inflight),
+            sorted({s.actor_index for s in self.inflight.values()}), len(self.updates),
+            len(sched.updates), len(sched.ready), len(sched.idle),
+            "down" if sched.learner_down else "up")
 
     def _on_sample(self, stats_ref: ray.ObjectRef, sample: _Sample) -> None:
         rollouts, i = self.parts.rollouts, sample.actor_index

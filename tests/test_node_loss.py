@@ -93,13 +93,6 @@ def _finish(out: Output, run: RunDir) -> dict:
     return summary
 
 
-# A known bug, not a slow machine: the driver learns of a rollout actor's death only from a
-# sample in flight. When the node dies while backpressure holds its actors idle (their
-# fragments queued for a stalled learner), no task ever fails and the run stalls at 0 steps/s
-# (fresh-clone CI, 2026-12-07 22:10: GCS marked both actors DEAD at once, the driver never
-# logged them). 3 runs in 17 here; issue 30 stays open until idle actors are probed.
-@pytest.mark.xfail(reason="driver never notices a dead idle rollout actor (docs/operations.md"
-                          "#a-worker-node-dies)", strict=False)
 @pytest.mark.slow
 def test_rollout_node_lost_actors_come_back_on_a_new_node(cluster: NodeCluster,
                                                           tmp_path: Path) -> None:

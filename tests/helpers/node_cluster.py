@@ -131,7 +131,12 @@ def _serve() -> None:
                 ray_tmp = tempfile.mkdtemp(prefix="onc-", dir="/tmp")
                 cluster = Cluster(initialize_head=True, head_node_args={
                     **_node_args(args["resources"]), "gcs_server_port": free_port(),
-                    "include_dashboard": False, "temp_dir": ray_tmp,
+                    # The dashboard serves Ray's state API (`ray list tasks`), which a stalled
+                    # test prints (tests/helpers/run_output.py::where_stalled); off by
+                    # default, as it costs a core's share on 2 cores.
+                    "include_dashboard": bool(os.environ.get("ONIRAY_TEST_DASHBOARD")),
+                    "dashboard_host": "127.0.0.1", "dashboard_port": free_port(),
+                    "temp_dir": ray_tmp,
                     "_system_config": SYSTEM_CONFIG,
                 })
                 head = cluster.head_node
