@@ -3,7 +3,7 @@
 #   make test    set up .venv (and test tools) if needed, then run the suite (unit, local and
 #                system tiers; under 20 minutes on 2 cores)
 #   make test-fast   the unit and local-runtime tiers only (no Ray, CLI, vLLM or Prometheus)
-#   make test-cluster   the cluster tier: Tune sweep, node loss, fault soak (~7 min; run by hand, not by CI)
+#   make test-cluster   the cluster tier: Tune sweep, node loss, fault soak (~7 min; CI runs it after make test)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv

@@ -9,7 +9,7 @@ Tiers (pytest markers, registered in pyproject.toml); every test has exactly one
             a multi-node Ray cluster losing nodes, the two-minute fault soak
 
 ``make test-fast`` runs ``-m "unit or local"``, ``make test`` the first three tiers (under 20
-minutes on 2 cores), ``make test-cluster`` the last; CI (``.ci/run``) runs ``make test``.
+minutes on 2 cores), ``make test-cluster`` the last; CI (``.ci/run``) runs both.
 A module states its tier with ``pytestmark = pytest.mark.local`` (or ``system``), a single
 test with the decorator; an unmarked test is ``system`` if it requests a fixture in
 ``SYSTEM_FIXTURES`` (Ray, Prometheus), else ``unit``.

@@ -4,7 +4,7 @@
 (measured: over 50 trials with 4 finished refs it returned each of them, 5 to 17 times).
 The driver once took only the oldest outstanding update from it: when two updates had
 finished and Ray returned the newer one, the older was never looked at and the run stood at
-0 steps/s for ever (the node-loss tests stalled so in 4 runs of 7 on 2026-12-07).
+0 steps/s for ever (the node-loss tests stalled so in 5 runs of 8 on 2026-12-07).
 
 Here ``ray.wait`` always returns the newest ready refs, which Ray is free to do; a run must
 still reach its step budget.
