@@ -172,12 +172,48 @@ def run_record(run_dir: RunDir) -> dict:
 
 
 def curve_point(row: dict) -> dict:
-    """What the results keep of one metrics row: progress, and why a run stalls or collapses
-    (DIAGNOSTICS, where the row has them)."""
+    """What the results keep of one metrics row: progress (with the episodes ended so far,
+    which tell a report over a full window of episodes from one over its first few), and why
+    a run stalls or collapses (DIAGNOSTICS, where the row has them)."""
     return {"env_steps": row["env_steps"], "time_s": row["time_s"],
+            "episodes": row.get("episodes"),
             "success_rate": row.get("success_rate"), "mean_return": row.get("mean_return"),
             "mean_length": row.get("mean_length"),
             **{k: row[k] for k in DIAGNOSTICS if _finite(row.get(k))}}
+
+
+def judged_reports(run: dict) -> list[dict]:
+    """The reports of a run whose success rate is over a full window of episodes
+    (``run.summary_window_episodes``): the first reports of a run are over the few episodes
+    that ended first, and on a task with a time limit those are the successes (one episode
+    of 145 steps, a success, made a first report of 1.00 on KeyRoom-S15). Peaks, collapses
+    and steps to a success rate are read from these alone.
+
+    A report stored with its episode count counts from ``window`` episodes on. One stored
+    before reports kept the count counts from the steps by which that many must have ended:
+    each of the run's N environments ends an episode at least every T steps, T being the
+    time limit, read as the longest mean episode length of any report (a window of timeouts
+    alone shows it exactly, as every stored KeyRoom run's does): N * T * ceil(window / N).
+    A hand-made record with neither (no settings) keeps every report."""
+    curve, cfg = run["curve"], _stored_config(run)
+    window = 100 if cfg is None else cfg.run.summary_window_episodes  # 100: the default
+    if curve and all(p.get("episodes") is not None for p in curve):
+        return [p for p in curve if p["episodes"] >= window]
+    if cfg is None:
+        return curve
+    envs = cfg.rollout.num_actors * cfg.rollout.envs_per_actor
+    longest = max((p["mean_length"] for p in curve if p.get("mean_length") is not None),
+                  default=0.0)
+    first_full = envs * longest * math.ceil(window / envs)
+    return [p for p in curve if p["env_steps"] >= first_full]
+
+
+def _stored_config(run: dict) -> OniConfig | None:
+    """The config a stored run ran with (None for a hand-made record without its settings)."""
+    settings = run.get("settings") or {}
+    if not {"env_id", "minutes", "steps", "shared", "arm"} <= settings.keys():
+        return None
+    return config_for(settings, int(run.get("seed") or 0))
 
 
 def _finite(value: Any) -> bool:
@@ -228,8 +264,8 @@ def curve_band(runs: list[dict], key: str, grid: np.ndarray) -> tuple[np.ndarray
 def steps_to_threshold(runs: list[dict], threshold: float) -> list[float]:
     """Per seed, the steps to exceed ``threshold``; a seed that never did counts as its whole
     budget (censored: it took at least that long), so a comparison never drops the failures."""
-    return [float(steps_to_exceed(r["curve"], threshold) or r["summary"].get("env_steps") or 0)
-            for r in runs]
+    return [float(steps_to_exceed(judged_reports(r), threshold) or r["summary"].get("env_steps")
+                  or 0) for r in runs]
 
 
 def arm_table(runs: list[dict]) -> dict[str, Any]:
@@ -243,14 +279,14 @@ def arm_table(runs: list[dict]) -> dict[str, Any]:
         "final_mean_return": band([r["summary"].get("final_mean_return") for r in runs]),
         # A run that learnt and then lost it ends where one that never learnt does: the best
         # report of each seed tells them apart (an upward-biased view: read it beside final).
-        "peak_success_per_seed": [peak_success(r["curve"]) for r in runs],
+        "peak_success_per_seed": [peak_success(judged_reports(r)) for r in runs],
         # Learnt (>= 0.30) and lost by the end (< half the peak): bench/stats.py's collapse.
-        "collapse_per_seed": [stats.collapse([p.get("success_rate") for p in r["curve"]])
+        "collapse_per_seed": [stats.collapse([p.get("success_rate") for p in judged_reports(r)])
                               for r in runs],
         "env_steps": band([r["summary"].get("env_steps") for r in runs]),
     }
     for threshold in THRESHOLDS:
-        reached = [steps_to_exceed(r["curve"], threshold) for r in runs]
+        reached = [steps_to_exceed(judged_reports(r), threshold) for r in runs]
         hit = [s for s in reached if s is not None]
         row[f"steps_to_{threshold:g}"] = {"per_seed": reached, "reached": len(hit),
                                           "mean": band(hit)[0] if hit else None}

@@ -72,8 +72,9 @@ def candidate(name: str, results: dict) -> dict[str, Any]:
             "seed": r["seed"],
             "final_success": r["summary"].get("final_success_rate"),
             **{k: v for k, v in stats.collapse(
-                [p.get("success_rate") for p in r["curve"]]).items() if k != "final"},
-            "steps_to_50": learning_task.steps_to_exceed(r["curve"], SUCCESS),
+                [p.get("success_rate") for p in learning_task.judged_reports(r)]).items()
+               if k != "final"},
+            "steps_to_50": learning_task.steps_to_exceed(learning_task.judged_reports(r), SUCCESS),
             "steps_to_50_censored": steps,
         } for r, steps in zip(retrieval, censored, strict=True)],
         "extrinsic": [{

@@ -222,3 +222,42 @@ def test_no_bench_script_shadows_a_standard_library_module() -> None:
 
     names = {p.stem for p in (Path(__file__).resolve().parents[1] / "bench").glob("*.py")}
     assert not names & set(sys.stdlib_module_names)
+
+
+S15_SETTINGS = {"env_id": "MiniHack-KeyRoom-S15-v0", "arm": ["rewards.model.kind=retrieval"],
+                "minutes": None, "steps": 4_000_000,
+                "shared": ["env.penalty_step=0", "rollout.envs_per_actor=32"]}
+
+
+def test_reports_over_a_partial_window_are_not_judged() -> None:
+    # The first report of a real S15 pilot: one episode had ended, a success (145 steps).
+    curve = [{"env_steps": 18_432, "episodes": 1, "success_rate": 1.0, "mean_length": 145.0},
+             {"env_steps": 36_864, "episodes": 65, "success_rate": 0.02, "mean_length": 396.0},
+             {"env_steps": 57_344, "episodes": 120, "success_rate": 0.0, "mean_length": 400.0},
+             {"env_steps": 2_000_000, "episodes": 6_000, "success_rate": 0.6,
+              "mean_length": 200.0},
+             {"env_steps": 4_000_000, "episodes": 11_000, "success_rate": 0.1,
+              "mean_length": 380.0}]
+    run = {"seed": 1, "settings": S15_SETTINGS, "curve": curve,
+           "summary": {"env_steps": 4_000_000}}
+    judged = lb.judged_reports(run)
+    assert [p["env_steps"] for p in judged] == [57_344, 2_000_000, 4_000_000]  # >= 100 ended
+    assert lb.peak_success(judged) == 0.6  # not the 1.00 of one episode
+    assert lb.steps_to_threshold([run], 0.5) == [2_000_000.0]  # not 18,432
+    assert stats.collapse([p["success_rate"] for p in judged])["collapsed"]  # 0.6 -> 0.1
+    flat = {**run, "curve": [{**p, "success_rate": 1.0 if i == 0 else 0.0}
+                             for i, p in enumerate(curve)]}
+    assert not lb.arm_table([flat])["collapse_per_seed"][0]["collapsed"]  # never learnt
+
+
+def test_a_report_stored_without_its_episode_count_counts_from_a_bound() -> None:
+    # 2 actors x 32 envs, a 400-step limit (the longest mean length seen), a window of 100:
+    # every env has ended 2 episodes (128 >= 100) by 64 * 400 * ceil(100 / 64) = 51,200 steps.
+    curve = [{"env_steps": s, "success_rate": p, "mean_length": m} for s, p, m in
+             ((18_432, 1.0, 145.0), (36_864, 0.02, 396.0), (51_199, 0.0, 400.0),
+              (51_200, 0.0, 400.0), (4_000_000, 0.5, 300.0))]
+    run = {"seed": 0, "settings": S15_SETTINGS, "curve": curve,
+           "summary": {"env_steps": 4_000_000}}
+    assert [p["env_steps"] for p in lb.judged_reports(run)] == [51_200, 4_000_000]
+    # A hand-made record (no settings, no counts) keeps every report.
+    assert lb.judged_reports({"curve": curve}) == curve

@@ -15,9 +15,11 @@ BUDGET = 4_000_000
 
 def _run(arm: str, seed: int, successes: list[float], *, entropy: list[float] | None = None,
          shared: tuple[str, ...] = ("x=1",)) -> dict:
-    """A stored run whose reports are 1 M steps apart (success per report), ending at BUDGET."""
+    """A stored run whose reports are 1 M steps apart (success per report, each over a full
+    window of episodes), ending at BUDGET."""
     steps = [BUDGET * (i + 1) // len(successes) for i in range(len(successes))]
-    curve = [{"env_steps": s, "success_rate": p} for s, p in zip(steps, successes, strict=True)]
+    curve = [{"env_steps": s, "episodes": 1000 * (i + 1), "success_rate": p}
+             for i, (s, p) in enumerate(zip(steps, successes, strict=True))]
     for point, h in zip(curve, entropy or [], strict=False):
         point["learner_entropy_loss"] = -h
     return {"arm": arm, "seed": seed, "settings": {"shared": list(shared)}, "commit": "abc1234",
