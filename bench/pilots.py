@@ -18,8 +18,11 @@ The rule, stated before any pilot ran (docs/results.md, "Stabilisers"), in this 
    steps over seeds, a seed that never did counted at its whole budget, as the arms bench
    does); a tie goes to the higher final success.
 
-A candidate with fewer than ``--seeds`` finished runs of either arm is reported, but not chosen:
-the verdict says which runs are missing.
+Peaks, collapses and steps to 50% are read from the reports over a full window of episodes
+(``bench/learning_task.py::judged_reports``). A candidate with fewer than ``--seeds`` finished
+runs of either arm is reported, but not chosen, and nothing is chosen while it may still win:
+the verdict says which runs are missing. One already out (tests 1 and 2 are final: more seeds
+cannot undo a collapse) does not hold up the choice.
 """
 
 from __future__ import annotations
@@ -122,15 +125,17 @@ def _failed(v: dict[str, Any]) -> str:
 def choose(candidates: list[dict[str, Any]], seeds: int) -> dict[str, Any]:
     """The rule over every candidate: the chosen one's name, or None and why not."""
     verdicts = {c["name"]: judge(c, seeds) for c in candidates}
-    incomplete = [n for n, v in verdicts.items() if not v["complete"]]
+    # A collapse or a lost entropy is final: more seeds cannot bring a candidate back, so the
+    # choice waits only for the runs of the candidates still in.
+    out = [f"{n} ({_failed(v)})" for n, v in verdicts.items() if _failed(v)]
+    incomplete = [n for n, v in verdicts.items() if not v["complete"] and not _failed(v)]
     if incomplete:
-        # A collapse or a lost entropy is final: more seeds cannot bring a candidate back.
-        out = [f"{n} ({_failed(v)})" for n, v in verdicts.items() if _failed(v)]
         return {"chosen": None, "verdicts": verdicts,
-                "why": "not every candidate has its runs: " + "; ".join(
+                "why": "not every candidate still in has its runs: " + "; ".join(
                     f"{n} lacks {', '.join(verdicts[n]['missing'])}" for n in incomplete)
                 + (f". Out already: {', '.join(out)}" if out else "")}
-    left = [n for n, v in verdicts.items() if v["no_collapse"] and v["keeps_entropy"]]
+    left = [n for n, v in verdicts.items()
+            if v["complete"] and v["no_collapse"] and v["keeps_entropy"]]
     if not left:
         return {"chosen": None, "verdicts": verdicts,
                 "why": "every candidate collapses a retrieval seed or lets extrinsic-only's "
@@ -139,7 +144,7 @@ def choose(candidates: list[dict[str, Any]], seeds: int) -> dict[str, Any]:
                                     -(verdicts[n]["mean_final_success"] or 0.0)))
     return {"chosen": best, "verdicts": verdicts,
             "why": f"{len(left)} of {len(verdicts)} pass tests 1 and 2; {best} reaches 50% "
-                   "soonest"}
+                   "soonest" + (f". Out: {', '.join(out)}" if out else "")}
 
 
 def _fmt(value: float | None, spec: str = ".2f") -> str:

@@ -95,13 +95,19 @@ def test_a_candidate_without_its_runs_is_never_chosen(tmp_path: Path) -> None:
     decision = json.loads(out.with_suffix(".json").read_text())
     assert decision["chosen"] is None
     assert "partial lacks retrieval 1 seed(s), extrinsic 2 seed(s)" in decision["why"]
+    assert decision["why"].startswith("not every candidate still in has its runs")
     table = out.with_suffix(".md").read_text()
     assert "| full | 0.70 / 0.70 | 0.70 / 0.70 | 0/2 | 1.00 M / 1.00 M | 0.00 / 0.00 | " \
            "1.80 / 1.80 | 2 + 2 |" in table
     assert "| partial | 0.70 | 0.70 | 0/1 | 1.00 M | - | - | 1 + 0 (incomplete) |" in table
     # a collapse is final: more seeds cannot bring a candidate back, and the verdict says so
-    broken = _results(_run("retrieval", 0, [0.6, 0.6, 0.2, 0.1]))
-    why = pilots.choose([pilots.candidate("broken", broken)], seeds=2)["why"]
-    assert why.endswith("Out already: broken (collapses a retrieval seed)")
+    broken = pilots.candidate("broken", _results(_run("retrieval", 0, [0.6, 0.6, 0.2, 0.1])))
+    waiting = pilots.choose([pilots.candidate("partial", partial), broken], seeds=2)
+    assert waiting["chosen"] is None
+    assert waiting["why"].endswith("Out already: broken (collapses a retrieval seed)")
+    # so a candidate already out, its runs unfinished, does not hold up the choice
+    decided = pilots.choose([pilots.candidate("full", full), broken], seeds=2)
+    assert decided["chosen"] == "full"
+    assert decided["why"].endswith("Out: broken (collapses a retrieval seed)")
     # the full candidate alone has its runs: it is chosen
     assert pilots.choose([pilots.candidate("full", full)], seeds=2)["chosen"] == "full"
