@@ -270,6 +270,7 @@ def steps_to_threshold(runs: list[dict], threshold: float) -> list[float]:
 
 def arm_table(runs: list[dict]) -> dict[str, Any]:
     success = [r["summary"].get("final_success_rate") for r in runs]
+    judged = [judged_reports(r) for r in runs]  # once a run: a stored run loads its config
     row: dict[str, Any] = {
         "seeds": len(runs),
         "seed_ids": [r.get("seed") for r in runs],
@@ -279,14 +280,14 @@ def arm_table(runs: list[dict]) -> dict[str, Any]:
         "final_mean_return": band([r["summary"].get("final_mean_return") for r in runs]),
         # A run that learnt and then lost it ends where one that never learnt does: the best
         # report of each seed tells them apart (an upward-biased view: read it beside final).
-        "peak_success_per_seed": [peak_success(judged_reports(r)) for r in runs],
+        "peak_success_per_seed": [peak_success(reports) for reports in judged],
         # Learnt (>= 0.30) and lost by the end (< half the peak): bench/stats.py's collapse.
-        "collapse_per_seed": [stats.collapse([p.get("success_rate") for p in judged_reports(r)])
-                              for r in runs],
+        "collapse_per_seed": [stats.collapse([p.get("success_rate") for p in reports])
+                              for reports in judged],
         "env_steps": band([r["summary"].get("env_steps") for r in runs]),
     }
     for threshold in THRESHOLDS:
-        reached = [steps_to_exceed(judged_reports(r), threshold) for r in runs]
+        reached = [steps_to_exceed(reports, threshold) for reports in judged]
         hit = [s for s in reached if s is not None]
         row[f"steps_to_{threshold:g}"] = {"per_seed": reached, "reached": len(hit),
                                           "mean": band(hit)[0] if hit else None}

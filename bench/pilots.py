@@ -71,15 +71,8 @@ def candidate(name: str, results: dict) -> dict[str, Any]:
         "name": name,
         "settings": sorted({o for r in runs for o in r["settings"]["shared"]}),
         "commits": sorted({r.get("commit") or "?" for r in runs}),
-        "retrieval": [{
-            "seed": r["seed"],
-            "final_success": r["summary"].get("final_success_rate"),
-            **{k: v for k, v in stats.collapse(
-                [p.get("success_rate") for p in learning_task.judged_reports(r)]).items()
-               if k != "final"},
-            "steps_to_50": learning_task.steps_to_exceed(learning_task.judged_reports(r), SUCCESS),
-            "steps_to_50_censored": steps,
-        } for r, steps in zip(retrieval, censored, strict=True)],
+        "retrieval": [_retrieval_seed(r, steps) for r, steps in zip(retrieval, censored,
+                                                                     strict=True)],
         "extrinsic": [{
             "seed": r["seed"],
             "final_success": r["summary"].get("final_success_rate"),
@@ -90,6 +83,18 @@ def candidate(name: str, results: dict) -> dict[str, Any]:
 
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
+
+
+def _retrieval_seed(run: dict[str, Any], censored_steps: float) -> dict[str, Any]:
+    reports = learning_task.judged_reports(run)  # once: a stored run loads its config
+    return {
+        "seed": run["seed"],
+        "final_success": run["summary"].get("final_success_rate"),
+        **{k: v for k, v in stats.collapse([p.get("success_rate") for p in reports]).items()
+           if k != "final"},
+        "steps_to_50": learning_task.steps_to_exceed(reports, SUCCESS),
+        "steps_to_50_censored": censored_steps,
+    }
 
 
 def judge(c: dict[str, Any], seeds: int) -> dict[str, Any]:
