@@ -46,7 +46,7 @@ import numpy as np
 
 from bench import stats
 from bench.runs import git_commit, train_and_inspect
-from cluster.config import OniConfig, load_config, reserved_cpus
+from cluster.config import ConfigError, OniConfig, load_config, reserved_cpus
 from cluster.run_dir import RunDir, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,14 +92,43 @@ def base_config(env_id: str) -> Path:
     return MINIHACK_CONFIG if env_id.startswith("MiniHack-") else DEFAULT_CONFIG
 
 
+# The default learner changed on 2026-12-08 (issue 28): whitening with its std floored at 1.0
+# and value clipping at 1.0, where every run stored before had neither (``learner.preset=plain``
+# reproduces it). A run whose learner that change alters says so in its settings ("learner":
+# STABILISED), so its key is not an older run's and a stored run is never taken for it; a run
+# whose overrides pin the learner's keys either way computes what it did and keeps its key.
+STABILISED = "stabilised"
+_PLAIN = "learner.preset=plain"
+
+
+def _learner_changed(s: dict) -> bool:
+    """Whether today's defaults give this run another learner than the plain one runs stored
+    before 2026-12-08 had."""
+    base = REPO / s["config"] if "config" in s else base_config(s["env_id"])
+    keys = [f"env.id={s['env_id']}", *s["shared"], *s["arm"]]
+    try:
+        today, before = (load_config(base, keys).learner,
+                         load_config(base, [_PLAIN, *keys]).learner)
+    except ConfigError:  # a stored run's renamed key (see migrate), or a typo config_for reports
+        return False
+    today.preset = before.preset = "none"  # the preset's name alone changes nothing computed
+    return today != before
+
+
 def settings(task: str, arm: str, *, minutes: float | None, steps: int, shared: list[str],
              config: Path | None = None) -> dict:
     """Everything that decides what a run computes (the seed aside): its key's hash. The base
-    config enters only when it is not the task's default, so older results keep their keys."""
+    config enters only when it is not the task's default, and the learner only when today's
+    default learner changes the run (``STABILISED``), so older results keep their keys."""
+    # learner.preset=plain asks for the learner every run stored without the marker had: such
+    # a run's key, so that adding it to an older table's command finds that table's runs.
+    plain = _PLAIN in shared
     s = {"env_id": env_id_of(task), "arm": ARMS[arm], "minutes": minutes, "steps": steps,
-         "shared": sorted(shared)}
+         "shared": sorted(o for o in shared if o != _PLAIN)}
     if config is not None and Path(config).resolve() != base_config(s["env_id"]):
         s["config"] = str(Path(config).resolve().relative_to(REPO))
+    if not plain and _learner_changed(s):
+        s["learner"] = STABILISED
     return s
 
 
@@ -128,6 +157,8 @@ def config_for(s: dict, seed: int) -> OniConfig:
                  f"run.total_env_steps={s['steps']}", f"run.seed={seed}",
                  "run.random_baseline_episodes=0", "run.report_every_s=10",
                  "metrics.enabled=false", *s["shared"], *s["arm"]]
+    if "learner" not in s:  # the learner it ran with: before 2026-12-08, or pinned either way
+        overrides.insert(0, _PLAIN)
     base = REPO / s["config"] if "config" in s else base_config(s["env_id"])
     return load_config(base, overrides)
 

@@ -3,6 +3,7 @@
     python bench/speedup.py [--base 28e86dd] [--rounds 3] [--seconds 75]
                             [--configs configs/minihack/keyroom_s5.yaml configs/default.yaml]
                             [--set KEY=VALUE ...]        (overrides for this checkout only)
+                            [--name speedup]             (the results files' stem)
 
 Issue 18's yardstick: the same jobs, on the same network and cores, trained by the code before
 the throughput work (``--base``, checked out once as a git worktree under the system temp
@@ -13,7 +14,8 @@ tree's code. Runs alternate base/new within a round and the order flips every ro
 machine's drift lands on both; the ratio new/base is taken within each round. SPS is steady
 state: environment steps produced per second after ``--warmup`` s of the training loop.
 
-Writes ``bench/results/speedup.{json,png}``; the worker logs go to a temp dir it prints.
+Writes ``bench/results/<name>.{json,png}`` (``speedup`` unless ``--name``); the worker logs go to
+a temp dir it prints.
 """
 
 from __future__ import annotations
@@ -135,6 +137,8 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="overrides for this checkout's runs (the base runs its defaults)")
+    parser.add_argument("--name", default="speedup",
+                        help="stem of the results files in bench/results/")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tree", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
@@ -145,6 +149,7 @@ def main() -> None:
         return
     sys.path.insert(0, str(REPO))
     from bench.runs import git_commit
+    from cluster.run_dir import atomic_write_text
 
     trees = {"base": base_tree(args.base), "new": REPO}
     log_dir = Path(tempfile.mkdtemp(prefix="oniray-speedup-logs-"))
@@ -171,8 +176,8 @@ def main() -> None:
            "median_ratio": {c: statistics.median(v) for c, v in ratios.items()},
            "min_ratio": {c: min(v) for c, v in ratios.items()}}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "speedup.json").write_text(json.dumps(out, indent=1) + "\n")
-    plot(out, RESULTS / "speedup.png")
+    atomic_write_text(RESULTS / f"{args.name}.json", json.dumps(out, indent=1) + "\n")
+    plot(out, RESULTS / f"{args.name}.png")
     print(json.dumps({"median_ratio": out["median_ratio"], "by_round": ratios}, indent=1))
 
 

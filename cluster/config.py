@@ -375,7 +375,9 @@ def _cross_checks(cfg: OniConfig, sources: dict[str, str]) -> list[str]:
             f"{cfg.learner.num_learners} must divide the {cfg.fragments_per_batch} fragments "
             f"of a batch"
         )
-    if cfg.learner.advantage_std_floor > 0 and not cfg.learner.normalize_advantages:
+    # Only a floor someone set: the default floor (1.0) simply goes unused with whitening off.
+    if ("learner.advantage_std_floor" in sources and cfg.learner.advantage_std_floor > 0
+            and not cfg.learner.normalize_advantages):
         problems.append(
             f"{where('learner.advantage_std_floor')}: 'learner.advantage_std_floor' = "
             f"{cfg.learner.advantage_std_floor} needs learner.normalize_advantages = true "

@@ -16,10 +16,13 @@ from rewards.config import RewardsConfig
 # Named learner settings, applied at config load (``cluster.config.load_config``): a preset's
 # keys replace the defaults' and the config files' values; a key given on the command line
 # still wins. ``oni``: the learner of ONI's own code (a Sample Factory 1 fork).
+# ``plain``: the learner before issue 28 chose the stabilised defaults (no whitening, no value
+# clipping); every table in docs/results.md made before 2026-12-08 ran with it.
 LEARNER_PRESETS: dict[str, dict[str, Any]] = {
     "none": {},
     "oni": {"normalize_advantages": True, "advantage_std_floor": 1e-3, "lr": 1e-4,
             "entropy_coef": 0.003, "value_clip": 1.0, "max_grad_norm": 4.0},
+    "plain": {"normalize_advantages": False, "advantage_std_floor": 0.0, "value_clip": None},
 }
 
 
@@ -34,7 +37,7 @@ def _preset_doc() -> str:
 class LearnerConfig:
     """APPO with V-trace targets, data-parallel over num_learners."""
 
-    preset: Literal["none", "oni"] = param("none", _preset_doc())
+    preset: Literal["none", "oni", "plain"] = param("none", _preset_doc())
 
     num_learners: int = param(1, "learners in the group (torch.distributed data parallel)", ge=1)
     batch_size: int = param(
@@ -48,19 +51,26 @@ class LearnerConfig:
     value_coef: float = param(0.5, "weight of the value loss", ge=0)
     entropy_coef: float = param(0.001, "weight of the entropy bonus", ge=0)
     max_grad_norm: float = param(4.0, "clip the global gradient norm to this", gt=0)
+    # ---- stabilisers (docs/results.md#stabilisers) ----------------------------------------
+    # Defaults: the learner issue 28's pilots chose on MiniHack-KeyRoom-S15 by a rule stated
+    # before they ran (bench/results/pilots-s15.md): whitening with its std floored at 1.0,
+    # and value clipping at 1.0. With the plain learner (no whitening, no clip:
+    # learner.preset=plain) 2 of the table's 5 retrieval seeds collapsed for good (peak 0.56 ->
+    # final 0.01, 0.38 -> 0.04); plain whitening made the reward-less extrinsic-only policy
+    # nearly deterministic (2.30 -> 0.27 nats).
     normalize_advantages: bool = param(
-        False, "scale the policy-gradient advantages of each update to mean 0, std 1 over the "
-        "whole batch (all ranks), as Sample Factory's APPO does: an update's size then no "
-        "longer follows the reward's scale. Off by default: while no reward arrives it turns "
-        "the critic's noise into full-size policy steps (on KeyRoom-S15, extrinsic-only's "
-        "entropy fell to 0.27 of 2.30 nats; docs/results.md); advantage_std_floor bounds that"
+        True, "scale the policy-gradient advantages of each update to mean 0 and std 1 over "
+        "the whole batch (all ranks), as Sample Factory's APPO does, dividing by "
+        "max(std, advantage_std_floor): an update's size then no longer follows the reward's "
+        "scale once a reward arrives, while a reward-less batch (the critic's noise) stays small"
     )
-    # ---- stabilisers (every one off by default; docs/results.md#stabilisers) ----------
     advantage_std_floor: float = param(
-        0.0, "with normalize_advantages: divide by max(std, this) instead of the std, so a "
+        1.0, "with normalize_advantages: divide by max(std, this) instead of the std, so a "
         "batch whose advantages are all near zero (no reward yet: the critic's noise) is not "
-        "scaled up to unit size; 0 = plain whitening. In the advantages' own units (those of "
-        "the reward the learner trains on, after reward_scale and normalize_rewards)", ge=0
+        "scaled up to unit size; 0 = plain whitening (on KeyRoom-S15 it turned extrinsic-only "
+        "nearly deterministic, 0.27 of 2.30 nats). In the advantages' own units (those of the "
+        "reward the learner trains on, after reward_scale and normalize_rewards); ignored "
+        "when normalize_advantages is off", ge=0
     )
     reward_scale: float = param(
         1.0, "multiply the whole combined reward (extrinsic and intrinsic alike, so their "
@@ -81,10 +91,11 @@ class LearnerConfig:
         "multiplied by up to 1 / this", gt=0
     )
     value_clip: float | None = param(
-        None, "PPO's clipped value loss: the value may move at most this far from the value "
+        1.0, "PPO's clipped value loss: the value may move at most this far from the value "
         "the acting policy gave the step before the loss stops pulling it (the larger of the "
         "clipped and unclipped squared errors is minimised); in the trained reward's units; "
-        "null = off", gt=0
+        "null = off. It keeps one batch's first large reward from dragging the critic (and "
+        "with it every advantage) far in one update", gt=0
     )
     kl_target: float | None = param(
         None, "the KL guard's target KL(behaviour || current) per update (measured from the "

@@ -108,6 +108,33 @@ def test_intervals_apart_says_which_way() -> None:
     assert lb._apart(None) == "n/a (1 seed)"
 
 
+def test_a_run_the_new_default_learner_changes_gets_a_new_key() -> None:
+    """Runs stored before 2026-12-08 ran with the plain learner: a command whose learner the
+    new defaults change must not reuse them, one that pins the learner keeps its stored runs,
+    and a stored run's config is the one it ran with."""
+    plain = _plan()
+    assert plain["learner"] == lb.STABILISED  # the defaults changed this run's learner
+    legacy = {k: v for k, v in plain.items() if k != "learner"}  # as it was stored
+    assert lb.settings_hash(plain) != lb.settings_hash(legacy)
+    old = lb.config_for(legacy, seed=0).learner
+    assert (old.normalize_advantages, old.advantage_std_floor, old.value_clip) == (False, 0.0,
+                                                                                   None)
+    new = lb.config_for(plain, seed=0).learner
+    assert (new.normalize_advantages, new.advantage_std_floor, new.value_clip) == (True, 1.0,
+                                                                                   1.0)
+    pinned = ["learner.normalize_advantages=true", "learner.advantage_std_floor=1.0",
+              "learner.value_clip=1.0"]
+    for shared in (pinned, ["learner.preset=plain"], ["learner.preset=oni"]):
+        assert "learner" not in _plan(shared), shared  # computes what it did: the old key
+    # learner.preset=plain added to an older table's command finds its stored runs
+    assert lb.settings_hash(_plan(["learner.preset=plain"])) == lb.settings_hash(legacy)
+    rewnorm = ["learner.normalize_rewards=true"]
+    stored = {k: v for k, v in _plan(rewnorm).items() if k != "learner"}
+    assert lb.settings_hash(_plan(["learner.preset=plain", *rewnorm])) == lb.settings_hash(stored)
+    assert lb.config_for(stored, seed=0).learner.value_clip is None
+    assert lb.config_for(_plan(["learner.preset=oni"]), seed=0).learner.lr == 1e-4
+
+
 def test_one_results_file_per_task_and_settings_and_renamed_keys_still_match() -> None:
     a = lb.default_stem("MiniHack-MultiRoom-N4-v0", minutes=None, steps=10, shared=["x=1"])
     assert a.name.startswith("learning-multiroom-n4-")
@@ -117,11 +144,14 @@ def test_one_results_file_per_task_and_settings_and_renamed_keys_still_match() -
                                 shared=["x=1"])
     assert lb.base_config("NetHackScore-v0").name == "default.yaml"
     assert lb.base_config("MiniHack-MultiRoom-N4-v0").name == "oni.yaml"
-    # A run stored under the judge's old flat key is found with today's key.
+    # A run stored under the judge's old flat key is found with today's key (the learner it
+    # ran with pinned: today's default learner would be another run).
     old = lb.settings("keyroom-s5", "count", minutes=1.0, steps=1000,
-                      shared=["rewards.judge.embedding_goal_sentences=true"])
+                      shared=["rewards.judge.embedding_goal_sentences=true",
+                              "learner.preset=plain"])
     new = lb.settings("keyroom-s5", "count", minutes=1.0, steps=1000,
-                      shared=["rewards.judge.embedding.goal_sentences=true"])
+                      shared=["rewards.judge.embedding.goal_sentences=true",
+                              "learner.preset=plain"])
     digest = lb.settings_hash(old)
     stored = {"runs": {lb.run_key("count", 0, digest): {
         "arm": "count", "seed": 0, "settings_hash": digest, "settings": old}}}

@@ -1,8 +1,10 @@
 """The learner's stabilisers and update diagnostics (issue 28), against hand-computed values.
 
-Each stabiliser is off by default; each test here fails if its key stops doing what its doc
-says. Pure math first (learner.stabilisers, learner.losses), then the APPO learner with each
-key on (float32 pinned: known answers), then the preset at config load.
+Each test starts from the plain learner (every stabiliser off) and turns on the one it checks;
+the defaults (whitening floored at 1.0, value clip 1.0: issue 28's pilots) are tested as such.
+Each test here fails if its key stops doing what its doc says. Pure math first
+(learner.stabilisers, learner.losses), then the APPO learner with each key on (float32 pinned:
+known answers), then the defaults and the presets at config load.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
@@ -19,6 +22,7 @@ from cluster.config import ConfigError, OniConfig, load_config
 from learner import appo
 from learner.appo import Learner
 from learner.batch import make_batch
+from learner.config import LEARNER_PRESETS
 from learner.losses import clipped_value_loss, normalized_advantages, value_loss
 from learner.stabilisers import (
     MIN_LR,
@@ -41,9 +45,11 @@ def _one_thread() -> None:
 
 
 def _cfg(**learner: object) -> OniConfig:
+    """The plain learner (every stabiliser off) with ``learner``'s keys on: each test turns on
+    the stabiliser it checks, against the loss without it."""
     cfg = OniConfig()
     cfg.learner.precision = "float32"  # known answers are float32's
-    for key, value in learner.items():
+    for key, value in {**LEARNER_PRESETS["plain"], **learner}.items():
         setattr(cfg.learner, key, value)
     return cfg
 
@@ -238,11 +244,47 @@ def test_normalized_rewards_are_divided_by_the_kept_scale() -> None:
             == learner.update(_batch(1, reward=1.0))[appo.REWARD_NORM_SCALE])
 
 
-def test_defaults_leave_every_stabiliser_off() -> None:
+def test_defaults_are_the_learner_the_pilots_chose() -> None:
+    """Issue 28's choice (bench/results/pilots-s15.md): whitening floored at 1.0, value clip
+    1.0; every other stabiliser off."""
     lc = OniConfig().learner
-    assert (lc.preset, lc.reward_scale, lc.normalize_rewards, lc.value_clip, lc.kl_target,
-            lc.advantage_std_floor, lc.normalize_advantages) == ("none", 1.0, False, None,
-                                                                 None, 0.0, False)
+    assert (lc.preset, lc.normalize_advantages, lc.advantage_std_floor, lc.value_clip,
+            lc.reward_scale, lc.normalize_rewards, lc.kl_target) == ("none", True, 1.0, 1.0,
+                                                                    1.0, False, None)
+    shipped = load_config(REPO / "configs" / "default.yaml").learner
+    assert (shipped.normalize_advantages, shipped.advantage_std_floor,
+            shipped.value_clip) == (True, 1.0, 1.0)
+
+
+def test_the_default_update_is_whitened_with_the_floor_and_value_clipped() -> None:
+    """The default learner's update equals the plain one with the two stabilisers set by hand,
+    and differs from the plain one in both losses: the acting values (5) lie more than the clip
+    radius (1) from the net's, so the clipped value loss binds; the advantages' std is below
+    the floor, so whitening only centres them."""
+    fragment = make_fragment(T=8, E=4, seed=0)
+    i = fragment.schema.get_field_index("behaviour_value")
+    fragment = fragment.set_column(i, fragment.schema.field(i),
+                                   pa.array(np.full(fragment.num_rows, 5.0, np.float32)))
+    default = OniConfig()
+    default.learner.precision = "float32"
+    by_hand = _cfg(normalize_advantages=True, advantage_std_floor=1.0, value_clip=1.0)
+    got = Learner(default, num_actions=A).update(make_batch([fragment]))
+    want = Learner(by_hand, num_actions=A).update(make_batch([fragment]))
+    plain = Learner(_cfg(), num_actions=A).update(make_batch([fragment]))
+    for key in (appo.POLICY_LOSS, appo.VALUE_LOSS):
+        assert got[key] == pytest.approx(want[key], rel=1e-6)
+        assert got[key] != pytest.approx(plain[key], rel=1e-3, abs=1e-6)
+    assert got[appo.VALUE_LOSS] > plain[appo.VALUE_LOSS]  # max(clipped, unclipped) errors
+
+
+def test_plain_preset_restores_the_learner_of_the_older_tables(tmp_path: Path) -> None:
+    lc = load_config(REPO / "configs" / "default.yaml", ["learner.preset=plain"]).learner
+    assert (lc.normalize_advantages, lc.advantage_std_floor, lc.value_clip) == (False, 0.0,
+                                                                                None)
+    # a preset's key given on the command line still wins
+    lc = load_config(REPO / "configs" / "default.yaml",
+                     ["learner.preset=plain", "learner.value_clip=2.0"]).learner
+    assert (lc.normalize_advantages, lc.value_clip) == (False, 2.0)
 
 
 # ---- the preset --------------------------------------------------------------------------
@@ -262,8 +304,12 @@ def test_oni_preset_resolves_at_load_and_the_command_line_wins(tmp_path: Path) -
 
 
 def test_a_whitening_floor_without_whitening_is_refused() -> None:
+    default = REPO / "configs" / "default.yaml"
     with pytest.raises(ConfigError, match=r"learner\.advantage_std_floor"):
-        load_config(REPO / "configs" / "default.yaml", ["learner.advantage_std_floor=0.1"])
+        load_config(default, ["learner.normalize_advantages=false",
+                              "learner.advantage_std_floor=0.1"])
+    # the default floor is not one anybody set: whitening off alone loads
+    assert load_config(default, ["learner.normalize_advantages=false"]).learner.value_clip == 1.0
 
 
 def test_stabiliser_keys_are_validated() -> None:
