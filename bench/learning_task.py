@@ -585,7 +585,10 @@ def _apart(apart: str | None) -> str:
 
 
 def _plus_minus(point: float, half: float, seeds: int, digits: int) -> str:
-    """"0.830 ± 0.120"; "0.830 ± n/a" for one seed: no spread, not a zero-width interval."""
+    """"0.830 ± 0.120"; "0.830 ± n/a" for one seed: no spread, not a zero-width interval;
+    "n/a" for a task without success (NetHackScore: no episode reaches a goal)."""
+    if not math.isfinite(point):
+        return "n/a"
     spread = "n/a" if seeds < 2 else f"{half:.{digits}f}"
     return f"{point:.{digits}f} ± {spread}"
 

@@ -291,3 +291,9 @@ def test_a_report_stored_without_its_episode_count_counts_from_a_bound() -> None
     assert [p["env_steps"] for p in lb.judged_reports(run)] == [51_200, 4_000_000]
     # A hand-made record (no settings, no counts) keeps every report.
     assert lb.judged_reports({"curve": curve}) == curve
+
+
+def test_a_task_without_success_shows_n_a_not_nan() -> None:
+    assert lb._plus_minus(0.83, 0.12, seeds=5, digits=3) == "0.830 ± 0.120"
+    assert lb._plus_minus(0.83, 0.0, seeds=1, digits=3) == "0.830 ± n/a"
+    assert lb._plus_minus(float("nan"), float("nan"), seeds=3, digits=3) == "n/a"
