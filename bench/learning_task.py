@@ -92,6 +92,11 @@ def base_config(env_id: str) -> Path:
     return MINIHACK_CONFIG if env_id.startswith("MiniHack-") else DEFAULT_CONFIG
 
 
+def _base_of(s: dict) -> Path:
+    """The config file a run's settings start from."""
+    return REPO / s["config"] if "config" in s else base_config(s["env_id"])
+
+
 # The default learner changed on 2026-12-08 (issue 28): whitening with its std floored at 1.0
 # and value clipping at 1.0, where every run stored before had neither (``learner.preset=plain``
 # reproduces it). A run whose learner that change alters says so in its settings ("learner":
@@ -104,7 +109,7 @@ _PLAIN = "learner.preset=plain"
 def _learner_changed(s: dict) -> bool:
     """Whether today's defaults give this run another learner than the plain one runs stored
     before 2026-12-08 had."""
-    base = REPO / s["config"] if "config" in s else base_config(s["env_id"])
+    base = _base_of(s)
     keys = [f"env.id={s['env_id']}", *s["shared"], *s["arm"]]
     try:
         today, before = (load_config(base, keys).learner,
@@ -159,8 +164,7 @@ def config_for(s: dict, seed: int) -> OniConfig:
                  "metrics.enabled=false", *s["shared"], *s["arm"]]
     if "learner" not in s:  # the learner it ran with: before 2026-12-08, or pinned either way
         overrides.insert(0, _PLAIN)
-    base = REPO / s["config"] if "config" in s else base_config(s["env_id"])
-    return load_config(base, overrides)
+    return load_config(_base_of(s), overrides)
 
 
 def finished(s: dict, stop_reason: str | None) -> bool:

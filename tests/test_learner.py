@@ -10,9 +10,9 @@ from cluster.config import OniConfig
 from learner import appo
 from learner.appo import Learner
 from learner.batch import Batch, fragment_tensors, make_batch
-from learner.config import LEARNER_PRESETS
 from learner.vtrace import vtrace
 from tests.helpers.fragments import make_fragment
+from tests.helpers.learner_cfg import plain_learner_config
 
 A = 23
 
@@ -23,15 +23,9 @@ def _one_thread() -> None:
 
 
 def _cfg(**learner: float) -> OniConfig:
-    cfg = OniConfig()
-    # Known answers are float32's: on a CPU with AVX512-BF16, precision=auto would compute the
-    # forward pass in bfloat16 (tests/test_precision.py tests that path against float32).
-    cfg.learner.precision = "float32"
-    # Known answers of APPO's own loss: the plain learner (no whitening, no value clip);
-    # tests/test_stabilisers.py checks each stabiliser against it.
-    for key, value in {**LEARNER_PRESETS["plain"], **learner}.items():
-        setattr(cfg.learner, key, value)
-    return cfg
+    # Known answers of APPO's own loss; tests/test_stabilisers.py checks each stabiliser
+    # against it.
+    return plain_learner_config(**learner)
 
 
 def _params(learner: Learner) -> dict[str, torch.Tensor]:

@@ -22,7 +22,6 @@ from cluster.config import ConfigError, OniConfig, load_config
 from learner import appo
 from learner.appo import Learner
 from learner.batch import make_batch
-from learner.config import LEARNER_PRESETS
 from learner.losses import clipped_value_loss, normalized_advantages, value_loss
 from learner.stabilisers import (
     MIN_LR,
@@ -34,6 +33,7 @@ from learner.stabilisers import (
 )
 from learner.vtrace import vtrace
 from tests.helpers.fragments import make_fragment
+from tests.helpers.learner_cfg import plain_learner_config
 
 A = 23
 REPO = Path(__file__).resolve().parents[1]
@@ -47,11 +47,7 @@ def _one_thread() -> None:
 def _cfg(**learner: object) -> OniConfig:
     """The plain learner (every stabiliser off) with ``learner``'s keys on: each test turns on
     the stabiliser it checks, against the loss without it."""
-    cfg = OniConfig()
-    cfg.learner.precision = "float32"  # known answers are float32's
-    for key, value in {**LEARNER_PRESETS["plain"], **learner}.items():
-        setattr(cfg.learner, key, value)
-    return cfg
+    return plain_learner_config(**learner)
 
 
 # ---- pure functions ------------------------------------------------------------------------
